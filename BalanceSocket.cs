@@ -1,0 +1,511 @@
+using System.Buffers;
+using System.Collections.Concurrent;
+using System.Net.WebSockets;
+using System.Text;
+using System.Text.Json;
+using Microsoft.IdentityModel.JsonWebTokens;
+using Microsoft.IdentityModel.Tokens;
+
+namespace Balance;
+
+public sealed class SocketOptions
+{
+    public TimeSpan AuthTimeout { get; set; } = TimeSpan.FromSeconds(10);
+    public TimeSpan HeartbeatInterval { get; set; } = TimeSpan.FromSeconds(15);
+    public TimeSpan SendTimeout { get; set; } = TimeSpan.FromSeconds(10);
+    public int MaxSocketsPerPlayer { get; set; } = 10;
+    public int MaxUnauthenticatedPerIp { get; set; } = 200;
+    public double MessagesPerSecond { get; set; } = 5;
+    public int MessageBurst { get; set; } = 20;
+    public string[] AllowedOrigins { get; set; } = [];
+}
+
+public static class CloseCodes
+{
+    public const int GoingAway = 1001, PolicyViolation = 1008, TooBig = 1009;
+    public const int TokenExpired = 4001, AuthTimeout = 4002, SlowConsumer = 4003, TooManyConnections = 4004;
+    public const int BadRequest = 4500, InvalidToken = 4501, Forbidden = 4503;
+
+    public static string Reason(int code) => code switch
+    {
+        GoingAway => "server_going_away",
+        PolicyViolation => "rate_limited",
+        TooBig => "frame_too_large",
+        TokenExpired => "token_expired",
+        AuthTimeout => "auth_timeout",
+        SlowConsumer => "slow_consumer",
+        TooManyConnections => "too_many_connections",
+        BadRequest => "bad_request",
+        InvalidToken => "invalid_token",
+        Forbidden => "forbidden",
+        _ => "closed",
+    };
+}
+
+// Everything about sockets: the upgrade, the auth handshake, one send loop per socket,
+// and the fan-out of committed changes read from the ledger's channel.
+public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
+{
+    public const string SubProtocolV2 = "balance.v2";
+    public const int MaxMessageBytes = 4096;
+
+    private readonly Ledger _ledger;
+    private readonly Tokens _tokens;
+    private readonly Sessions _sessions;
+    private readonly SocketOptions _options;
+    private readonly ILogger<BalanceSocket> _log;
+    private readonly TimeProvider _time;
+    private readonly ConcurrentDictionary<Connection, byte> _all = new();
+    private readonly ConcurrentDictionary<Guid, Connection[]> _byPlayer = new();
+    private readonly ConcurrentDictionary<string, int> _pendingByIp = new();
+    private long _nextId;
+
+    public SocketStats Stats { get; } = new();
+
+    public sealed class SocketStats
+    {
+        public long Sent, Coalesced, Dropped;
+        public int Open, Authenticated;
+        public event Action<int>? Closed;
+        internal void ReportClose(int code) => Closed?.Invoke(code);
+    }
+
+    public BalanceSocket(Ledger ledger, Tokens tokens, Sessions sessions, SocketOptions options, ILogger<BalanceSocket> log, TimeProvider time)
+    {
+        (_ledger, _tokens, _sessions, _options, _log, _time) = (ledger, tokens, sessions, options, log, time);
+        _sessions.Revoked += sid =>
+        {
+            foreach (var c in _all.Keys) if (c.SessionId == sid) c.Close(CloseCodes.Forbidden, "session_revoked", "This login has ended.");
+        };
+    }
+
+    public int OpenSockets => _all.Count;
+
+    // ---- fan-out: committed change → every socket of that player, serialized once ----
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(250), _time);
+        var housekeeping = HousekeepingAsync(timer, stoppingToken);
+        try
+        {
+            await foreach (var change in _ledger.Changes.ReadAllAsync(stoppingToken))
+            {
+                if (!_byPlayer.TryGetValue(change.UserId, out var sockets)) continue;
+                byte[] bytes = Serialize(change);
+                foreach (var socket in sockets) socket.Enqueue(bytes, change.Currency, change.Version);
+            }
+        }
+        catch (OperationCanceledException) { }
+        await housekeeping;
+    }
+
+    public static byte[] Serialize(BalanceChange change) => JsonSerializer.SerializeToUtf8Bytes(BalanceMessage.From(change), WireJson.Default.BalanceMessage);
+
+    // One timer for all sockets: auth deadlines, token expiry, heartbeats.
+    private async Task HousekeepingAsync(PeriodicTimer timer, CancellationToken ct)
+    {
+        try
+        {
+            while (await timer.WaitForNextTickAsync(ct))
+            {
+                long now = _time.GetUtcNow().UtcTicks;
+                foreach (var c in _all.Keys) c.Tick(now);
+            }
+        }
+        catch (OperationCanceledException) { }
+    }
+
+    // Shutdown: let in-flight commits finish and reach the sockets, then close every socket with 1001
+    // (sockets are long requests: the web server would otherwise wait for them until its timeout).
+    public async Task StoppingAsync(CancellationToken ct)
+    {
+        using var limit = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        limit.CancelAfter(TimeSpan.FromSeconds(5));
+        await _ledger.DrainAsync(limit.Token);
+        while (_ledger.Changes.Count > 0 && !limit.IsCancellationRequested) await Task.Delay(10, CancellationToken.None);
+        foreach (var c in _all.Keys) c.Close(CloseCodes.GoingAway, "server_going_away", "The server is restarting; reconnect.");
+        while (!_all.IsEmpty && !limit.IsCancellationRequested) await Task.Delay(10, CancellationToken.None);
+    }
+
+    public Task StartingAsync(CancellationToken ct) => Task.CompletedTask;
+    public Task StartedAsync(CancellationToken ct) => Task.CompletedTask;
+    public Task StoppedAsync(CancellationToken ct) => Task.CompletedTask;
+
+    // ---- the endpoint ----
+
+    public bool OriginAllowed(HttpContext http, IHostEnvironment env)
+    {
+        string? origin = http.Request.Headers.Origin;
+        // No Origin: not a browser, so no cross-site hijacking to fear; the token still decides.
+        if (string.IsNullOrEmpty(origin)) return true;
+        if (!Uri.TryCreate(origin, UriKind.Absolute, out var uri)) return false;
+        if (string.Equals(uri.Authority, http.Request.Host.Value, StringComparison.OrdinalIgnoreCase)) return true;
+        if (_options.AllowedOrigins.Any(o => string.Equals(o.TrimEnd('/'), origin.TrimEnd('/'), StringComparison.OrdinalIgnoreCase))) return true;
+        return env.IsDevelopment() && uri.IsLoopback;
+    }
+
+    public async Task HandleAsync(HttpContext http, IHostEnvironment env)
+    {
+        if (!http.WebSockets.IsWebSocketRequest)
+        {
+            await Results.Problem(statusCode: 400, detail: "This endpoint speaks WebSocket only.", extensions: new Dictionary<string, object?> { ["code"] = "websocket_required" }).ExecuteAsync(http);
+            return;
+        }
+        if (!OriginAllowed(http, env))
+        {
+            _log.LogWarning("Refused socket from origin {Origin}", (string?)http.Request.Headers.Origin);
+            await Results.Problem(statusCode: 403, detail: "Origin not allowed.", extensions: new Dictionary<string, object?> { ["code"] = "origin_not_allowed" }).ExecuteAsync(http);
+            return;
+        }
+        string ip = http.Connection.RemoteIpAddress?.ToString() ?? "unknown";
+        if (_pendingByIp.AddOrUpdate(ip, 1, (_, n) => n + 1) > _options.MaxUnauthenticatedPerIp)
+        {
+            Release(ip);
+            http.Response.Headers.RetryAfter = "5";
+            await Results.Problem(statusCode: 429, detail: "Too many unauthenticated sockets from this address.", extensions: new Dictionary<string, object?> { ["code"] = "too_many_connections" }).ExecuteAsync(http);
+            return;
+        }
+        bool v2 = http.WebSockets.WebSocketRequestedProtocols.Contains(SubProtocolV2);
+        string? headerToken = http.Request.Headers.Authorization.ToString() is { } h && h.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? h[7..].Trim() : null;
+        WebSocket ws;
+        try
+        {
+            ws = await http.WebSockets.AcceptWebSocketAsync(new WebSocketAcceptContext { SubProtocol = v2 ? SubProtocolV2 : null });
+        }
+        catch
+        {
+            Release(ip);
+            throw;
+        }
+        var connection = new Connection(this, ws, v2, ip, Interlocked.Increment(ref _nextId), _time.GetUtcNow().UtcTicks + _options.AuthTimeout.Ticks);
+        _all.TryAdd(connection, 0);
+        Interlocked.Increment(ref Stats.Open);
+        try
+        {
+            var sending = connection.SendLoopAsync();
+            if (headerToken is not null) await connection.AuthenticateAsync(headerToken);
+            await connection.ReceiveLoopAsync(http.RequestAborted);
+            connection.Close(CloseCodes.GoingAway, null, null); // ends the send loop if the peer left first
+            await sending;
+        }
+        finally
+        {
+            _all.TryRemove(connection, out _);
+            Interlocked.Decrement(ref Stats.Open);
+            if (connection.Authenticated) { Unregister(connection); Interlocked.Decrement(ref Stats.Authenticated); }
+            else Release(ip);
+            Stats.ReportClose(connection.CloseCode);
+            _log.LogInformation("Socket {SocketId} of {UserId} closed with {CloseCode}", connection.Id, connection.UserId, connection.CloseCode);
+            ws.Dispose();
+        }
+    }
+
+    private void Release(string ip)
+    {
+        if (_pendingByIp.AddOrUpdate(ip, 0, (_, n) => n - 1) <= 0) _pendingByIp.TryRemove(new KeyValuePair<string, int>(ip, 0));
+    }
+
+    private bool Register(Connection c)
+    {
+        while (true)
+        {
+            var current = _byPlayer.GetOrAdd(c.UserId, []);
+            if (current.Length >= _options.MaxSocketsPerPlayer) return false;
+            if (_byPlayer.TryUpdate(c.UserId, [.. current, c], current)) return true;
+        }
+    }
+
+    private void Unregister(Connection c)
+    {
+        while (_byPlayer.TryGetValue(c.UserId, out var current))
+        {
+            var next = current.Where(x => x != c).ToArray();
+            if (next.Length == 0 ? _byPlayer.TryRemove(new KeyValuePair<Guid, Connection[]>(c.UserId, current)) : _byPlayer.TryUpdate(c.UserId, next, current)) return;
+        }
+    }
+
+    // ---- one socket ----
+
+    private sealed class Connection(BalanceSocket hub, WebSocket ws, bool v2, string ip, long id, long authDeadline)
+    {
+        private static readonly byte[] Ping = """{"type":"ping"}"""u8.ToArray();
+
+        public readonly long Id = id;
+        public Guid UserId;
+        public string? SessionId;
+        public bool Authenticated;
+        public int CloseCode = 1006;
+        private long _expiresAt, _lastSeen = hub._time.GetUtcNow().UtcTicks, _lastPing = hub._time.GetUtcNow().UtcTicks;
+        private double _tokens = hub._options.MessageBurst;
+        private long _tokensAt = hub._time.GetUtcNow().UtcTicks;
+
+        // The outbox: bounded by design. A balance for a currency that is still waiting is replaced by the
+        // newer one (only the newest balance per currency is kept); control frames queue in order.
+        private readonly object _gate = new();
+        private readonly List<Outgoing> _outbox = new(2);
+        private TaskCompletionSource? _wake;
+        private Outgoing? _close;
+        private Dictionary<string, long>? _sentVersions;
+
+        private readonly record struct Outgoing(byte[] Bytes, string? Currency, long Version, int CloseCode = 0, string? Reason = null);
+
+        public void Enqueue(byte[] bytes, string? currency, long version)
+        {
+            TaskCompletionSource? wake;
+            lock (_gate)
+            {
+                if (_close is not null) return;
+                int i = currency is null ? -1 : _outbox.FindIndex(o => o.Currency == currency);
+                if (i >= 0)
+                {
+                    if (_outbox[i].Version < version) _outbox[i] = new Outgoing(bytes, currency, version);
+                    Interlocked.Increment(ref hub.Stats.Coalesced);
+                    return;
+                }
+                _outbox.Add(new Outgoing(bytes, currency, version));
+                wake = _wake;
+                _wake = null;
+            }
+            wake?.TrySetResult();
+        }
+
+        public void Close(int code, string? errorCode, string? message)
+        {
+            TaskCompletionSource? wake;
+            lock (_gate)
+            {
+                if (_close is not null) return;
+                byte[] error = v2 && errorCode is not null
+                    ? JsonSerializer.SerializeToUtf8Bytes(new Dictionary<string, string> { ["type"] = "error", ["code"] = errorCode, ["message"] = message ?? errorCode })
+                    : [];
+                _close = new Outgoing(error, null, 0, code, CloseCodes.Reason(code));
+                wake = _wake;
+                _wake = null;
+            }
+            wake?.TrySetResult();
+        }
+
+        public async Task SendLoopAsync()
+        {
+            await Task.Yield();
+            while (true)
+            {
+                Outgoing next;
+                Task? wait = null;
+                lock (_gate)
+                {
+                    if (_outbox.Count > 0) { next = _outbox[0]; _outbox.RemoveAt(0); }
+                    else if (_close is { } close) next = close;
+                    else { next = default; wait = (_wake = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).Task; }
+                }
+                if (wait is not null) { await wait; continue; }
+                if (next.CloseCode != 0) { await SendCloseAsync(next); return; }
+                if (next.Currency is not null)
+                {
+                    _sentVersions ??= new Dictionary<string, long>(1);
+                    if (_sentVersions.TryGetValue(next.Currency, out long sent) && sent >= next.Version) continue; // versions only go up
+                    _sentVersions[next.Currency] = next.Version;
+                }
+                if (!await SendAsync(next.Bytes)) return;
+                if (next.Currency is not null)
+                {
+                    Interlocked.Increment(ref hub.Stats.Sent);
+                    hub._log.LogDebug("Pushed {Currency} v{Version} to socket {SocketId} of {UserId}", next.Currency, next.Version, Id, UserId);
+                }
+            }
+        }
+
+        private async Task<bool> SendAsync(byte[] bytes)
+        {
+            if (ws.State != WebSocketState.Open) return false;
+            try
+            {
+                await ws.SendAsync(bytes.AsMemory(), WebSocketMessageType.Text, true, CancellationToken.None).AsTask().WaitAsync(hub._options.SendTimeout);
+                return true;
+            }
+            catch (TimeoutException)
+            {
+                // The peer stopped reading: its buffers are full. Let go rather than hold memory for it.
+                CloseCode = CloseCodes.SlowConsumer;
+                lock (_gate) _close ??= new Outgoing([], null, 0, CloseCodes.SlowConsumer, "slow_consumer");
+                hub._log.LogWarning("Socket {SocketId} of {UserId} is a slow consumer; closing 4003", Id, UserId);
+                ws.Abort();
+                return false;
+            }
+            catch (Exception ex) when (ex is WebSocketException or ObjectDisposedException or IOException or OperationCanceledException)
+            {
+                return false;
+            }
+        }
+
+        private async Task SendCloseAsync(Outgoing close)
+        {
+            CloseCode = close.CloseCode;
+            if (close.Bytes.Length > 0 && !await SendAsync(close.Bytes)) return;
+            if (ws.State is not (WebSocketState.Open or WebSocketState.CloseReceived)) return;
+            try
+            {
+                await ws.CloseOutputAsync((WebSocketCloseStatus)close.CloseCode, close.Reason, CancellationToken.None).WaitAsync(hub._options.SendTimeout);
+                // The peer should answer with its own close frame; if it does not, stop waiting for it.
+                _ = Task.Delay(TimeSpan.FromSeconds(5)).ContinueWith(_ => ws.Abort(), TaskScheduler.Default);
+            }
+            catch (Exception ex) when (ex is WebSocketException or ObjectDisposedException or IOException or TimeoutException)
+            {
+                ws.Abort();
+            }
+        }
+
+        public void Tick(long now)
+        {
+            if (!Authenticated)
+            {
+                if (now > authDeadline) Close(CloseCodes.AuthTimeout, "auth_timeout", "No auth message within the deadline.");
+                return;
+            }
+            if (now >= Volatile.Read(ref _expiresAt)) { Close(CloseCodes.TokenExpired, "token_expired", "The access token expired; send a fresh one or reconnect."); return; }
+            if (!v2) return;
+            long interval = hub._options.HeartbeatInterval.Ticks;
+            if (now - Volatile.Read(ref _lastSeen) > 2 * interval + TimeSpan.TicksPerSecond) { CloseCode = CloseCodes.GoingAway; ws.Abort(); return; }
+            if (now - _lastPing >= interval) { _lastPing = now; Enqueue(Ping, null, 0); }
+        }
+
+        public async Task ReceiveLoopAsync(CancellationToken aborted)
+        {
+            byte[]? buffer = null;
+            try
+            {
+                while (ws.State == WebSocketState.Open)
+                {
+                    // A zero-byte read waits for data without holding a buffer: idle sockets stay small.
+                    var peek = await ws.ReceiveAsync(Memory<byte>.Empty, aborted);
+                    if (peek.MessageType == WebSocketMessageType.Close) return;
+                    if (peek.MessageType == WebSocketMessageType.Binary) { Close(CloseCodes.BadRequest, "bad_request", "Binary frames are not accepted; send JSON text."); return; }
+                    if (peek.EndOfMessage) { Close(CloseCodes.BadRequest, "bad_request", "Empty message."); return; }
+                    buffer = ArrayPool<byte>.Shared.Rent(MaxMessageBytes);
+                    int count = 0;
+                    ValueWebSocketReceiveResult result;
+                    do
+                    {
+                        if (count == MaxMessageBytes) { Close(CloseCodes.TooBig, "frame_too_large", $"Messages are limited to {MaxMessageBytes} bytes."); return; }
+                        result = await ws.ReceiveAsync(buffer.AsMemory(count, MaxMessageBytes - count), aborted);
+                        count += result.Count;
+                    } while (!result.EndOfMessage && result.MessageType != WebSocketMessageType.Close);
+                    if (result.MessageType == WebSocketMessageType.Close) return;
+                    Volatile.Write(ref _lastSeen, hub._time.GetUtcNow().UtcTicks);
+                    if (result.MessageType == WebSocketMessageType.Binary) { Close(CloseCodes.BadRequest, "bad_request", "Binary frames are not accepted; send JSON text."); return; }
+                    if (!TakeToken()) { Close(CloseCodes.PolicyViolation, "rate_limited", "Too many messages."); return; }
+                    bool keepGoing = await HandleMessageAsync(buffer.AsMemory(0, count));
+                    ArrayPool<byte>.Shared.Return(buffer);
+                    buffer = null;
+                    if (!keepGoing) return;
+                }
+            }
+            catch (Exception ex) when (ex is WebSocketException or OperationCanceledException or IOException or ObjectDisposedException)
+            {
+                // The peer vanished; nothing to answer.
+            }
+            finally
+            {
+                if (buffer is not null) ArrayPool<byte>.Shared.Return(buffer);
+            }
+        }
+
+        private bool TakeToken()
+        {
+            long now = hub._time.GetUtcNow().UtcTicks;
+            _tokens = Math.Min(hub._options.MessageBurst, _tokens + (now - _tokensAt) / (double)TimeSpan.TicksPerSecond * hub._options.MessagesPerSecond);
+            _tokensAt = now;
+            if (_tokens < 1) return false;
+            _tokens -= 1;
+            return true;
+        }
+
+        private async Task<bool> HandleMessageAsync(ReadOnlyMemory<byte> message)
+        {
+            string? type = null, token = null;
+            try
+            {
+                var reader = new Utf8JsonReader(message.Span, new JsonReaderOptions { MaxDepth = 8 });
+                using var doc = JsonDocument.ParseValue(ref reader);
+                if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new JsonException("not an object");
+                if (doc.RootElement.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String) type = t.GetString();
+                if (doc.RootElement.TryGetProperty("access_token", out var a) && a.ValueKind == JsonValueKind.String) token = a.GetString();
+            }
+            catch (Exception ex) when (ex is JsonException or ArgumentException or InvalidOperationException)
+            {
+                Close(CloseCodes.BadRequest, "bad_request", "Messages must be JSON objects such as {\"type\":\"auth\",\"access_token\":\"...\"}.");
+                return false;
+            }
+            switch (type)
+            {
+                case "auth" when token is not null:
+                    return await AuthenticateAsync(token);
+                case "pong":
+                    return true;
+                default:
+                    Close(CloseCodes.BadRequest, "bad_request", type is "auth" ? "auth needs access_token." : $"Unknown message type '{type}'.");
+                    return false;
+            }
+        }
+
+        public async Task<bool> AuthenticateAsync(string token)
+        {
+            var result = await hub._tokens.ValidateAsync(token);
+            if (!result.IsValid)
+            {
+                bool expired = result.Exception is SecurityTokenExpiredException;
+                Close(expired ? CloseCodes.TokenExpired : CloseCodes.InvalidToken, expired ? "token_expired" : "invalid_token",
+                    expired ? "The access token has expired." : "The access token is not valid.");
+                return false;
+            }
+            var jwt = (JsonWebToken)result.SecurityToken;
+            string? role = jwt.TryGetPayloadValue<string>("role", out var r) ? r : null;
+            string? sid = jwt.TryGetPayloadValue<string>("sid", out var s) ? s : null;
+            if (!Guid.TryParse(jwt.Subject, out Guid userId) || sid is null)
+            {
+                Close(CloseCodes.InvalidToken, "invalid_token", "The access token is not valid.");
+                return false;
+            }
+            if (role != Roles.Player || hub._sessions.IsRevoked(sid) || (Authenticated && userId != UserId))
+            {
+                Close(CloseCodes.Forbidden, "forbidden", Authenticated && userId != UserId
+                    ? "A socket belongs to one player; re-authenticate as the same user."
+                    : "This token may not watch balances.");
+                return false;
+            }
+            long expires = new DateTimeOffset(jwt.ValidTo, TimeSpan.Zero).UtcTicks;
+            if (expires <= hub._time.GetUtcNow().UtcTicks)
+            {
+                Close(CloseCodes.TokenExpired, "token_expired", "The access token has expired.");
+                return false;
+            }
+            Volatile.Write(ref _expiresAt, expires);
+            SessionId = sid;
+            if (Authenticated)
+            {
+                if (v2) Enqueue(AuthOk(userId, expires), null, 0);
+                return true;
+            }
+            UserId = userId;
+            if (!hub.Register(this))
+            {
+                Close(CloseCodes.TooManyConnections, "too_many_connections", $"At most {hub._options.MaxSocketsPerPlayer} sockets per player.");
+                return false;
+            }
+            Authenticated = true;
+            hub.Release(ip);
+            Interlocked.Increment(ref hub.Stats.Authenticated);
+            if (v2) Enqueue(AuthOk(userId, expires), null, 0);
+            // Registered first, snapshot second: a change committed in between is queued, and the version
+            // check in the send loop drops whichever copy is older.
+            foreach (var wallet in await hub._ledger.WalletsAsync(userId))
+                Enqueue(Serialize(wallet), wallet.Currency, wallet.Version);
+            hub._log.LogInformation("Socket {SocketId} authenticated for {UserId}", Id, userId);
+            return true;
+        }
+
+        private static byte[] AuthOk(Guid userId, long expiresTicks) => Encoding.UTF8.GetBytes(
+            $$"""{"type":"auth_ok","user_id":"{{userId}}","expires_at":"{{new DateTime(expiresTicks, DateTimeKind.Utc):yyyy-MM-dd'T'HH:mm:ss'Z'}}"}""");
+    }
+}

@@ -1,0 +1,99 @@
+using System.Data;
+using Dapper;
+using Microsoft.Data.Sqlite;
+
+namespace Balance;
+
+// Storage plumbing: where the database lives, how a connection is opened, the schema.
+public sealed class Database
+{
+    public string ConnectionString { get; }
+    public string FilePath { get; }
+    private readonly string _synchronous;
+
+    public Database(IConfiguration config)
+    {
+        var builder = new SqliteConnectionStringBuilder(config.GetConnectionString("Balance") ?? "Data Source=balance.db")
+        {
+            Pooling = true,
+            DefaultTimeout = 30,
+        };
+        if (builder.Mode is SqliteOpenMode.Memory || builder.DataSource is "" or ":memory:")
+            throw new InvalidOperationException("ConnectionStrings:Balance must name a database file; an in-memory ledger would lose money on restart.");
+        FilePath = Path.GetFullPath(builder.DataSource);
+        builder.DataSource = FilePath;
+        ConnectionString = builder.ToString();
+        // FULL: an acknowledged transaction survives power loss. NORMAL trades that for speed (WAL stays consistent).
+        _synchronous = (config["Balance:Synchronous"] ?? "FULL").ToUpperInvariant() switch
+        {
+            "FULL" => "FULL",
+            "NORMAL" => "NORMAL",
+            "EXTRA" => "EXTRA",
+            var other => throw new InvalidOperationException($"Balance:Synchronous must be FULL, EXTRA or NORMAL, not '{other}'."),
+        };
+    }
+
+    public async Task<SqliteConnection> OpenAsync(CancellationToken ct = default)
+    {
+        var connection = new SqliteConnection(ConnectionString);
+        await connection.OpenAsync(ct);
+        // Per-connection settings; cheap on a pooled connection.
+        await connection.ExecuteAsync($"PRAGMA synchronous = {_synchronous}; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;");
+        return connection;
+    }
+
+    public async Task InitializeAsync()
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(FilePath)!);
+        using var stream = typeof(Database).Assembly.GetManifestResourceStream("balance.db.sql")
+            ?? throw new InvalidOperationException("balance.db.sql is not embedded in the assembly.");
+        string schema = await new StreamReader(stream).ReadToEndAsync();
+        await using var connection = await OpenAsync();
+        await connection.ExecuteAsync(schema);
+    }
+
+    public static string Now() => DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", System.Globalization.CultureInfo.InvariantCulture);
+}
+
+// SQLite stores GUIDs as TEXT; Dapper needs to be told how to read them back.
+public sealed class GuidHandler : SqlMapper.TypeHandler<Guid>
+{
+    public override Guid Parse(object value) => Guid.Parse((string)value);
+    public override void SetValue(IDbDataParameter parameter, Guid value) => parameter.Value = value.ToString();
+}
+
+public sealed class DatabaseHealthCheck(Database db) : Microsoft.Extensions.Diagnostics.HealthChecks.IHealthCheck
+{
+    public async Task<Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult> CheckHealthAsync(
+        Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckContext context, CancellationToken ct = default)
+    {
+        try
+        {
+            await using var connection = await db.OpenAsync(ct);
+            await connection.ExecuteScalarAsync<long>("SELECT count(*) FROM users LIMIT 1");
+            return Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult.Healthy();
+        }
+        catch (SqliteException ex)
+        {
+            return Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult.Unhealthy("database unreachable", ex);
+        }
+    }
+}
+
+// Development only: the demo accounts of the contract, created on first start.
+public sealed class Demo(Users users, Ledger ledger, ILogger<Demo> log) : IHostedService
+{
+    public const string Password = "demo1234";
+
+    public async Task StartAsync(CancellationToken ct)
+    {
+        var op = await users.FindAsync("operator") ?? await users.CreateAsync("operator", Password, Roles.Operator);
+        var alice = await users.FindAsync("alice") ?? await users.CreateAsync("alice", Password, Roles.Player);
+        if (await users.FindAsync("bob") is null) await users.CreateAsync("bob", Password, Roles.Player);
+        // A fixed idempotency key makes the opening deposit happen once, however often we start.
+        var outcome = await ledger.PostAsync(new Posting(alice!.Id, TxTypes.Deposit, 100_00, "USD", "demo opening balance", null, op!.Id, "demo-seed-alice-opening-deposit"));
+        if (outcome is PostOutcome.Committed { Replayed: false }) log.LogInformation("Demo accounts ready: alice, bob, operator (password {Hint})", "see README");
+    }
+
+    public Task StopAsync(CancellationToken ct) => Task.CompletedTask;
+}

@@ -1,0 +1,81 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Microsoft.AspNetCore.Diagnostics;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Mvc;
+using Microsoft.Data.Sqlite;
+
+namespace Balance;
+
+// The balance JSON shared by GET /api/balance and the socket.
+public sealed record BalanceMessage(
+    string Type, Guid UserId, string Balance, string Currency, long Version,
+    string? TransactionId, string? TransactionType, string? UpdatedAt)
+{
+    public static BalanceMessage From(BalanceChange c) =>
+        new("balance", c.UserId, Money.Format(c.Balance, c.Currency), c.Currency, c.Version, c.TransactionId, c.TransactionType, c.UpdatedAt);
+}
+
+[JsonSourceGenerationOptions(JsonSerializerDefaults.Web, PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower)]
+[JsonSerializable(typeof(BalanceMessage))]
+public sealed partial class WireJson : JsonSerializerContext;
+
+// Problem details with a stable machine `code`, and the mapping of failures to them.
+public static class Problems
+{
+    public static ProblemHttpResult Create(int status, string code, string detail, IDictionary<string, object?>? extra = null)
+    {
+        var extensions = new Dictionary<string, object?> { ["code"] = code };
+        if (extra is not null) foreach (var (k, v) in extra) extensions[k] = v;
+        return TypedResults.Problem(detail: detail, statusCode: status, extensions: extensions);
+    }
+
+    public static ProblemHttpResult Unauthorized(string code, string detail) => Create(StatusCodes.Status401Unauthorized, code, detail);
+
+    public static ValidationProblem Validation(string field, string message) => Validation(new Dictionary<string, string[]> { [field] = [message] });
+
+    public static ValidationProblem Validation(IDictionary<string, string[]> errors) =>
+        TypedResults.ValidationProblem(errors, detail: "The request is not valid; see errors.",
+            extensions: new Dictionary<string, object?> { ["code"] = "validation_failed" });
+
+    public static void Configure(ProblemDetailsContext context)
+    {
+        var problem = context.ProblemDetails;
+        var exception = context.Exception ?? context.HttpContext.Features.Get<IExceptionHandlerFeature>()?.Error;
+        switch (exception)
+        {
+            case BadHttpRequestException bad:
+                problem.Detail = bad.StatusCode == StatusCodes.Status413PayloadTooLarge
+                    ? "The request body is too large."
+                    : bad.InnerException is JsonException json ? $"Malformed JSON: {json.Message}" : bad.Message;
+                problem.Extensions.TryAdd("code", bad.StatusCode == 413 ? "payload_too_large" : "malformed_request");
+                break;
+            case SqliteException or ServiceStoppingException:
+                problem.Title = "Service Unavailable";
+                problem.Detail = "The ledger is temporarily unavailable; nothing was changed. Retry with the same Idempotency-Key.";
+                problem.Extensions.TryAdd("code", "unavailable");
+                context.HttpContext.Response.Headers.RetryAfter = "1";
+                break;
+        }
+        problem.Extensions.TryAdd("code", problem.Status switch
+        {
+            400 => "bad_request",
+            401 => "unauthorized",
+            403 => "forbidden",
+            404 => "not_found",
+            405 => "method_not_allowed",
+            413 => "payload_too_large",
+            415 => "unsupported_media_type",
+            429 => "too_many_requests",
+            503 => "unavailable",
+            _ => "server_error",
+        });
+    }
+
+    public static int StatusFor(Exception exception) => exception switch
+    {
+        BadHttpRequestException bad => bad.StatusCode,
+        SqliteException or ServiceStoppingException => StatusCodes.Status503ServiceUnavailable,
+        _ => StatusCodes.Status500InternalServerError,
+    };
+}

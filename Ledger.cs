@@ -1,0 +1,273 @@
+using System.Data.Common;
+using System.Diagnostics;
+using System.Security.Cryptography;
+using System.Text;
+using System.Threading.Channels;
+using Dapper;
+using Microsoft.Data.Sqlite;
+
+namespace Balance;
+
+public static class TxTypes
+{
+    public const string Deposit = "deposit", Withdrawal = "withdrawal", Bet = "bet", Win = "win", Rollback = "rollback";
+    public static bool IsCredit(string type) => type is Deposit or Win or Rollback;
+    public static bool IsKnown(string? type) => type is Deposit or Withdrawal or Bet or Win or Rollback;
+}
+
+// A validated request, amounts already in minor units.
+public sealed record Posting(Guid? UserId, string Type, long Amount, string? Currency, string? Reference, string? Reverses, Guid PostedBy, string IdempotencyKey)
+{
+    // What "the same body" means for idempotency: every field that changes the effect.
+    public string Hash() => Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(
+        $"{Type}\n{UserId}\n{Amount}\n{Currency}\n{Reference}\n{Reverses}")));
+}
+
+public sealed record TransactionResult(
+    string TransactionId, Guid UserId, string Type, string Amount, string Currency, string Balance,
+    long Version, string CreatedAt, string? Reference, string? Reverses);
+
+// A committed change of one wallet; what the sockets are told.
+public sealed record BalanceChange(Guid UserId, string Currency, long Balance, long Version, string? TransactionId, string? TransactionType, string? UpdatedAt);
+
+public abstract record PostOutcome
+{
+    public sealed record Committed(TransactionResult Result, bool Replayed) : PostOutcome;
+    public sealed record InsufficientFunds(string Balance, string Currency) : PostOutcome;
+    public sealed record IdempotencyConflict : PostOutcome;
+    public sealed record AlreadyReversed(string TransactionId) : PostOutcome;
+    public sealed record Refused(int Status, string Code, string Detail) : PostOutcome;
+}
+
+// Money: the rules and the SQL. Every posting goes through one writer loop that batches whatever is
+// waiting into one SQLite transaction (group commit), answers each request only after that commit is
+// durable, and only then publishes the changes — in commit order — to Changes.
+public sealed class Ledger : IHostedService
+{
+    private readonly Database _db;
+    private readonly ILogger<Ledger> _log;
+    private readonly int _maxBatch;
+    private readonly Channel<Work> _work = Channel.CreateUnbounded<Work>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Channel<BalanceChange> _changes = Channel.CreateUnbounded<BalanceChange>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+    private Task _writer = Task.CompletedTask;
+
+    public ChannelReader<BalanceChange> Changes => _changes.Reader;
+    public LedgerStats Stats { get; } = new();
+
+    private sealed record Work(Posting Posting, TaskCompletionSource<PostOutcome> Done);
+
+    public sealed class LedgerStats
+    {
+        public long Commits, Transactions, Batches;
+        public event Action<int, double>? Committed; // batch size, milliseconds
+        internal void Report(int size, double ms) { Interlocked.Increment(ref Batches); Interlocked.Add(ref Transactions, size); Committed?.Invoke(size, ms); }
+    }
+
+    public Ledger(Database db, IConfiguration config, ILogger<Ledger> log)
+    {
+        _db = db;
+        _log = log;
+        _maxBatch = Math.Clamp(config.GetValue("Balance:MaxBatch", 256), 1, 10_000);
+    }
+
+    public Task StartAsync(CancellationToken ct)
+    {
+        _writer = Task.Run(WriteLoopAsync, CancellationToken.None);
+        return Task.CompletedTask;
+    }
+
+    // The web server has finished its requests by now; commit whatever they left queued.
+    public Task StopAsync(CancellationToken ct) => DrainAsync(ct);
+
+    // Waits until every posting accepted so far is committed (or refused) and published.
+    public async Task DrainAsync(CancellationToken ct)
+    {
+        while (Volatile.Read(ref _inFlight) > 0 && !ct.IsCancellationRequested)
+            await Task.Delay(10, CancellationToken.None);
+    }
+
+    private int _inFlight;
+
+    public async Task<PostOutcome> PostAsync(Posting posting)
+    {
+        var done = new TaskCompletionSource<PostOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
+        Interlocked.Increment(ref _inFlight);
+        try
+        {
+            if (!_work.Writer.TryWrite(new Work(posting, done))) throw new ServiceStoppingException();
+            return await done.Task;
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _inFlight);
+        }
+    }
+
+    private async Task WriteLoopAsync()
+    {
+        var batch = new List<Work>(_maxBatch);
+        var results = new List<PostOutcome>(_maxBatch);
+        var changes = new List<BalanceChange>(_maxBatch);
+        while (await _work.Reader.WaitToReadAsync())
+        {
+            batch.Clear();
+            while (batch.Count < _maxBatch && _work.Reader.TryRead(out var item)) batch.Add(item);
+            results.Clear();
+            changes.Clear();
+            var started = Stopwatch.GetTimestamp();
+            try
+            {
+                await using var connection = await _db.OpenAsync();
+                await using (var tx = await connection.BeginTransactionAsync()) // BEGIN IMMEDIATE
+                {
+                    foreach (var work in batch)
+                    {
+                        // A savepoint per posting: an unexpected failure of one undoes only that one.
+                        await connection.ExecuteAsync("SAVEPOINT posting", transaction: tx);
+                        try
+                        {
+                            var (outcome, change) = await ApplyAsync(connection, tx, work.Posting);
+                            results.Add(outcome);
+                            if (change is not null) changes.Add(change);
+                            await connection.ExecuteAsync("RELEASE posting", transaction: tx);
+                        }
+                        catch (SqliteException ex) when (ex.SqliteErrorCode == 19) // constraint: a rule raced us
+                        {
+                            await connection.ExecuteAsync("ROLLBACK TO posting; RELEASE posting", transaction: tx);
+                            results.Add(new PostOutcome.Refused(409, "conflict", "The transaction conflicts with another one; retry with the same Idempotency-Key."));
+                        }
+                    }
+                    await tx.CommitAsync();
+                }
+            }
+            catch (Exception ex)
+            {
+                // Nothing of this batch is durable: fail every request of it, publish nothing.
+                _log.LogError(ex, "Commit of {Count} postings failed; none was applied", batch.Count);
+                foreach (var work in batch) work.Done.TrySetException(ex);
+                continue;
+            }
+            Stats.Report(batch.Count, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+            foreach (var change in changes)
+            {
+                _changes.Writer.TryWrite(change);
+                _log.LogInformation("Committed {TransactionType} {TransactionId} for {UserId}: {Currency} balance {Balance} v{Version}",
+                    change.TransactionType, change.TransactionId, change.UserId, change.Currency, change.Balance, change.Version);
+            }
+            for (int i = 0; i < batch.Count; i++) batch[i].Done.TrySetResult(results[i]);
+        }
+    }
+
+    private sealed record LedgerRow(long Seq, string TransactionId, Guid UserId, string Type, long Amount, string Currency,
+        long BalanceAfter, long Version, string RequestHash, string? Reference, string? Reverses, string CreatedAt)
+    {
+        public TransactionResult ToResult() => new(TransactionId, UserId, Type, Money.Format(Amount, Currency), Currency,
+            Money.Format(BalanceAfter, Currency), Version, CreatedAt, Reference, Reverses);
+    }
+
+    private sealed record WalletRow(long Balance, long Version);
+
+    private const string RowColumns = """
+        seq, transaction_id AS transactionid, user_id AS userid, type, amount, currency, balance_after AS balanceafter,
+        version, request_hash AS requesthash, reference, reverses, created_at AS createdat
+        """;
+
+    private static async Task<(PostOutcome, BalanceChange?)> ApplyAsync(SqliteConnection c, DbTransaction tx, Posting p)
+    {
+        string hash = p.Hash();
+        var earlier = await c.QuerySingleOrDefaultAsync<LedgerRow>(
+            $"SELECT {RowColumns} FROM ledger WHERE idempotency_key = @key", new { key = p.IdempotencyKey }, tx);
+        if (earlier is not null)
+            return (earlier.RequestHash == hash ? new PostOutcome.Committed(earlier.ToResult(), Replayed: true) : new PostOutcome.IdempotencyConflict(), null);
+
+        Guid userId;
+        string currency;
+        long amount = p.Amount;
+        if (p.Type == TxTypes.Rollback)
+        {
+            var bet = await c.QuerySingleOrDefaultAsync<LedgerRow>(
+                $"SELECT {RowColumns} FROM ledger WHERE transaction_id = @id", new { id = p.Reverses }, tx);
+            if (bet is null) return (new PostOutcome.Refused(404, "transaction_not_found", $"No transaction {p.Reverses} to roll back."), null);
+            if (bet.Type != TxTypes.Bet) return (new PostOutcome.Refused(422, "not_reversible", $"Only a bet can be rolled back; {p.Reverses} is a {bet.Type}."), null);
+            if (p.UserId is { } given && given != bet.UserId) return (new PostOutcome.Refused(422, "user_mismatch", "user_id is not the owner of that bet."), null);
+            bool reversed = await c.ExecuteScalarAsync<bool>("SELECT EXISTS (SELECT 1 FROM ledger WHERE reverses = @id)", new { id = bet.TransactionId }, tx);
+            if (reversed) return (new PostOutcome.AlreadyReversed(bet.TransactionId), null);
+            (userId, currency, amount) = (bet.UserId, bet.Currency, bet.Amount);
+        }
+        else
+        {
+            userId = p.UserId!.Value;
+            currency = p.Currency!;
+            string? role = await c.QuerySingleOrDefaultAsync<string>("SELECT role FROM users WHERE id = @userId", new { userId }, tx);
+            if (role is null) return (new PostOutcome.Refused(404, "user_not_found", $"No user {userId}."), null);
+            if (role != Roles.Player) return (new PostOutcome.Refused(422, "not_a_player", "Only players have wallets."), null);
+        }
+
+        var wallet = await c.QuerySingleOrDefaultAsync<WalletRow>(
+            "SELECT balance, version FROM wallets WHERE user_id = @userId AND currency = @currency", new { userId, currency }, tx);
+        long balance = wallet?.Balance ?? 0, version = wallet?.Version ?? 0;
+        long after;
+        if (TxTypes.IsCredit(p.Type))
+        {
+            try { after = checked(balance + amount); }
+            catch (OverflowException) { return (new PostOutcome.Refused(422, "balance_overflow", "The balance would overflow."), null); }
+        }
+        else
+        {
+            after = balance - amount;
+            if (after < 0) return (new PostOutcome.InsufficientFunds(Money.Format(balance, currency), currency), null);
+        }
+
+        string now = Database.Now();
+        string transactionId = Guid.CreateVersion7().ToString();
+        version++;
+        await c.ExecuteAsync("""
+            INSERT INTO wallets (user_id, currency, balance, version, updated_at) VALUES (@userId, @currency, @after, @version, @now)
+            ON CONFLICT (user_id, currency) DO UPDATE SET balance = excluded.balance, version = excluded.version, updated_at = excluded.updated_at
+            """, new { userId, currency, after, version, now }, tx);
+        await c.ExecuteAsync("""
+            INSERT INTO ledger (transaction_id, user_id, type, amount, currency, balance_after, version, idempotency_key, request_hash, reference, reverses, posted_by, created_at)
+            VALUES (@transactionId, @userId, @Type, @amount, @currency, @after, @version, @IdempotencyKey, @hash, @Reference, @Reverses, @PostedBy, @now)
+            """, new { transactionId, userId, p.Type, amount, currency, after, version, p.IdempotencyKey, hash, p.Reference, p.Reverses, p.PostedBy, now }, tx);
+        var result = new TransactionResult(transactionId, userId, p.Type, Money.Format(amount, currency), currency,
+            Money.Format(after, currency), version, now, p.Reference, p.Reverses);
+        return (new PostOutcome.Committed(result, Replayed: false), new BalanceChange(userId, currency, after, version, transactionId, p.Type, now));
+    }
+
+    // ---- reads (WAL: readers never wait for the writer) ----
+
+    public async Task<IReadOnlyList<BalanceChange>> WalletsAsync(Guid userId, CancellationToken ct = default)
+    {
+        await using var c = await _db.OpenAsync(ct);
+        var rows = (await c.QueryAsync<BalanceChange>(new CommandDefinition("""
+            SELECT w.user_id AS userid, w.currency, w.balance, w.version, l.transaction_id AS transactionid, l.type AS transactiontype, w.updated_at AS updatedat
+            FROM wallets w LEFT JOIN ledger l ON l.user_id = w.user_id AND l.currency = w.currency AND l.version = w.version
+            WHERE w.user_id = @userId ORDER BY w.currency
+            """, new { userId }, cancellationToken: ct))).ToList();
+        if (!rows.Any(r => r.Currency == Money.DefaultCurrency))
+            rows.Insert(0, new BalanceChange(userId, Money.DefaultCurrency, 0, 0, null, null, null));
+        return rows;
+    }
+
+    public async Task<(IReadOnlyList<TransactionResult> Items, string? NextBefore)?> HistoryAsync(Guid? userId, int limit, string? before, CancellationToken ct = default)
+    {
+        await using var c = await _db.OpenAsync(ct);
+        long beforeSeq = long.MaxValue;
+        if (before is not null)
+        {
+            long? seq = await c.QuerySingleOrDefaultAsync<long?>(new CommandDefinition(
+                "SELECT seq FROM ledger WHERE transaction_id = @before AND (@userId IS NULL OR user_id = @userId)", new { before, userId }, cancellationToken: ct));
+            if (seq is null) return null;
+            beforeSeq = seq.Value;
+        }
+        var rows = (await c.QueryAsync<LedgerRow>(new CommandDefinition($"""
+            SELECT {RowColumns} FROM ledger
+            WHERE seq < @beforeSeq AND (@userId IS NULL OR user_id = @userId)
+            ORDER BY seq DESC LIMIT @take
+            """, new { beforeSeq, userId, take = limit + 1 }, cancellationToken: ct))).ToList();
+        string? next = rows.Count > limit ? rows[limit - 1].TransactionId : null;
+        return (rows.Take(limit).Select(r => r.ToResult()).ToList(), next);
+    }
+}
+
+public sealed class ServiceStoppingException() : Exception("The service is shutting down.");

@@ -1,0 +1,116 @@
+using System.Security.Claims;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Mvc;
+
+namespace Balance;
+
+public sealed record TransactionBody(Guid? UserId, string? Type, string? Amount, string? Currency, string? Reference, string? Reverses);
+public sealed record TransactionPage(IReadOnlyList<TransactionResult> Items, string? NextBefore);
+
+// The REST face of the ledger: balances and history for players, postings for operators.
+public static class LedgerApi
+{
+    public static IEndpointRouteBuilder MapLedgerApi(this IEndpointRouteBuilder app)
+    {
+        var api = app.MapGroup("/api").WithTags("Ledger");
+        api.MapGet("/balance", GetBalanceAsync).RequireAuthorization(Roles.Player);
+        api.MapGet("/balances", GetBalancesAsync).RequireAuthorization(Roles.Player);
+        api.MapGet("/transactions", GetTransactionsAsync).RequireAuthorization();
+        api.MapPost("/transactions", PostTransactionAsync).RequireAuthorization(Roles.Operator);
+        return app;
+    }
+
+    private static async Task<Results<Ok<BalanceMessage>, StatusCodeHttpResult, ValidationProblem>> GetBalanceAsync(
+        string? currency, ClaimsPrincipal user, Ledger ledger, HttpContext http, CancellationToken ct)
+    {
+        currency ??= Money.DefaultCurrency;
+        if (!Money.IsKnownCurrency(currency)) return Problems.Validation("currency", $"Unknown currency '{currency}'.");
+        var wallets = await ledger.WalletsAsync(user.UserId(), ct);
+        var wallet = wallets.FirstOrDefault(w => w.Currency == currency) ?? new BalanceChange(user.UserId(), currency, 0, 0, null, null, null);
+        string etag = $"\"{wallet.Version}\"";
+        http.Response.Headers.ETag = etag;
+        http.Response.Headers.CacheControl = "no-cache";
+        if (http.Request.Headers.IfNoneMatch.Any(v => v is not null && v.Split(',').Any(t => t.Trim() == etag || t.Trim() == "*")))
+            return TypedResults.StatusCode(StatusCodes.Status304NotModified);
+        return TypedResults.Ok(BalanceMessage.From(wallet));
+    }
+
+    private static async Task<Ok<BalanceMessage[]>> GetBalancesAsync(ClaimsPrincipal user, Ledger ledger, CancellationToken ct) =>
+        TypedResults.Ok((await ledger.WalletsAsync(user.UserId(), ct)).Select(BalanceMessage.From).ToArray());
+
+    private static async Task<Results<Ok<TransactionPage>, ValidationProblem, ProblemHttpResult>> GetTransactionsAsync(
+        ClaimsPrincipal user, Ledger ledger, CancellationToken ct, int? limit, string? before, [FromQuery(Name = "user_id")] Guid? userId)
+    {
+        if (limit is < 1 or > 200) return Problems.Validation("limit", "limit must be between 1 and 200.");
+        if (!user.IsInRole(Roles.Operator))
+        {
+            if (userId is { } asked && asked != user.UserId())
+                return Problems.Create(StatusCodes.Status403Forbidden, "forbidden", "A player may read only their own transactions.");
+            userId = user.UserId();
+        }
+        var page = await ledger.HistoryAsync(userId, limit ?? 50, before, ct);
+        if (page is null) return Problems.Validation("before", $"No transaction {before} in this history.");
+        return TypedResults.Ok(new TransactionPage(page.Value.Items, page.Value.NextBefore));
+    }
+
+    private static async Task<Results<Created<TransactionResult>, Ok<TransactionResult>, ValidationProblem, ProblemHttpResult>> PostTransactionAsync(
+        TransactionBody body, [FromHeader(Name = "Idempotency-Key")] string? idempotencyKey, ClaimsPrincipal user, Ledger ledger, HttpContext http)
+    {
+        var (posting, errors) = Validate(body, idempotencyKey, user.UserId());
+        if (posting is null) return Problems.Validation(errors);
+        var outcome = await ledger.PostAsync(posting);
+        switch (outcome)
+        {
+            case PostOutcome.Committed { Replayed: true } replay:
+                http.Response.Headers["Idempotent-Replayed"] = "true";
+                return TypedResults.Created($"/api/transactions/{replay.Result.TransactionId}", replay.Result);
+            case PostOutcome.Committed committed:
+                return TypedResults.Created($"/api/transactions/{committed.Result.TransactionId}", committed.Result);
+            case PostOutcome.InsufficientFunds funds:
+                return Problems.Create(StatusCodes.Status409Conflict, "insufficient_funds", "The wallet does not hold enough for this debit; nothing was written.",
+                    new Dictionary<string, object?> { ["balance"] = funds.Balance, ["currency"] = funds.Currency });
+            case PostOutcome.IdempotencyConflict:
+                return Problems.Create(StatusCodes.Status409Conflict, "idempotency_conflict", "This Idempotency-Key was already used with a different request body.");
+            case PostOutcome.AlreadyReversed reversed:
+                return Problems.Create(StatusCodes.Status409Conflict, "already_reversed", $"Bet {reversed.TransactionId} was already rolled back.");
+            case PostOutcome.Refused refused:
+                return Problems.Create(refused.Status, refused.Code, refused.Detail);
+            default:
+                throw new InvalidOperationException($"Unhandled outcome {outcome}");
+        }
+    }
+
+    public static (Posting?, Dictionary<string, string[]>) Validate(TransactionBody body, string? idempotencyKey, Guid postedBy)
+    {
+        var errors = new Dictionary<string, string[]>();
+        if (string.IsNullOrEmpty(idempotencyKey) || idempotencyKey.Length > 255)
+            errors["Idempotency-Key"] = ["The Idempotency-Key header is required: 1-255 characters, unique per intended transaction."];
+        if (!TxTypes.IsKnown(body.Type))
+            errors["type"] = ["type must be one of deposit, withdrawal, bet, win, rollback."];
+        if (body.Reference is { Length: > 255 })
+            errors["reference"] = ["reference is at most 255 characters."];
+        long amount = 0;
+        if (body.Type == TxTypes.Rollback)
+        {
+            if (string.IsNullOrEmpty(body.Reverses) || !Guid.TryParse(body.Reverses, out _))
+                errors["reverses"] = ["A rollback names the bet it undoes: reverses = its transaction_id."];
+            if (body.Amount is not null || body.Currency is not null)
+                errors["amount"] = ["A rollback takes its amount and currency from the bet; leave them out."];
+        }
+        else
+        {
+            if (body.UserId is null) errors["user_id"] = ["user_id is required."];
+            if (body.Reverses is not null) errors["reverses"] = ["Only a rollback reverses a transaction."];
+            if (!Money.IsKnownCurrency(body.Currency))
+                errors["currency"] = [$"currency must be one of {string.Join(", ", Money.Decimals.Keys)}."];
+            else if (body.Amount is null)
+                errors["amount"] = ["amount is required, as a decimal string such as \"10.00\"."];
+            else if (Money.TryParse(body.Amount, body.Currency!, out string? error) is { } minor)
+                amount = minor;
+            else
+                errors["amount"] = [error!];
+        }
+        if (errors.Count > 0) return (null, errors);
+        return (new Posting(body.UserId, body.Type!, amount, body.Currency, body.Reference, body.Reverses?.ToLowerInvariant(), postedBy, idempotencyKey!), errors);
+    }
+}

@@ -1,0 +1,91 @@
+using Balance;
+using Dapper;
+using Microsoft.AspNetCore.Authentication.JwtBearer;
+using Microsoft.AspNetCore.Diagnostics.HealthChecks;
+using Microsoft.AspNetCore.Http.Json;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Options;
+
+var builder = WebApplication.CreateBuilder(args);
+SqlMapper.RemoveTypeMap(typeof(Guid));
+SqlMapper.AddTypeHandler(new GuidHandler());
+
+// Options, bound once and checked at start.
+builder.Services.AddOptions<AuthOptions>().BindConfiguration("Auth")
+    .Validate(o => o.ClockSkew >= TimeSpan.Zero && o.ClockSkew <= TimeSpan.FromSeconds(30), "Auth:ClockSkew must be between 0 and 00:00:30.")
+    .Validate(o => o.AccessTokenLifetime > TimeSpan.Zero && o.RefreshTokenLifetime > TimeSpan.Zero, "Token lifetimes must be positive.")
+    .ValidateOnStart();
+builder.Services.AddOptions<SocketOptions>().BindConfiguration("Balance:Socket").ValidateOnStart();
+builder.Services.AddSingleton(sp => sp.GetRequiredService<IOptions<AuthOptions>>().Value);
+builder.Services.AddSingleton(sp => sp.GetRequiredService<IOptions<SocketOptions>>().Value);
+builder.Services.AddSingleton(TimeProvider.System);
+
+// Money: the database, the ledger's writer loop, and the socket fan-out that reads its commits.
+builder.Services.AddSingleton<Database>();
+builder.Services.AddSingleton<Ledger>();
+builder.Services.AddHostedService(sp => sp.GetRequiredService<Ledger>());
+builder.Services.AddSingleton<BalanceSocket>();
+builder.Services.AddHostedService(sp => sp.GetRequiredService<BalanceSocket>());
+if (builder.Environment.IsDevelopment()) builder.Services.AddHostedService<Demo>();
+
+// Tokens: one set of validation rules for REST and the socket; sessions can be revoked.
+builder.Services.AddSingleton(sp => new Tokens(sp.GetRequiredService<AuthOptions>(),
+    Tokens.LoadSigningKey(sp.GetRequiredService<AuthOptions>(), sp.GetRequiredService<Database>(), sp.GetRequiredService<IHostEnvironment>())));
+builder.Services.AddSingleton<Sessions>().AddSingleton<Users>().AddSingleton<Logins>().AddSingleton<LoginThrottle>();
+builder.Services.AddAuthentication(JwtBearerDefaults.AuthenticationScheme).AddJwtBearer();
+builder.Services.AddOptions<JwtBearerOptions>(JwtBearerDefaults.AuthenticationScheme).Configure<Tokens, Sessions>((o, tokens, sessions) =>
+{
+    o.MapInboundClaims = false;
+    o.TokenValidationParameters = tokens.Parameters;
+    o.Events = new JwtBearerEvents
+    {
+        OnTokenValidated = ctx =>
+        {
+            if (sessions.IsRevoked(ctx.Principal?.FindFirst("sid")?.Value)) ctx.Fail("The login session has ended.");
+            return Task.CompletedTask;
+        },
+    };
+});
+builder.Services.AddAuthorizationBuilder()
+    .AddPolicy(Roles.Player, p => p.RequireRole(Roles.Player))
+    .AddPolicy(Roles.Operator, p => p.RequireRole(Roles.Operator));
+
+// HTTP: strict snake_case JSON, problem details with a `code` everywhere, small bodies, CORS for allowed origins.
+builder.Services.Configure<JsonOptions>(o =>
+{
+    o.SerializerOptions.PropertyNamingPolicy = System.Text.Json.JsonNamingPolicy.SnakeCaseLower;
+    o.SerializerOptions.NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.Strict;
+    o.SerializerOptions.MaxDepth = 16;
+});
+builder.Services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
+builder.Services.AddProblemDetails(o => o.CustomizeProblemDetails = Problems.Configure);
+builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = 64 * 1024);
+builder.Services.AddCors(o => o.AddDefaultPolicy(p => p
+    .SetIsOriginAllowed(origin => builder.Configuration.GetSection("Balance:Socket:AllowedOrigins").Get<string[]>()?.Contains(origin.TrimEnd('/')) == true
+        || (builder.Environment.IsDevelopment() && Uri.TryCreate(origin, UriKind.Absolute, out var u) && u.IsLoopback))
+    .AllowAnyHeader().AllowAnyMethod().WithExposedHeaders("ETag", "Retry-After", "Idempotent-Replayed")));
+builder.Services.AddHealthChecks().AddCheck<DatabaseHealthCheck>("database", tags: ["ready"]);
+builder.Services.AddOpenApi();
+
+var app = builder.Build();
+
+await app.Services.GetRequiredService<Database>().InitializeAsync();
+await app.Services.GetRequiredService<Sessions>().LoadAsync();
+
+app.UseExceptionHandler(new ExceptionHandlerOptions { StatusCodeSelector = Problems.StatusFor });
+app.UseStatusCodePages();
+app.UseDefaultFiles();
+app.UseStaticFiles();
+app.UseCors();
+app.UseWebSockets(new WebSocketOptions { KeepAliveInterval = TimeSpan.FromSeconds(30) });
+app.UseAuthentication();
+app.UseAuthorization();
+
+app.MapAuthApi();
+app.MapLedgerApi();
+app.Map("/ws/balance/player", (HttpContext http, BalanceSocket sockets, IHostEnvironment env) => sockets.HandleAsync(http, env)).AllowAnonymous();
+app.MapHealthChecks("/healthz", new HealthCheckOptions { Predicate = _ => false });
+app.MapHealthChecks("/readyz", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") });
+app.MapOpenApi();
+
+app.Run();
