@@ -48,7 +48,7 @@ public sealed class Ledger : IHostedService
     private readonly ILogger<Ledger> _log;
     private readonly int _maxBatch;
     private readonly Channel<Work> _work = Channel.CreateUnbounded<Work>(new UnboundedChannelOptions { SingleReader = true });
-    private readonly Channel<BalanceChange> _changes = Channel.CreateUnbounded<BalanceChange>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+    private readonly Channel<BalanceChange> _changes = Channel.CreateUnbounded<BalanceChange>(new UnboundedChannelOptions { SingleWriter = true }); // multi-reader mode keeps Count, which shutdown reads
     private Task _writer = Task.CompletedTask;
 
     public ChannelReader<BalanceChange> Changes => _changes.Reader;

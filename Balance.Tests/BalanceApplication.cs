@@ -1,0 +1,185 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Net.WebSockets;
+using System.Text;
+using System.Text.Json;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Mvc.Testing;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Balance.Tests;
+
+// The real service on real Kestrel (a free loopback port) with its own temp-file SQLite database.
+public sealed class BalanceApplication : WebApplicationFactory<Program>
+{
+    public static readonly TimeSpan ReceiveTimeout = TimeSpan.FromSeconds(5);
+    public string DatabasePath { get; }
+    private readonly Dictionary<string, string?> _settings;
+    private readonly bool _ownsDatabase;
+
+    public BalanceApplication(Dictionary<string, string?>? settings = null, string? databasePath = null)
+    {
+        _ownsDatabase = databasePath is null;
+        DatabasePath = databasePath ?? Path.Combine(Path.GetTempPath(), "balance-tests", Guid.NewGuid().ToString("N"), "balance.db");
+        _settings = settings ?? new();
+        UseKestrel(0);
+    }
+
+    protected override void ConfigureWebHost(IWebHostBuilder builder)
+    {
+        builder.UseEnvironment("Development");
+        builder.UseSetting("ConnectionStrings:Balance", $"Data Source={DatabasePath}");
+        builder.UseSetting("Logging:LogLevel:Default", "Warning");
+        foreach (var (key, value) in _settings) builder.UseSetting(key, value);
+    }
+
+    public Uri BaseAddress
+    {
+        get
+        {
+            StartServer();
+            var address = Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+            return new Uri(address.Replace("[::]", "127.0.0.1").Replace("localhost", "127.0.0.1"));
+        }
+    }
+
+    public Uri SocketUri => new UriBuilder(BaseAddress) { Scheme = "ws", Path = "/ws/balance/player" }.Uri;
+
+    public HttpClient Http(string? token = null)
+    {
+        var client = new HttpClient { BaseAddress = BaseAddress, Timeout = TimeSpan.FromSeconds(30) };
+        if (token is not null) client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
+        return client;
+    }
+
+    public async Task<Login> LoginAsync(string username, string password = "demo1234")
+    {
+        using var http = Http();
+        var response = await http.PostAsJsonAsync("/api/auth/login", new { username, password });
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var json = await response.Content.ReadFromJsonAsync<JsonElement>();
+        return new Login(json.GetProperty("access_token").GetString()!, json.GetProperty("refresh_token").GetString()!,
+            json.GetProperty("user_id").GetString()!, json.GetProperty("role").GetString()!);
+    }
+
+    public async Task<string> CreatePlayerAsync(string username)
+    {
+        var op = await LoginAsync("operator");
+        using var http = Http(op.AccessToken);
+        var response = await http.PostAsJsonAsync("/api/users", new { username, password = "password123", role = "player" });
+        Assert.Equal(HttpStatusCode.Created, response.StatusCode);
+        return (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("user_id").GetString()!;
+    }
+
+    public async Task<HttpResponseMessage> PostTransactionAsync(string operatorToken, object body, string? idempotencyKey = null)
+    {
+        using var http = Http(operatorToken);
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/api/transactions") { Content = JsonContent.Create(body) };
+        request.Headers.Add("Idempotency-Key", idempotencyKey ?? Guid.NewGuid().ToString());
+        return await http.SendAsync(request);
+    }
+
+    public async Task<JsonElement> PostOkAsync(string operatorToken, object body, string? idempotencyKey = null)
+    {
+        var response = await PostTransactionAsync(operatorToken, body, idempotencyKey);
+        Assert.True(response.StatusCode == HttpStatusCode.Created, await response.Content.ReadAsStringAsync());
+        return await response.Content.ReadFromJsonAsync<JsonElement>();
+    }
+
+    public async Task<TestSocket> OpenSocketAsync(string? subProtocol = null, string? bearer = null, string? origin = null)
+    {
+        var ws = new ClientWebSocket();
+        if (subProtocol is not null) ws.Options.AddSubProtocol(subProtocol);
+        if (bearer is not null) ws.Options.SetRequestHeader("Authorization", $"Bearer {bearer}");
+        if (origin is not null) ws.Options.SetRequestHeader("Origin", origin);
+        using var cts = new CancellationTokenSource(ReceiveTimeout);
+        await ws.ConnectAsync(SocketUri, cts.Token);
+        return new TestSocket(ws);
+    }
+
+    /// Opens a socket and authenticates it the guide's way.
+    public async Task<TestSocket> OpenAuthenticatedSocketAsync(string accessToken, string? subProtocol = null)
+    {
+        var socket = await OpenSocketAsync(subProtocol);
+        await socket.SendAuthAsync(accessToken);
+        return socket;
+    }
+
+    public override async ValueTask DisposeAsync()
+    {
+        await base.DisposeAsync();
+        if (_ownsDatabase)
+        {
+            Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+            try { Directory.Delete(Path.GetDirectoryName(DatabasePath)!, recursive: true); } catch (IOException) { }
+        }
+    }
+}
+
+public sealed record Login(string AccessToken, string RefreshToken, string UserId, string Role);
+
+public sealed class TestSocket(ClientWebSocket ws) : IAsyncDisposable
+{
+    public ClientWebSocket Socket => ws;
+
+    public Task SendAuthAsync(string token) => SendTextAsync(JsonSerializer.Serialize(new { type = "auth", access_token = token, data = new { } }));
+
+    public async Task SendTextAsync(string text)
+    {
+        using var cts = new CancellationTokenSource(BalanceApplication.ReceiveTimeout);
+        await ws.SendAsync(Encoding.UTF8.GetBytes(text), WebSocketMessageType.Text, true, cts.Token);
+    }
+
+    /// The next message, or null when the server closed the socket. Fails the test after the timeout.
+    public async Task<JsonElement?> ReceiveAsync(TimeSpan? timeout = null)
+    {
+        using var cts = new CancellationTokenSource(timeout ?? BalanceApplication.ReceiveTimeout);
+        var buffer = new byte[16 * 1024];
+        int count = 0;
+        WebSocketReceiveResult result;
+        do
+        {
+            result = await ws.ReceiveAsync(new ArraySegment<byte>(buffer, count, buffer.Length - count), cts.Token);
+            count += result.Count;
+        } while (!result.EndOfMessage);
+        if (result.MessageType == WebSocketMessageType.Close) return null;
+        return JsonDocument.Parse(buffer.AsMemory(0, count)).RootElement.Clone();
+    }
+
+    public async Task<JsonElement> ReceiveMessageAsync(TimeSpan? timeout = null) =>
+        await ReceiveAsync(timeout) ?? throw new Xunit.Sdk.XunitException($"socket closed with {ws.CloseStatus} {ws.CloseStatusDescription}");
+
+    /// Receives until the server closes; returns the close code.
+    public async Task<int> ReceiveCloseAsync(TimeSpan? timeout = null)
+    {
+        while (await ReceiveAsync(timeout) is { } message)
+            if (message.GetProperty("type").GetString() is not ("balance" or "auth_ok" or "error" or "ping"))
+                throw new Xunit.Sdk.XunitException($"unexpected frame {message}");
+        return (int)ws.CloseStatus!.Value;
+    }
+
+    /// Asserts that nothing arrives within the window.
+    public async Task AssertSilentAsync(TimeSpan window)
+    {
+        using var cts = new CancellationTokenSource(window);
+        try
+        {
+            var result = await ws.ReceiveAsync(new byte[4096], cts.Token);
+            throw new Xunit.Sdk.XunitException($"expected silence, got a {result.MessageType} frame");
+        }
+        catch (OperationCanceledException) { }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (ws.State == WebSocketState.Open)
+        {
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(2));
+            try { await ws.CloseAsync(WebSocketCloseStatus.NormalClosure, "bye", cts.Token); } catch (Exception) { }
+        }
+        ws.Dispose();
+    }
+}

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs every test: the xunit suite (real Kestrel, real SQLite, real sockets) and the browser tests
+# in Debian's Chromium, which this script installs when it is missing.
+set -euo pipefail
+cd "$(dirname "$0")"
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "Installing Chromium from Debian (needed by the browser tests)..."
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+dotnet test Balance.slnx --logger "console;verbosity=normal" "$@"
