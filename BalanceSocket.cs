@@ -304,7 +304,11 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
                 if (next.Currency is not null)
                 {
                     _sentVersions ??= new Dictionary<string, long>(1);
-                    if (_sentVersions.TryGetValue(next.Currency, out long sent) && sent >= next.Version) continue; // versions only go up
+                    if (_sentVersions.TryGetValue(next.Currency, out long sent) && sent >= next.Version) // versions only go up
+                    {
+                        Interlocked.Increment(ref hub.Stats.Dropped);
+                        continue;
+                    }
                     _sentVersions[next.Currency] = next.Version;
                 }
                 if (!await SendAsync(next.Bytes)) return;
