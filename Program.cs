@@ -27,6 +27,7 @@ builder.Services.AddSingleton<Ledger>();
 builder.Services.AddHostedService(sp => sp.GetRequiredService<Ledger>());
 builder.Services.AddSingleton<BalanceSocket>();
 builder.Services.AddHostedService(sp => sp.GetRequiredService<BalanceSocket>());
+builder.Services.AddHostedService<BootstrapOperator>();
 if (builder.Environment.IsDevelopment()) builder.Services.AddHostedService<Demo>();
 
 // Tokens: one set of validation rules for REST and the socket; sessions can be revoked.
