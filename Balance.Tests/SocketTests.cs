@@ -128,15 +128,16 @@ public sealed class SocketTests
     [Fact]
     public async Task ReauthWithAFreshTokenKeepsTheSocketOpenPastTheFirstExpiry()
     {
-        await using var app = new BalanceApplication(new() { ["Auth:AccessTokenLifetime"] = "00:00:03", ["Auth:ClockSkew"] = "00:00:00" });
+        await using var app = new BalanceApplication(new() { ["Auth:AccessTokenLifetime"] = "00:00:06", ["Auth:ClockSkew"] = "00:00:00" });
         var alice = await app.LoginAsync("alice");
+        var firstExpiry = DateTime.UtcNow.AddSeconds(6);
         await using var socket = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
         await socket.ReceiveMessageAsync();
-        await Task.Delay(1500);
+        await Task.Delay(3000);
         var fresh = await app.LoginAsync("alice");
-        await socket.SendAuthAsync(fresh.AccessToken); // the guide's updateToken
-        await Task.Delay(2500); // past the first token's expiry
         var op = await app.LoginAsync("operator");
+        await socket.SendAuthAsync(fresh.AccessToken); // the guide's updateToken
+        await Task.Delay(firstExpiry - DateTime.UtcNow + TimeSpan.FromMilliseconds(500)); // past the first token's expiry
         await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "win", amount = "1.00", currency = "USD" });
         Assert.Equal("101.00", (await socket.ReceiveMessageAsync()).GetProperty("balance").GetString());
     }
