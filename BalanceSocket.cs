@@ -110,7 +110,7 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
             while (await timer.WaitForNextTickAsync(ct))
             {
                 long now = _time.GetUtcNow().UtcTicks;
-                foreach (var c in _all.Keys) c.Tick(now);
+                foreach (var (c, _) in _all) c.Tick(now); // enumerating the dictionary itself copies nothing
             }
         }
         catch (OperationCanceledException) { }
@@ -184,8 +184,8 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
         try
         {
             var sending = connection.SendLoopAsync();
-            if (headerToken is not null) await connection.AuthenticateAsync(headerToken);
-            await connection.ReceiveLoopAsync(http.RequestAborted);
+            if (headerToken is null || await connection.AuthenticateAsync(headerToken))
+                await connection.ReceiveLoopAsync(http.RequestAborted);
             connection.Close(CloseCodes.GoingAway, null, null); // ends the send loop if the peer left first
             await sending;
         }
@@ -246,6 +246,7 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
         private readonly List<Outgoing> _outbox = new(2);
         private TaskCompletionSource? _wake;
         private Outgoing? _close;
+        private volatile bool _closing;
         private Dictionary<string, long>? _sentVersions;
 
         private readonly record struct Outgoing(byte[] Bytes, string? Currency, long Version, int CloseCode = 0, string? Reason = null);
@@ -280,6 +281,7 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
                     ? JsonSerializer.SerializeToUtf8Bytes(new Dictionary<string, string> { ["type"] = "error", ["code"] = errorCode, ["message"] = message ?? errorCode })
                     : [];
                 _close = new Outgoing(error, null, 0, code, CloseCodes.Reason(code));
+                _closing = true;
                 wake = _wake;
                 _wake = null;
             }
@@ -427,6 +429,7 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
 
         private async Task<bool> HandleMessageAsync(ReadOnlyMemory<byte> message)
         {
+            if (_closing) return false; // closing: nothing more is read or acted on
             string? type = null, token = null;
             try
             {

@@ -108,11 +108,11 @@ public sealed class SocketTests
     public async Task TheDefaultAuthDeadlineIsTenSeconds()
     {
         await using var app = new BalanceApplication();
-        var started = DateTime.UtcNow;
         await using var socket = await app.OpenSocketAsync();
-        Assert.Equal(4002, await socket.ReceiveCloseAsync(TimeSpan.FromSeconds(15)));
-        var waited = DateTime.UtcNow - started;
-        Assert.InRange(waited.TotalSeconds, 9.5, 12);
+        var opened = DateTime.UtcNow;
+        Assert.Equal(4002, await socket.ReceiveCloseAsync(TimeSpan.FromSeconds(20)));
+        // Not before ten seconds; the upper bound only catches a deadline that never fires on time.
+        Assert.InRange((DateTime.UtcNow - opened).TotalSeconds, 9.5, 16);
     }
 
     [Fact]
