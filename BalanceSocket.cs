@@ -54,6 +54,10 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
     private readonly Sessions _sessions;
     private readonly SocketOptions _options;
     private readonly ILogger<BalanceSocket> _log;
+    private readonly ILogger _audit; // "Balance.Audit": one line per push, beside the ledger's line per commit
+
+    private static readonly Action<ILogger, Guid, string, long, long, Exception?> LogPush = LoggerMessage.Define<Guid, string, long, long>(
+        LogLevel.Information, new EventId(2, "Pushed"), "Pushed {UserId} {Currency} v{Version} to socket {SocketId}");
     private readonly TimeProvider _time;
     private readonly ConcurrentDictionary<Connection, byte> _all = new();
     private readonly ConcurrentDictionary<Guid, Connection[]> _byPlayer = new();
@@ -70,9 +74,10 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
         internal void ReportClose(int code) => Closed?.Invoke(code);
     }
 
-    public BalanceSocket(Ledger ledger, Tokens tokens, Sessions sessions, SocketOptions options, ILogger<BalanceSocket> log, TimeProvider time)
+    public BalanceSocket(Ledger ledger, Tokens tokens, Sessions sessions, SocketOptions options, ILogger<BalanceSocket> log, ILoggerFactory loggers, TimeProvider time)
     {
         (_ledger, _tokens, _sessions, _options, _log, _time) = (ledger, tokens, sessions, options, log, time);
+        _audit = loggers.CreateLogger("Balance.Audit");
         _sessions.Revoked += sid =>
         {
             foreach (var c in _all.Keys) if (c.SessionId == sid) c.Close(CloseCodes.Forbidden, "session_revoked", "This login has ended.");
@@ -317,7 +322,7 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
                 if (next.Currency is not null)
                 {
                     Interlocked.Increment(ref hub.Stats.Sent);
-                    hub._log.LogDebug("Pushed {Currency} v{Version} to socket {SocketId} of {UserId}", next.Currency, next.Version, Id, UserId);
+                    LogPush(hub._audit, UserId, next.Currency, next.Version, Id, null);
                 }
             }
         }
