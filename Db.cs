@@ -16,7 +16,9 @@ public sealed class Database
         var builder = new SqliteConnectionStringBuilder(config.GetConnectionString("Balance") ?? "Data Source=balance.db")
         {
             Pooling = true,
-            DefaultTimeout = 30,
+            // Microsoft.Data.Sqlite retries a busy database until this many seconds have passed, on top of
+            // busy_timeout; keep both at 5 s so a locked database is answered 503 in seconds, not after 30+ s per queued batch.
+            DefaultTimeout = 5,
         };
         if (builder.Mode is SqliteOpenMode.Memory || builder.DataSource is "" or ":memory:")
             throw new InvalidOperationException("ConnectionStrings:Balance must name a database file; an in-memory ledger would lose money on restart.");

@@ -34,7 +34,11 @@ public sealed class BalanceApplication : WebApplicationFactory<Program>
         builder.UseSetting("ConnectionStrings:Balance", $"Data Source={DatabasePath}");
         builder.UseSetting("Logging:LogLevel:Default", "Warning");
         foreach (var (key, value) in _settings) builder.UseSetting(key, value);
+        if (ConfigureTestServices is { } configure) builder.ConfigureServices(configure);
     }
+
+    /// Extra service registrations for one test (e.g. a capturing ILoggerProvider).
+    public Action<IServiceCollection>? ConfigureTestServices { get; init; }
 
     public Uri BaseAddress
     {

@@ -1,0 +1,345 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Net.Sockets;
+using System.Net.WebSockets;
+using System.Text;
+using System.Text.Json;
+using Microsoft.Data.Sqlite;
+
+namespace Balance.Tests;
+
+public sealed class DurabilityTests
+{
+    [Fact]
+    public async Task SigkillMidLoadLosesNoAcknowledgedTransactionAndLeavesNothingHalfWritten()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "balance-tests", Guid.NewGuid().ToString("N"));
+        string db = Path.Combine(dir, "balance.db");
+        try
+        {
+            var answered = new ConcurrentDictionary<string, JsonElement>(); // key → the 201 body
+            var unanswered = new ConcurrentDictionary<string, object>();    // key → body of a request cut off by the crash
+            var bodies = new ConcurrentDictionary<string, object>();
+            List<string> players = [];
+            string opToken;
+
+            await using (var service = await ServiceProcess.StartAsync(db))
+            {
+                opToken = (await service.LoginAsync("operator")).AccessToken;
+                using (var http = service.Http(opToken))
+                    for (int i = 0; i < 3; i++)
+                    {
+                        var created = await http.PostAsJsonAsync("/api/users", new { username = $"crash{i}", password = "password123", role = "player" });
+                        Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+                        players.Add((await created.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("user_id").GetString()!);
+                    }
+
+                using var stop = new CancellationTokenSource();
+                int committed = 0;
+                var load = Enumerable.Range(0, 12).Select(w => Task.Run(async () =>
+                {
+                    var random = new Random(4242 + w);
+                    using var http = service.Http(opToken);
+                    while (!stop.IsCancellationRequested)
+                    {
+                        string currency = random.Next(2) == 0 ? "USD" : "EUR";
+                        string type = random.Next(10) < 6 ? "deposit" : "bet";
+                        object body = new { user_id = players[random.Next(players.Count)], type, amount = Money.Format(random.Next(1, 5000), currency), currency };
+                        string key = InvariantTests.NewKey();
+                        bodies[key] = body;
+                        try
+                        {
+                            var response = await InvariantTests.Post(http, key, body);
+                            if (response.StatusCode == HttpStatusCode.Created)
+                            {
+                                answered[key] = await response.Content.ReadFromJsonAsync<JsonElement>();
+                                Interlocked.Increment(ref committed);
+                            }
+                            else Assert.Equal(HttpStatusCode.Conflict, response.StatusCode); // insufficient funds: nothing written
+                        }
+                        catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException or IOException or JsonException)
+                        {
+                            unanswered[key] = body; // the crash cut it off: it may or may not have committed
+                            return;
+                        }
+                    }
+                })).ToList();
+
+                // Kill only once the load is well under way, so that requests are in flight.
+                var deadline = DateTime.UtcNow.AddSeconds(30);
+                while (Volatile.Read(ref committed) < 300 && DateTime.UtcNow < deadline) await Task.Delay(10);
+                Assert.True(Volatile.Read(ref committed) >= 300, "the load never got going");
+                service.Kill();
+                await Task.WhenAll(load).WaitAsync(TimeSpan.FromSeconds(60));
+                stop.Cancel();
+            }
+
+            // Straight from the file: nothing half-written, the wallets are their ledgers.
+            SqliteConnection.ClearAllPools();
+            var audit = LedgerAudit.Read(db);
+            audit.AssertConsistent();
+            var byKey = audit.Rows.ToDictionary(r => r.IdempotencyKey);
+            foreach (var (key, body) in answered)
+            {
+                Assert.True(byKey.TryGetValue(key, out var row), $"acknowledged transaction {body} was lost in the crash");
+                Assert.Equal(body.GetProperty("transaction_id").GetString(), row.TransactionId);
+                Assert.Equal(body.GetProperty("version").GetInt64(), row.Version);
+                Assert.Equal(body.GetProperty("balance").GetString(), Money.Format(row.BalanceAfter, row.Currency));
+            }
+            foreach (var row in audit.Rows)
+                Assert.True(row.IdempotencyKey.StartsWith("demo-", StringComparison.Ordinal) || bodies.ContainsKey(row.IdempotencyKey), $"a row nobody posted: {row}");
+
+            // The same database after a restart: the same money, and a cut-off request retried with its key has one effect.
+            await using (var service = await ServiceProcess.StartAsync(db))
+            {
+                using var http = service.Http(opToken); // the Development key is kept beside the database
+                foreach (var (key, body) in unanswered)
+                {
+                    var response = await InvariantTests.Post(http, key, body);
+                    if (byKey.TryGetValue(key, out var row))
+                    {
+                        Assert.Equal(HttpStatusCode.Created, response.StatusCode);
+                        Assert.Equal(row.TransactionId, (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("transaction_id").GetString());
+                        Assert.Equal("true", response.Headers.TryGetValues("Idempotent-Replayed", out var v) ? v.Single() : null);
+                    }
+                    else Assert.True(response.StatusCode is HttpStatusCode.Created or HttpStatusCode.Conflict, $"{response.StatusCode}");
+                }
+                var after = LedgerAudit.Read(db);
+                after.AssertConsistent();
+                Assert.Equal(after.Rows.Count, after.Rows.Select(r => r.IdempotencyKey).Distinct().Count());
+
+                // A socket reconnecting after the crash gets the durable balance of every wallet.
+                for (int i = 0; i < players.Count; i++)
+                {
+                    var login = await service.LoginAsync($"crash{i}", "password123");
+                    using var socket = new ClientWebSocket();
+                    using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+                    await socket.ConnectAsync(service.SocketUri, cts.Token);
+                    await socket.SendAsync(Encoding.UTF8.GetBytes(JsonSerializer.Serialize(new { type = "auth", access_token = login.AccessToken, data = new { } })), WebSocketMessageType.Text, true, cts.Token);
+                    var wallets = after.Wallets.Where(w => w.UserId == players[i]).ToList();
+                    var expected = wallets.Select(w => (w.Currency, Money.Format(w.Balance, w.Currency), w.Version)).ToHashSet();
+                    if (!wallets.Any(w => w.Currency == "USD")) expected.Add(("USD", "0.00", 0));
+                    var got = new HashSet<(string, string, long)>();
+                    while (got.Count < expected.Count)
+                    {
+                        var m = await ReceiveJsonAsync(socket, cts.Token);
+                        got.Add((m.GetProperty("currency").GetString()!, m.GetProperty("balance").GetString()!, m.GetProperty("version").GetInt64()));
+                    }
+                    Assert.Equal(expected.OrderBy(e => e.Item1), got.OrderBy(e => e.Item1));
+                }
+            }
+            SqliteConnection.ClearAllPools();
+            Assert.Equal("ok", LedgerAudit.Read(db).IntegrityCheck);
+        }
+        finally
+        {
+            SqliteConnection.ClearAllPools();
+            try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+        }
+    }
+
+    [Fact]
+    public async Task PlainRestartKeepsEveryBalanceVersionHistoryAndToken()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "balance-tests", Guid.NewGuid().ToString("N"));
+        string db = Path.Combine(dir, "balance.db");
+        try
+        {
+            Login op, alice;
+            List<JsonElement> before;
+            JsonElement[] balancesBefore;
+            string key = InvariantTests.NewKey();
+            string firstId;
+            await using (var app = new BalanceApplication(databasePath: db))
+            {
+                op = await app.LoginAsync("operator");
+                alice = await app.LoginAsync("alice");
+                firstId = (await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "0.01", currency = "USD" }, key)).GetProperty("transaction_id").GetString()!;
+                await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "0.00012345", currency = "BTC" });
+                await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "1200", currency = "JPY" });
+                var bet = await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "bet", amount = "40.00", currency = "USD" });
+                await app.PostOkAsync(op.AccessToken, new { type = "rollback", reverses = bet.GetProperty("transaction_id").GetString() });
+                await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "withdrawal", amount = "300", currency = "JPY" });
+                using var http = app.Http(op.AccessToken);
+                before = await InvariantTests.PageHistoryAsync(http, null, 2);
+                using var mine = app.Http(alice.AccessToken);
+                balancesBefore = (await mine.GetFromJsonAsync<JsonElement[]>("/api/balances"))!;
+            }
+            await using (var app = new BalanceApplication(databasePath: db))
+            {
+                using var mine = app.Http(alice.AccessToken); // tokens survive a restart in Development
+                var balancesAfter = (await mine.GetFromJsonAsync<JsonElement[]>("/api/balances"))!;
+                Assert.Equal(balancesBefore.Select(b => b.ToString()), balancesAfter.Select(b => b.ToString()));
+                using var http = app.Http(op.AccessToken);
+                var after = await InvariantTests.PageHistoryAsync(http, null, 2);
+                Assert.Equal(before.Select(b => b.ToString()), after.Select(b => b.ToString()));
+                // The key still binds: a replay after the restart is the same transaction, not a new one.
+                var replay = await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "0.01", currency = "USD" }, key);
+                Assert.Equal(firstId, replay.GetProperty("transaction_id").GetString());
+                await using var socket = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
+                var seen = new List<JsonElement>();
+                for (int i = 0; i < balancesAfter.Length; i++) seen.Add(await socket.ReceiveMessageAsync());
+                Assert.Equal(balancesAfter.Select(b => b.GetProperty("balance").GetString()).Order(), seen.Select(b => b.GetProperty("balance").GetString()).Order());
+                LedgerAudit.Read(db).AssertConsistent();
+            }
+        }
+        finally
+        {
+            SqliteConnection.ClearAllPools();
+            try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+        }
+    }
+
+    [Fact]
+    public async Task LockedDatabaseAnswers503UnavailableWritesNothingAndRecovers()
+    {
+        await using var app = new BalanceApplication();
+        var op = await app.LoginAsync("operator");
+        var alice = await app.LoginAsync("alice");
+        var before = LedgerAudit.Read(app.DatabasePath);
+        string key = InvariantTests.NewKey();
+        object body = new { user_id = alice.UserId, type = "deposit", amount = "5.00", currency = "USD" };
+        using var http = new HttpClient { BaseAddress = app.BaseAddress, Timeout = TimeSpan.FromSeconds(120) };
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", op.AccessToken);
+
+        // Another process holds the write lock far longer than the service's busy timeout (5 s).
+        await using (var locker = new SqliteConnection($"Data Source={app.DatabasePath};Pooling=False"))
+        {
+            await locker.OpenAsync();
+            using (var cmd = locker.CreateCommand()) { cmd.CommandText = "BEGIN IMMEDIATE"; await cmd.ExecuteNonQueryAsync(); }
+            var clientPatience = Task.Delay(TimeSpan.FromSeconds(25)); // less than a typical client's 30 s timeout
+
+            var posts = Enumerable.Range(0, 3).Select(i => InvariantTests.Post(http, i == 0 ? key : InvariantTests.NewKey(), body)).ToList();
+            // Reads keep working meanwhile (WAL).
+            using (var mine = app.Http(alice.AccessToken))
+                Assert.Equal("100.00", (await mine.GetFromJsonAsync<JsonElement>("/api/balance")).GetProperty("balance").GetString());
+            var responses = await Task.WhenAll(posts);
+            Assert.False(clientPatience.IsCompleted, "the service kept the requests waiting far beyond its 5 s busy timeout");
+            foreach (var response in responses)
+            {
+                Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+                Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+                Assert.Equal("unavailable", (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("code").GetString());
+                Assert.True(response.Headers.RetryAfter is not null, "503 without Retry-After");
+            }
+            using (var cmd = locker.CreateCommand()) { cmd.CommandText = "ROLLBACK"; await cmd.ExecuteNonQueryAsync(); }
+        }
+
+        // Nothing partial: the ledger and wallets are exactly as before.
+        var during = LedgerAudit.Read(app.DatabasePath);
+        Assert.Equal(before.Rows, during.Rows);
+        Assert.Equal(before.Wallets, during.Wallets);
+
+        // Recovered: the refused key was not bound, so retrying it posts once.
+        var retried = await InvariantTests.Post(http, key, body);
+        Assert.Equal(HttpStatusCode.Created, retried.StatusCode);
+        Assert.Equal("105.00", (await retried.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("balance").GetString());
+        var again = await InvariantTests.Post(http, key, body);
+        Assert.Equal("105.00", (await again.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("balance").GetString());
+        var after = LedgerAudit.Read(app.DatabasePath);
+        after.AssertConsistent();
+        Assert.Equal(before.Rows.Count + 1, after.Rows.Count);
+    }
+
+    internal static async Task<JsonElement> ReceiveJsonAsync(ClientWebSocket socket, CancellationToken ct)
+    {
+        var buffer = new byte[16 * 1024];
+        int count = 0;
+        ValueWebSocketReceiveResult result;
+        do
+        {
+            result = await socket.ReceiveAsync(buffer.AsMemory(count), ct);
+            count += result.Count;
+        } while (!result.EndOfMessage);
+        if (result.MessageType == WebSocketMessageType.Close) throw new Xunit.Sdk.XunitException($"socket closed {socket.CloseStatus}");
+        return JsonDocument.Parse(buffer.AsMemory(0, count)).RootElement.Clone();
+    }
+}
+
+// The real service as its own process, so it can be SIGKILLed.
+public sealed class ServiceProcess : IAsyncDisposable
+{
+    private readonly Process _process;
+    private readonly ConcurrentQueue<string> _output = new();
+    public Uri BaseAddress { get; }
+    public Uri SocketUri => new UriBuilder(BaseAddress) { Scheme = "ws", Path = "/ws/balance/player" }.Uri;
+
+    private ServiceProcess(Process process, Uri baseAddress) { _process = process; BaseAddress = baseAddress; }
+
+    public static async Task<ServiceProcess> StartAsync(string databasePath)
+    {
+        string dll = Path.Combine(AppContext.BaseDirectory, "Balance.dll");
+        Assert.True(File.Exists(dll), $"no {dll}");
+        int port;
+        using (var probe = new TcpListener(IPAddress.Loopback, 0)) { probe.Start(); port = ((IPEndPoint)probe.LocalEndpoint).Port; probe.Stop(); }
+        var info = new ProcessStartInfo("dotnet") { WorkingDirectory = AppContext.BaseDirectory, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        info.ArgumentList.Add(dll);
+        info.ArgumentList.Add("--urls");
+        info.ArgumentList.Add($"http://127.0.0.1:{port}");
+        info.Environment["ASPNETCORE_ENVIRONMENT"] = "Development";
+        info.Environment["ConnectionStrings__Balance"] = $"Data Source={databasePath}";
+        info.Environment["Logging__LogLevel__Default"] = "Warning";
+        var process = Process.Start(info)!;
+        var service = new ServiceProcess(process, new Uri($"http://127.0.0.1:{port}"));
+        process.OutputDataReceived += (_, e) => { if (e.Data is not null) service._output.Enqueue(e.Data); };
+        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) service._output.Enqueue(e.Data); };
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        using var http = new HttpClient { BaseAddress = service.BaseAddress, Timeout = TimeSpan.FromSeconds(5) };
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (true)
+        {
+            if (process.HasExited) throw new Xunit.Sdk.XunitException($"service exited {process.ExitCode}:\n{string.Join("\n", service._output)}");
+            try
+            {
+                if ((await http.GetAsync("/healthz")).IsSuccessStatusCode) break;
+            }
+            catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException) { }
+            if (DateTime.UtcNow > deadline) { service.Kill(); throw new Xunit.Sdk.XunitException($"service did not start:\n{string.Join("\n", service._output)}"); }
+            await Task.Delay(100);
+        }
+        // Ready once the Development accounts exist (a few tries: each failure counts against the login throttle).
+        for (int attempt = 0; ; attempt++)
+        {
+            var login = await http.PostAsJsonAsync("/api/auth/login", new { username = "operator", password = "demo1234" });
+            if (login.IsSuccessStatusCode) return service;
+            if (attempt == 3) { service.Kill(); throw new Xunit.Sdk.XunitException($"no operator account:\n{string.Join("\n", service._output)}"); }
+            await Task.Delay(1000);
+        }
+    }
+
+    public HttpClient Http(string? token = null)
+    {
+        var client = new HttpClient { BaseAddress = BaseAddress, Timeout = TimeSpan.FromSeconds(30) };
+        if (token is not null) client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
+        return client;
+    }
+
+    public async Task<Login> LoginAsync(string username, string password = "demo1234")
+    {
+        using var http = Http();
+        var response = await http.PostAsJsonAsync("/api/auth/login", new { username, password });
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var json = await response.Content.ReadFromJsonAsync<JsonElement>();
+        return new Login(json.GetProperty("access_token").GetString()!, json.GetProperty("refresh_token").GetString()!,
+            json.GetProperty("user_id").GetString()!, json.GetProperty("role").GetString()!);
+    }
+
+    /// SIGKILL: no shutdown hooks, no flush, no drain.
+    public void Kill()
+    {
+        if (_process.HasExited) return;
+        _process.Kill(entireProcessTree: true);
+        _process.WaitForExit(30_000);
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        Kill();
+        _process.Dispose();
+        return ValueTask.CompletedTask;
+    }
+}

@@ -1,0 +1,275 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Net.WebSockets;
+using System.Text;
+using System.Text.Json;
+
+namespace Balance.Tests;
+
+public sealed class HostileInputTests
+{
+    private static readonly string Key256 = new('k', 256);
+
+    // (what, body with {alice}/{op}/{deposit} placeholders, Idempotency-Key or null for none, content type, status, code or null)
+    public static readonly (string What, string Body, string? Key, string ContentType, int Status, string? Code)[] Cases =
+    [
+        ("malformed JSON", """{"user_id":"{alice}","type":"deposit","amount":"1.00",""", "k", "application/json", 400, null),
+        ("not JSON at all", "hello", "k", "application/json", 400, null),
+        ("empty body", "", "k", "application/json", 400, null),
+        ("a JSON array", "[]", "k", "application/json", 400, null),
+        ("JSON null", "null", "k", "application/json", 400, null),
+        ("user_id a number", """{"user_id":123,"type":"deposit","amount":"1.00","currency":"USD"}""", "k", "application/json", 400, null),
+        ("user_id not a guid", """{"user_id":"alice","type":"deposit","amount":"1.00","currency":"USD"}""", "k", "application/json", 400, null),
+        ("amount a number", """{"user_id":"{alice}","type":"deposit","amount":10,"currency":"USD"}""", "k", "application/json", 400, null),
+        ("amount a float", """{"user_id":"{alice}","type":"deposit","amount":10.5,"currency":"USD"}""", "k", "application/json", 400, null),
+        ("amount a bool", """{"user_id":"{alice}","type":"deposit","amount":true,"currency":"USD"}""", "k", "application/json", 400, null),
+        ("amount an object", """{"user_id":"{alice}","type":"deposit","amount":{"value":"1.00"},"currency":"USD"}""", "k", "application/json", 400, null),
+        ("type a number", """{"user_id":"{alice}","type":5,"amount":"1.00","currency":"USD"}""", "k", "application/json", 400, null),
+        ("deeply nested JSON", """{"user_id":"{alice}","type":"deposit","amount":"1.00","currency":"USD","reference":""" + new string('[', 200) + new string(']', 200) + "}", "k", "application/json", 400, null),
+        ("amount with exponent", Deposit("1e3", "USD"), "k", "application/json", 400, "validation_failed"),
+        ("amount 1E2", Deposit("1E2", "USD"), "k", "application/json", 400, "validation_failed"),
+        ("too many decimals USD", Deposit("1.001", "USD"), "k", "application/json", 400, "validation_failed"),
+        ("decimals on JPY", Deposit("1.5", "JPY"), "k", "application/json", 400, "validation_failed"),
+        ("too many decimals BTC", Deposit("0.000000001", "BTC"), "k", "application/json", 400, "validation_failed"),
+        ("zero", Deposit("0", "USD"), "k", "application/json", 400, "validation_failed"),
+        ("zero with decimals", Deposit("0.00", "USD"), "k", "application/json", 400, "validation_failed"),
+        ("negative", Deposit("-5.00", "USD"), "k", "application/json", 400, "validation_failed"),
+        ("negative withdrawal", """{"user_id":"{alice}","type":"withdrawal","amount":"-500.00","currency":"USD"}""", "k", "application/json", 400, "validation_failed"),
+        ("plus sign", Deposit("+5.00", "USD"), "k", "application/json", 400, "validation_failed"),
+        ("overflow", Deposit("99999999999999999999", "USD"), "k", "application/json", 400, "validation_failed"),
+        ("above the per-transaction cap", Deposit("10000000000000.01", "USD"), "k", "application/json", 400, "validation_failed"),
+        ("overflow JPY", Deposit("9223372036854775808", "JPY"), "k", "application/json", 400, "validation_failed"),
+        ("leading space", Deposit(" 1.00", "USD"), "k", "application/json", 400, "validation_failed"),
+        ("comma decimal", Deposit("1,00", "USD"), "k", "application/json", 400, "validation_failed"),
+        ("trailing dot", Deposit("1.", "USD"), "k", "application/json", 400, "validation_failed"),
+        ("leading dot", Deposit(".50", "USD"), "k", "application/json", 400, "validation_failed"),
+        ("empty amount", Deposit("", "USD"), "k", "application/json", 400, "validation_failed"),
+        ("NaN", Deposit("NaN", "USD"), "k", "application/json", 400, "validation_failed"),
+        ("Infinity", Deposit("Infinity", "USD"), "k", "application/json", 400, "validation_failed"),
+        ("hex", Deposit("0x10", "USD"), "k", "application/json", 400, "validation_failed"),
+        ("non-ASCII digits", Deposit("١٠", "USD"), "k", "application/json", 400, "validation_failed"),
+        ("fullwidth digits", Deposit("１０", "USD"), "k", "application/json", 400, "validation_failed"),
+        ("missing amount", """{"user_id":"{alice}","type":"deposit","currency":"USD"}""", "k", "application/json", 400, "validation_failed"),
+        ("unknown currency", Deposit("1.00", "XXX"), "k", "application/json", 400, "validation_failed"),
+        ("lowercase currency", Deposit("1.00", "usd"), "k", "application/json", 400, "validation_failed"),
+        ("missing currency", """{"user_id":"{alice}","type":"deposit","amount":"1.00"}""", "k", "application/json", 400, "validation_failed"),
+        ("unknown type", """{"user_id":"{alice}","type":"transfer","amount":"1.00","currency":"USD"}""", "k", "application/json", 400, "validation_failed"),
+        ("uppercase type", """{"user_id":"{alice}","type":"DEPOSIT","amount":"1.00","currency":"USD"}""", "k", "application/json", 400, "validation_failed"),
+        ("missing type", """{"user_id":"{alice}","amount":"1.00","currency":"USD"}""", "k", "application/json", 400, "validation_failed"),
+        ("missing user", """{"type":"deposit","amount":"1.00","currency":"USD"}""", "k", "application/json", 400, "validation_failed"),
+        ("unknown user", """{"user_id":"6f1c1e57-1f2e-4c1b-9a43-0d7e4b1c9a77","type":"deposit","amount":"1.00","currency":"USD"}""", "k", "application/json", 404, "user_not_found"),
+        ("operator has no wallet", """{"user_id":"{op}","type":"deposit","amount":"1.00","currency":"USD"}""", "k", "application/json", 422, "not_a_player"),
+        ("reference too long", """{"user_id":"{alice}","type":"deposit","amount":"1.00","currency":"USD","reference":"REF"}""".Replace("REF", new string('r', 256)), "k", "application/json", 400, "validation_failed"),
+        ("missing Idempotency-Key", Deposit("1.00", "USD"), null, "application/json", 400, "validation_failed"),
+        ("empty Idempotency-Key", Deposit("1.00", "USD"), "", "application/json", 400, "validation_failed"),
+        ("256-char Idempotency-Key", Deposit("1.00", "USD"), Key256, "application/json", 400, "validation_failed"),
+        ("text/plain body", Deposit("1.00", "USD"), "k", "text/plain", 415, null),
+        ("rollback with an amount", """{"type":"rollback","reverses":"{deposit}","amount":"1.00","currency":"USD"}""", "k", "application/json", 400, "validation_failed"),
+        ("rollback of garbage", """{"type":"rollback","reverses":"nope"}""", "k", "application/json", 400, "validation_failed"),
+        ("rollback of nothing", """{"type":"rollback","reverses":"0190a8f4-0000-7000-8000-000000000000"}""", "k", "application/json", 404, "transaction_not_found"),
+        ("rollback of a deposit", """{"type":"rollback","reverses":"{deposit}"}""", "k", "application/json", 422, "not_reversible"),
+        ("rollback as someone else's", """{"type":"rollback","reverses":"{deposit}","user_id":"{op}"}""", "k", "application/json", 422, null),
+        ("deposit naming a reversal", """{"user_id":"{alice}","type":"deposit","amount":"1.00","currency":"USD","reverses":"{deposit}"}""", "k", "application/json", 400, "validation_failed"),
+        ("withdrawal beyond the balance", """{"user_id":"{alice}","type":"withdrawal","amount":"100.01","currency":"USD"}""", "k", "application/json", 409, "insufficient_funds"),
+        ("bet in a currency never deposited", """{"user_id":"{alice}","type":"bet","amount":"0.00000001","currency":"BTC"}""", "k", "application/json", 409, "insufficient_funds"),
+        ("oversized body (> 64 KiB)", """{"user_id":"{alice}","type":"deposit","amount":"1.00","currency":"USD","reference":"REF"}""".Replace("REF", new string('x', 70 * 1024)), "k", "application/json", 413, null),
+    ];
+
+    private static string Deposit(string amount, string currency) =>
+        $$"""{"user_id":"{alice}","type":"deposit","amount":{{JsonSerializer.Serialize(amount)}},"currency":"{{currency}}"}""";
+
+    [Fact]
+    public async Task EveryHostileTransactionBodyGetsA4xxProblemWithACodeAndChangesNothing()
+    {
+        await using var app = new BalanceApplication();
+        var op = await app.LoginAsync("operator");
+        var alice = await app.LoginAsync("alice");
+        using var http = app.Http(op.AccessToken);
+        string deposit = (await InvariantTests.PageHistoryAsync(http, alice.UserId, 50)).Single().GetProperty("transaction_id").GetString()!;
+        var before = LedgerAudit.Read(app.DatabasePath);
+        var failures = new List<string>();
+        foreach (var c in Cases)
+        {
+            string body = c.Body.Replace("{alice}", alice.UserId).Replace("{op}", op.UserId).Replace("{deposit}", deposit);
+            using var request = new HttpRequestMessage(HttpMethod.Post, "/api/transactions") { Content = new StringContent(body, Encoding.UTF8) };
+            request.Content.Headers.ContentType = new MediaTypeHeaderValue(c.ContentType);
+            string? key = c.Key == "k" ? InvariantTests.NewKey() : c.Key;
+            if (key is not null) request.Headers.TryAddWithoutValidation("Idempotency-Key", key);
+            var response = await http.SendAsync(request);
+            string text = await response.Content.ReadAsStringAsync();
+            string? code = null;
+            try { code = JsonDocument.Parse(text).RootElement.GetProperty("code").GetString(); } catch (Exception) { }
+            if ((int)response.StatusCode != c.Status || response.Content.Headers.ContentType?.MediaType != "application/problem+json"
+                || string.IsNullOrEmpty(code) || (c.Code is not null && code != c.Code))
+                failures.Add($"{c.What}: {(int)response.StatusCode} {response.Content.Headers.ContentType} {text[..Math.Min(text.Length, 300)]}");
+        }
+        Assert.True(failures.Count == 0, "wrong answers:\n" + string.Join("\n", failures));
+
+        var after = LedgerAudit.Read(app.DatabasePath);
+        Assert.Equal(before.Rows, after.Rows);
+        Assert.Equal(before.Wallets, after.Wallets);
+        using var mine = app.Http(alice.AccessToken);
+        Assert.Equal("100.00", (await mine.GetFromJsonAsync<JsonElement>("/api/balance")).GetProperty("balance").GetString());
+        Assert.Equal(1, (await mine.GetFromJsonAsync<JsonElement>("/api/balance")).GetProperty("version").GetInt64());
+    }
+
+    [Fact]
+    public async Task ARefusedRequestDoesNotBindItsKey()
+    {
+        await using var app = new BalanceApplication();
+        var op = await app.LoginAsync("operator");
+        var alice = await app.LoginAsync("alice");
+        string key = InvariantTests.NewKey();
+        var refused = await app.PostTransactionAsync(op.AccessToken, new { user_id = alice.UserId, type = "withdrawal", amount = "150.00", currency = "USD" }, key);
+        Assert.Equal(HttpStatusCode.Conflict, refused.StatusCode);
+        await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "50.00", currency = "USD" });
+        var retried = await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "withdrawal", amount = "150.00", currency = "USD" }, key);
+        Assert.Equal("0.00", retried.GetProperty("balance").GetString());
+        LedgerAudit.Read(app.DatabasePath).AssertConsistent();
+    }
+
+    // ---- the socket ----
+
+    [Fact]
+    public async Task BinaryFrameAfterAuthClosesWith4500()
+    {
+        await using var app = new BalanceApplication();
+        var alice = await app.LoginAsync("alice");
+        await using var socket = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
+        await socket.ReceiveMessageAsync();
+        await socket.Socket.SendAsync("""{"type":"pong"}"""u8.ToArray(), WebSocketMessageType.Binary, true, CancellationToken.None);
+        Assert.Equal(4500, await socket.ReceiveCloseAsync());
+    }
+
+    [Fact]
+    public async Task AFragmentedMessageOver4KiBClosesWith1009()
+    {
+        await using var app = new BalanceApplication();
+        var alice = await app.LoginAsync("alice");
+        await using var socket = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
+        await socket.ReceiveMessageAsync();
+        var chunk = Encoding.UTF8.GetBytes(new string(' ', 1024));
+        try
+        {
+            await socket.Socket.SendAsync("{\"type\":\"auth\",\"access_token\":\""u8.ToArray(), WebSocketMessageType.Text, false, CancellationToken.None);
+            for (int i = 0; i < 8; i++) await socket.Socket.SendAsync(chunk, WebSocketMessageType.Text, false, CancellationToken.None);
+        }
+        catch (Exception ex) when (ex is WebSocketException or IOException) { } // the server may hang up mid-message
+        Assert.Equal(1009, await socket.ReceiveCloseAsync());
+    }
+
+    [Fact]
+    public async Task InvalidUtf8IsRefusedWithACloseThatSaysStop()
+    {
+        await using var app = new BalanceApplication();
+        await using var socket = await app.OpenSocketAsync();
+        byte[] bad = [.. "{\"type\":\"auth\",\"access_token\":\""u8, 0xFF, 0xFE, 0xC3, 0x28, .. "\"}"u8];
+        await socket.Socket.SendAsync(bad, WebSocketMessageType.Text, true, CancellationToken.None);
+        // RFC 6455 8.1: invalid UTF-8 in a text frame fails the connection — a close frame (1007 or our 4500) or a dropped
+        // connection are both that; what must not happen is anything else arriving, or the service suffering.
+        try
+        {
+            int code = await socket.ReceiveCloseAsync();
+            Assert.True(code is 1007 or 4500, $"closed with {code}");
+        }
+        catch (WebSocketException) { Assert.NotEqual(WebSocketState.Open, socket.Socket.State); }
+        await AssertStillServesAsync(app);
+    }
+
+    [Fact]
+    public async Task DeeplyNestedJsonClosesWith4500()
+    {
+        await using var app = new BalanceApplication();
+        await using var socket = await app.OpenSocketAsync();
+        await socket.SendTextAsync("{\"type\":\"auth\",\"data\":" + new string('[', 1000) + new string(']', 1000) + "}");
+        Assert.Equal(4500, await socket.ReceiveCloseAsync());
+        await AssertStillServesAsync(app);
+    }
+
+    [Theory]
+    [InlineData("""{"type":"subscribe","currency":"USD"}""")]
+    [InlineData("""{"type":"balance","user_id":"x","balance":"1000000.00","currency":"USD"}""")]
+    [InlineData("""{"type":null}""")]
+    [InlineData("""{"type":42}""")]
+    [InlineData("\"auth\"")]
+    [InlineData("null")]
+    public async Task UnknownMessagesOnAnAuthenticatedSocketCloseWith4500AndMoveNothing(string text)
+    {
+        await using var app = new BalanceApplication();
+        var alice = await app.LoginAsync("alice");
+        await using var socket = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
+        await socket.ReceiveMessageAsync();
+        await socket.SendTextAsync(text);
+        Assert.Equal(4500, await socket.ReceiveCloseAsync());
+        using var mine = app.Http(alice.AccessToken);
+        Assert.Equal("100.00", (await mine.GetFromJsonAsync<JsonElement>("/api/balance")).GetProperty("balance").GetString());
+    }
+
+    [Fact]
+    public async Task AMessageFloodIsClosedWith1008WhileOtherSocketsKeepWorking()
+    {
+        await using var app = new BalanceApplication(new() { ["Balance:Socket:MessageBurst"] = "5", ["Balance:Socket:MessagesPerSecond"] = "1" });
+        var alice = await app.LoginAsync("alice");
+        var op = await app.LoginAsync("operator");
+        await using var flooder = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
+        await using var calm = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
+        await flooder.ReceiveMessageAsync();
+        await calm.ReceiveMessageAsync();
+        try
+        {
+            for (int i = 0; i < 50; i++) await flooder.SendTextAsync("""{"type":"pong"}""");
+        }
+        catch (Exception ex) when (ex is WebSocketException or IOException or OperationCanceledException) { }
+        Assert.Equal(1008, await flooder.ReceiveCloseAsync());
+        await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "win", amount = "1.00", currency = "USD" });
+        Assert.Equal("101.00", (await calm.ReceiveMessageAsync()).GetProperty("balance").GetString());
+    }
+
+    [Fact]
+    public async Task UnauthenticatedSocketsAreCappedPerAddressWith429AndTimedOutWith4002()
+    {
+        await using var app = new BalanceApplication(new() { ["Balance:Socket:MaxUnauthenticatedPerIp"] = "4", ["Balance:Socket:AuthTimeout"] = "00:00:02" });
+        var alice = await app.LoginAsync("alice");
+        var idle = new List<TestSocket>();
+        for (int i = 0; i < 4; i++) idle.Add(await app.OpenSocketAsync());
+
+        using (var refused = new ClientWebSocket())
+        {
+            refused.Options.CollectHttpResponseDetails = true;
+            using var cts = new CancellationTokenSource(BalanceApplication.ReceiveTimeout);
+            await Assert.ThrowsAsync<WebSocketException>(() => refused.ConnectAsync(app.SocketUri, cts.Token));
+            Assert.Equal(HttpStatusCode.TooManyRequests, refused.HttpStatusCode);
+            Assert.True(refused.HttpResponseHeaders?.ContainsKey("Retry-After") == true, "429 without Retry-After");
+        }
+
+        // Authenticating frees the slot at once.
+        await idle[0].SendAuthAsync(alice.AccessToken);
+        Assert.Equal("100.00", (await idle[0].ReceiveMessageAsync()).GetProperty("balance").GetString());
+        await using (var next = await app.OpenSocketAsync()) { }
+
+        // The rest never authenticate: the deadline closes them, and then the address may connect again.
+        foreach (var socket in idle.Skip(1))
+        {
+            Assert.Equal(4002, await socket.ReceiveCloseAsync(TimeSpan.FromSeconds(15)));
+            await socket.DisposeAsync();
+        }
+        var fresh = new List<TestSocket>();
+        var deadline = DateTime.UtcNow.AddSeconds(15);
+        while (fresh.Count < 3)
+        {
+            try { fresh.Add(await app.OpenSocketAsync()); }
+            catch (WebSocketException ex) when (ex.Message.Contains("429") && DateTime.UtcNow < deadline) { await Task.Delay(100); } // the server is still letting go of the closed ones
+        }
+        await fresh[0].SendAuthAsync(alice.AccessToken);
+        Assert.Equal("100.00", (await fresh[0].ReceiveMessageAsync()).GetProperty("balance").GetString());
+        foreach (var socket in fresh.Append(idle[0])) await socket.DisposeAsync();
+    }
+
+    internal static async Task AssertStillServesAsync(BalanceApplication app)
+    {
+        var alice = await app.LoginAsync("alice");
+        await using var socket = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
+        Assert.Equal("100.00", (await socket.ReceiveMessageAsync()).GetProperty("balance").GetString());
+    }
+}

@@ -1,0 +1,510 @@
+using System.Collections.Concurrent;
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Net.Sockets;
+using System.Net.WebSockets;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.IdentityModel.JsonWebTokens;
+using Microsoft.IdentityModel.Tokens;
+
+namespace Balance.Tests;
+
+public sealed class SecurityTests
+{
+    private const string SigningKey = "security-tests-signing-key-0123456789-abcdef";
+
+    // ---- tokens ----
+
+    private static string B64(string json) => Base64UrlEncoder.Encode(json);
+
+    private static JsonObject Payload(string token) => JsonNode.Parse(Base64UrlEncoder.Decode(token.Split('.')[1]))!.AsObject();
+
+    private static string Sign(JsonObject payload, string key, string alg = SecurityAlgorithms.HmacSha256)
+    {
+        var claims = payload.ToDictionary(p => p.Key, p => (object)(p.Value!.GetValueKind() == JsonValueKind.Number ? p.Value.GetValue<long>() : p.Value.GetValue<string>()));
+        return new JsonWebTokenHandler { SetDefaultTimesOnTokenCreation = false }.CreateToken(JsonSerializer.Serialize(claims),
+            new SigningCredentials(new SymmetricSecurityKey(Encoding.UTF8.GetBytes(key)), alg));
+    }
+
+    // By hand: IdentityModel refuses to sign HS512 with a key this short, but an attacker's library would not.
+    private static string Hs512(JsonObject payload, string key)
+    {
+        string signed = B64("""{"alg":"HS512","typ":"JWT"}""") + "." + B64(payload.ToJsonString());
+        return signed + "." + Base64UrlEncoder.Encode(System.Security.Cryptography.HMACSHA512.HashData(Encoding.UTF8.GetBytes(key), Encoding.ASCII.GetBytes(signed)));
+    }
+
+    private static JsonObject With(JsonObject payload, params (string Key, object? Value)[] changes)
+    {
+        var copy = payload.DeepClone().AsObject();
+        foreach (var (k, v) in changes)
+            if (v is null) copy.Remove(k);
+            else copy[k] = JsonValue.Create(v);
+        return copy;
+    }
+
+    private static long Now => DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+
+    [Fact]
+    public async Task ForgedTamperedAndMisdirectedTokensAreRefusedOnRestAndSocket()
+    {
+        await using var app = new BalanceApplication(new() { ["Auth:SigningKey"] = SigningKey, ["Auth:ClockSkew"] = "00:00:02" });
+        var alice = await app.LoginAsync("alice");
+        var payload = Payload(alice.AccessToken);
+
+        // The control: a token we mint with the right key and the right claims is accepted, so each refusal below is about its one flaw.
+        string control = Sign(With(payload, ("jti", Guid.NewGuid().ToString("N"))), SigningKey);
+        using (var ok = app.Http(control)) Assert.Equal(HttpStatusCode.OK, (await ok.GetAsync("/api/balance")).StatusCode);
+
+        var parts = alice.AccessToken.Split('.');
+        var asOperator = With(payload, ("role", "operator"));
+        var forged = new (string What, string Token, int SocketClose)[]
+        {
+            ("alg none", B64("""{"alg":"none","typ":"JWT"}""") + "." + parts[1] + ".", 4501),
+            ("alg none keeping the signature", B64("""{"alg":"none","typ":"JWT"}""") + "." + parts[1] + "." + parts[2], 4501),
+            ("alg NONE as operator", B64("""{"alg":"NONE","typ":"JWT"}""") + "." + B64(asOperator.ToJsonString()) + ".", 4501),
+            ("signed with another key", Sign(payload, "another-key-that-is-long-enough-0123456789-xyz"), 4501),
+            ("tampered payload (role operator)", parts[0] + "." + B64(asOperator.ToJsonString()) + "." + parts[2], 4501),
+            ("tampered payload (later exp)", parts[0] + "." + B64(With(payload, ("exp", Now + 86400)).ToJsonString()) + "." + parts[2], 4501),
+            ("HS512 with the right key (algorithm pinned)", Hs512(payload, SigningKey), 4501),
+            ("wrong issuer", Sign(With(payload, ("iss", "evil")), SigningKey), 4501),
+            ("wrong audience", Sign(With(payload, ("aud", "someone-else")), SigningKey), 4501),
+            ("no expiry", Sign(With(payload, ("exp", null)), SigningKey), 4501),
+            ("expired beyond the skew", Sign(With(payload, ("iat", Now - 600), ("nbf", Now - 600), ("exp", Now - 10)), SigningKey), 4001),
+            ("not yet valid", Sign(With(payload, ("iat", Now + 600), ("nbf", Now + 600), ("exp", Now + 1200)), SigningKey), 4501),
+            ("the refresh token", alice.RefreshToken, 4501),
+            ("garbage", "abc.def.ghi", 4501),
+        };
+        var failures = new List<string>();
+        foreach (var (what, token, socketClose) in forged)
+        {
+            using var http = app.Http();
+            using var request = new HttpRequestMessage(HttpMethod.Get, "/api/balance");
+            request.Headers.TryAddWithoutValidation("Authorization", "Bearer " + token);
+            var response = await http.SendAsync(request);
+            if (response.StatusCode != HttpStatusCode.Unauthorized) failures.Add($"{what}: REST {response.StatusCode}");
+            await using var socket = await app.OpenAuthenticatedSocketAsync(token);
+            int code = await socket.ReceiveCloseAsync();
+            if (code != socketClose) failures.Add($"{what}: socket closed {code}, expected {socketClose}");
+        }
+        // A forged operator token cannot post money either.
+        var post = await app.PostTransactionAsync(parts[0] + "." + B64(asOperator.ToJsonString()) + "." + parts[2],
+            new { user_id = alice.UserId, type = "deposit", amount = "1000.00", currency = "USD" });
+        if (post.StatusCode != HttpStatusCode.Unauthorized) failures.Add($"forged operator post: {post.StatusCode}");
+        Assert.True(failures.Count == 0, string.Join("\n", failures));
+        using var mine = app.Http(alice.AccessToken);
+        Assert.Equal("100.00", (await mine.GetFromJsonAsync<JsonElement>("/api/balance")).GetProperty("balance").GetString());
+    }
+
+    [Fact]
+    public async Task AnAccessTokenStopsWorkingOnceExpiredByMoreThanTheSkew()
+    {
+        await using var app = new BalanceApplication(new() { ["Auth:AccessTokenLifetime"] = "00:00:02", ["Auth:ClockSkew"] = "00:00:01" });
+        var alice = await app.LoginAsync("alice");
+        using var http = app.Http(alice.AccessToken);
+        Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/api/balance")).StatusCode);
+        await Task.Delay(TimeSpan.FromSeconds(4.5)); // past exp (2 s) + skew (1 s), with margin
+        Assert.Equal(HttpStatusCode.Unauthorized, (await http.GetAsync("/api/balance")).StatusCode);
+        await using var socket = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
+        Assert.Equal(4001, await socket.ReceiveCloseAsync());
+    }
+
+    [Fact]
+    public async Task RolesAreEnforcedBothWays()
+    {
+        await using var app = new BalanceApplication();
+        var alice = await app.LoginAsync("alice");
+        var bob = await app.LoginAsync("bob");
+        var op = await app.LoginAsync("operator");
+        using var player = app.Http(alice.AccessToken);
+        using var operatorHttp = app.Http(op.AccessToken);
+
+        var post = await app.PostTransactionAsync(alice.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "1000.00", currency = "USD" });
+        Assert.Equal(HttpStatusCode.Forbidden, post.StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await player.GetAsync("/api/users?username=bob")).StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await player.PostAsJsonAsync("/api/users", new { username = "mallory", password = "password123", role = "operator" })).StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await player.GetAsync($"/api/transactions?user_id={bob.UserId}")).StatusCode);
+        // Without user_id a player sees only their own history.
+        var own = await InvariantTests.PageHistoryAsync(player, null, 50);
+        Assert.All(own, t => Assert.Equal(alice.UserId, t.GetProperty("user_id").GetString()));
+
+        Assert.Equal(HttpStatusCode.Forbidden, (await operatorHttp.GetAsync("/api/balance")).StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await operatorHttp.GetAsync("/api/balances")).StatusCode);
+        await using var socket = await app.OpenAuthenticatedSocketAsync(op.AccessToken);
+        Assert.Equal(4503, await socket.ReceiveCloseAsync());
+        Assert.Equal("100.00", (await player.GetFromJsonAsync<JsonElement>("/api/balance")).GetProperty("balance").GetString());
+        Assert.Empty(await app.Http(op.AccessToken).GetFromJsonAsync<JsonElement[]>("/api/users?username=mallory") ?? []);
+    }
+
+    // ---- sockets ----
+
+    [Fact]
+    public async Task OnlyAllowedOriginsMayOpenASocketAndEveryOneMustStillAuthenticate()
+    {
+        await using var app = new BalanceApplication(new()
+        {
+            ["Balance:Socket:AllowedOrigins:0"] = "https://casino.example",
+            ["Balance:Socket:AuthTimeout"] = "00:00:01",
+        });
+        var alice = await app.LoginAsync("alice");
+        foreach (string origin in new[] { "https://evil.example", "null", "http://127.0.0.1.evil.example", "https://casino.example.evil.example", "http://localhost.evil.example:8080" })
+        {
+            using var ws = new ClientWebSocket();
+            ws.Options.CollectHttpResponseDetails = true;
+            ws.Options.SetRequestHeader("Origin", origin);
+            using var cts = new CancellationTokenSource(BalanceApplication.ReceiveTimeout);
+            var refused = await Record.ExceptionAsync(() => ws.ConnectAsync(app.SocketUri, cts.Token));
+            Assert.True(refused is WebSocketException, $"Origin {origin} was let in");
+            Assert.True(ws.HttpStatusCode == HttpStatusCode.Forbidden, $"{origin}: {ws.HttpStatusCode}");
+        }
+
+        // Same origin, a configured origin, and no Origin at all (not a browser) may connect, but get nothing before auth.
+        string self = new UriBuilder(app.BaseAddress) { Path = "" }.Uri.GetLeftPart(UriPartial.Authority);
+        foreach (string? origin in new[] { self, "https://casino.example", null })
+        {
+            await using (var unauthenticated = await app.OpenSocketAsync(origin: origin))
+                Assert.Equal(4002, await unauthenticated.ReceiveCloseAsync());
+            await using var socket = await app.OpenSocketAsync(origin: origin);
+            await socket.SendAuthAsync(alice.AccessToken);
+            Assert.Equal("100.00", (await socket.ReceiveMessageAsync()).GetProperty("balance").GetString());
+        }
+    }
+
+    [Fact]
+    public async Task APlayerMayHoldOnlyTheConfiguredNumberOfSockets()
+    {
+        await using var app = new BalanceApplication(new() { ["Balance:Socket:MaxSocketsPerPlayer"] = "2" });
+        var alice = await app.LoginAsync("alice");
+        var op = await app.LoginAsync("operator");
+        await using var first = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
+        await using var second = await app.OpenAuthenticatedSocketAsync((await app.LoginAsync("alice")).AccessToken);
+        await first.ReceiveMessageAsync();
+        await second.ReceiveMessageAsync();
+        await using (var third = await app.OpenAuthenticatedSocketAsync(alice.AccessToken))
+            Assert.Equal(4004, await third.ReceiveCloseAsync());
+        // Bob is not affected by Alice's cap.
+        await using (var bob = await app.OpenAuthenticatedSocketAsync((await app.LoginAsync("bob")).AccessToken))
+            Assert.Equal("0.00", (await bob.ReceiveMessageAsync()).GetProperty("balance").GetString());
+
+        await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "win", amount = "1.00", currency = "USD" });
+        Assert.Equal("101.00", (await first.ReceiveMessageAsync()).GetProperty("balance").GetString());
+        Assert.Equal("101.00", (await second.ReceiveMessageAsync()).GetProperty("balance").GetString());
+
+        // Closing one frees its place.
+        await first.DisposeAsync();
+        var deadline = DateTime.UtcNow.AddSeconds(15);
+        while (true)
+        {
+            await using var again = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
+            var message = await again.ReceiveAsync();
+            if (message is { } m) { Assert.Equal("101.00", m.GetProperty("balance").GetString()); break; }
+            Assert.Equal(4004, (int?)again.Socket.CloseStatus); // still full while the server lets go of the closed one
+            Assert.True(DateTime.UtcNow < deadline, "the closed socket's place was never freed");
+            await Task.Delay(100);
+        }
+    }
+
+    [Fact]
+    public async Task LogoutClosesOnlyThatLoginsSocketsAndEndsItsTokens()
+    {
+        await using var app = new BalanceApplication();
+        var phone = await app.LoginAsync("alice");
+        var laptop = await app.LoginAsync("alice");
+        var op = await app.LoginAsync("operator");
+        await using var phoneTab1 = await app.OpenAuthenticatedSocketAsync(phone.AccessToken);
+        await using var phoneTab2 = await app.OpenSocketAsync(bearer: phone.AccessToken);
+        await using var laptopTab = await app.OpenAuthenticatedSocketAsync(laptop.AccessToken);
+        foreach (var s in new[] { phoneTab1, phoneTab2, laptopTab }) await s.ReceiveMessageAsync();
+
+        using (var http = app.Http(phone.AccessToken))
+            Assert.Equal(HttpStatusCode.NoContent, (await http.PostAsJsonAsync("/api/auth/logout", new { refresh_token = phone.RefreshToken })).StatusCode);
+        Assert.Equal(4503, await phoneTab1.ReceiveCloseAsync());
+        Assert.Equal(4503, await phoneTab2.ReceiveCloseAsync());
+
+        using (var http = app.Http(phone.AccessToken))
+            Assert.Equal(HttpStatusCode.Unauthorized, (await http.GetAsync("/api/balance")).StatusCode);
+        using (var http = app.Http())
+            Assert.Equal(HttpStatusCode.Unauthorized, (await http.PostAsJsonAsync("/api/auth/refresh", new { refresh_token = phone.RefreshToken })).StatusCode);
+        await using (var reopened = await app.OpenAuthenticatedSocketAsync(phone.AccessToken))
+            Assert.Equal(4503, await reopened.ReceiveCloseAsync());
+
+        await app.PostOkAsync(op.AccessToken, new { user_id = phone.UserId, type = "win", amount = "2.00", currency = "USD" });
+        Assert.Equal("102.00", (await laptopTab.ReceiveMessageAsync()).GetProperty("balance").GetString());
+    }
+
+    [Fact]
+    public async Task RefreshTokenReuseEndsTheWholeLoginAndClosesItsSockets()
+    {
+        await using var app = new BalanceApplication();
+        var stolen = await app.LoginAsync("alice");
+        var other = await app.LoginAsync("alice");
+        var op = await app.LoginAsync("operator");
+        using var anonymous = app.Http();
+        var refreshed = await anonymous.PostAsJsonAsync("/api/auth/refresh", new { refresh_token = stolen.RefreshToken });
+        Assert.Equal(HttpStatusCode.OK, refreshed.StatusCode);
+        var pair = await refreshed.Content.ReadFromJsonAsync<JsonElement>();
+        string access2 = pair.GetProperty("access_token").GetString()!, refresh2 = pair.GetProperty("refresh_token").GetString()!;
+        Assert.NotEqual(stolen.RefreshToken, refresh2);
+
+        await using var oldTab = await app.OpenAuthenticatedSocketAsync(stolen.AccessToken);
+        await using var newTab = await app.OpenAuthenticatedSocketAsync(access2);
+        await using var otherTab = await app.OpenAuthenticatedSocketAsync(other.AccessToken);
+        foreach (var s in new[] { oldTab, newTab, otherTab }) await s.ReceiveMessageAsync();
+
+        var reuse = await anonymous.PostAsJsonAsync("/api/auth/refresh", new { refresh_token = stolen.RefreshToken });
+        Assert.Equal(HttpStatusCode.Unauthorized, reuse.StatusCode);
+        Assert.Equal("refresh_token_reused", (await reuse.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("code").GetString());
+        Assert.Equal(4503, await oldTab.ReceiveCloseAsync());
+        Assert.Equal(4503, await newTab.ReceiveCloseAsync());
+
+        // Every token of that login is dead; the other login is untouched.
+        using (var http = app.Http(access2)) Assert.Equal(HttpStatusCode.Unauthorized, (await http.GetAsync("/api/balance")).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await anonymous.PostAsJsonAsync("/api/auth/refresh", new { refresh_token = refresh2 })).StatusCode);
+        using (var http = app.Http(other.AccessToken)) Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/api/balance")).StatusCode);
+        await app.PostOkAsync(op.AccessToken, new { user_id = other.UserId, type = "win", amount = "3.00", currency = "USD" });
+        Assert.Equal("103.00", (await otherTab.ReceiveMessageAsync()).GetProperty("balance").GetString());
+    }
+
+    [Fact]
+    public async Task ASocketSeesOnlyItsOwnPlayersBalances()
+    {
+        await using var app = new BalanceApplication();
+        var alice = await app.LoginAsync("alice");
+        var bob = await app.LoginAsync("bob");
+        var op = await app.LoginAsync("operator");
+        await using var aliceSocket = await SocketRecorder.OpenAsync(app, alice.AccessToken);
+        await using var bobSocket = await SocketRecorder.OpenAsync(app, bob.AccessToken);
+        await aliceSocket.WaitForAsync(m => m.Count >= 1, "the snapshot");
+        await bobSocket.WaitForAsync(m => m.Count >= 1, "the snapshot");
+        foreach (var (who, currency, amount) in new[] { (bob, "USD", "5.00"), (bob, "EUR", "6.00"), (alice, "JPY", "700"), (bob, "BTC", "0.00000001"), (alice, "USD", "1.00") })
+            await app.PostOkAsync(op.AccessToken, new { user_id = who.UserId, type = "deposit", amount, currency });
+        await aliceSocket.WaitForAsync(m => m.Any(x => x.GetProperty("balance").GetString() == "101.00"), "the last update");
+        await bobSocket.WaitForAsync(m => m.Any(x => x.GetProperty("currency").GetString() == "BTC"), "the last update");
+        aliceSocket.AssertOnlyOwnBalancesWithRisingVersions(alice.UserId);
+        bobSocket.AssertOnlyOwnBalancesWithRisingVersions(bob.UserId);
+        Assert.Equal(["JPY", "USD"], aliceSocket.Snapshot().Select(m => m.GetProperty("currency").GetString()).Distinct().Order());
+    }
+
+    // ---- login ----
+
+    [Fact]
+    public async Task LoginAttemptsAreLimitedPerAddressWith429AndRetryAfter()
+    {
+        await using var app = new BalanceApplication(new() { ["Auth:LoginAttemptsPerMinutePerIp"] = "6" });
+        using var http = app.Http();
+        for (int i = 0; i < 6; i++)
+        {
+            var response = await http.PostAsJsonAsync("/api/auth/login", new { username = i % 2 == 0 ? "alice" : $"nobody{i}", password = i % 2 == 0 ? "demo1234" : "wrong-password" });
+            Assert.NotEqual(HttpStatusCode.TooManyRequests, response.StatusCode);
+        }
+        var limited = await http.PostAsJsonAsync("/api/auth/login", new { username = "bob", password = "demo1234" });
+        Assert.Equal(HttpStatusCode.TooManyRequests, limited.StatusCode);
+        Assert.True(limited.Headers.RetryAfter?.Delta is { } wait && wait >= TimeSpan.FromSeconds(1) && wait <= TimeSpan.FromMinutes(1), $"Retry-After {limited.Headers.RetryAfter}");
+        Assert.Equal("application/problem+json", limited.Content.Headers.ContentType?.MediaType);
+        Assert.Equal("too_many_attempts", (await limited.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("code").GetString());
+        Assert.False(await limited.Content.ReadAsStringAsync() is var body && body.Contains("access_token"), "a limited login must not log in");
+    }
+
+    [Fact]
+    public async Task FailedLoginsAreLimitedPerUsernameAlikeForRealAndUnknownUsers()
+    {
+        await using var app = new BalanceApplication(new() { ["Auth:FailedLoginsPerUsername"] = "3", ["Auth:LoginAttemptsPerMinutePerIp"] = "1000" });
+        using var http = app.Http();
+        foreach (string username in new[] { "alice", "ghost" })
+        {
+            for (int i = 0; i < 3; i++)
+                Assert.Equal(HttpStatusCode.Unauthorized, (await http.PostAsJsonAsync("/api/auth/login", new { username, password = "wrong-password" })).StatusCode);
+            // Now even the right password waits: guessing stops here.
+            var limited = await http.PostAsJsonAsync("/api/auth/login", new { username, password = "demo1234" });
+            Assert.Equal(HttpStatusCode.TooManyRequests, limited.StatusCode);
+            Assert.True(limited.Headers.RetryAfter?.Delta >= TimeSpan.FromSeconds(1), $"Retry-After {limited.Headers.RetryAfter}");
+            Assert.Equal("too_many_attempts", (await limited.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("code").GetString());
+        }
+        // Other accounts are unaffected.
+        await app.LoginAsync("bob");
+    }
+
+    [Fact]
+    public async Task UnknownUserAndWrongPasswordGetTheSameAnswer()
+    {
+        await using var app = new BalanceApplication();
+        using var http = app.Http();
+        async Task<string> Answer(object body)
+        {
+            var response = await http.PostAsJsonAsync("/api/auth/login", body);
+            var json = JsonNode.Parse(await response.Content.ReadAsStringAsync())!.AsObject();
+            json.Remove("traceId");
+            json.Remove("trace_id");
+            return $"{(int)response.StatusCode} {response.Content.Headers.ContentType} {string.Join(",", response.Headers.Select(h => h.Key).Order())} {json.ToJsonString()}";
+        }
+        string wrongPassword = await Answer(new { username = "alice", password = "wrong-password" });
+        Assert.StartsWith("401 application/problem+json", wrongPassword);
+        Assert.Contains("invalid_credentials", wrongPassword);
+        Assert.Equal(wrongPassword, await Answer(new { username = "no-such-user", password = "wrong-password" }));
+        Assert.Equal(wrongPassword, await Answer(new { username = "ALICE", password = "wrong-password" }));
+        Assert.Equal(wrongPassword, await Answer(new { username = "alice", password = "" }));
+    }
+
+    [Fact]
+    public async Task NoTokenOrPasswordReachesAnyLogLine()
+    {
+        var logs = new CapturingLoggerProvider();
+        await using var app = new BalanceApplication(new() { ["Logging:LogLevel:Default"] = "Trace", ["Logging:LogLevel:Microsoft"] = "Trace" })
+        {
+            ConfigureTestServices = services => services.AddSingleton<ILoggerProvider>(logs),
+        };
+        const string password = "Sup3r-Secret-Passw0rd", wrong = "Wr0ng-Guess-Passw0rd";
+        var op = await app.LoginAsync("operator");
+        using (var http = app.Http(op.AccessToken))
+            Assert.Equal(HttpStatusCode.Created, (await http.PostAsJsonAsync("/api/users", new { username = "carol", password, role = "player" })).StatusCode);
+        var carol = await app.LoginAsync("carol", password);
+        using (var http = app.Http())
+        {
+            Assert.Equal(HttpStatusCode.Unauthorized, (await http.PostAsJsonAsync("/api/auth/login", new { username = "carol", password = wrong })).StatusCode);
+            Assert.Equal(HttpStatusCode.Unauthorized, (await http.PostAsJsonAsync("/api/auth/login", new { username = "nobody", password = wrong })).StatusCode);
+        }
+        using var anonymous = app.Http();
+        var pair = await (await anonymous.PostAsJsonAsync("/api/auth/refresh", new { refresh_token = carol.RefreshToken })).Content.ReadFromJsonAsync<JsonElement>();
+        string access2 = pair.GetProperty("access_token").GetString()!, refresh2 = pair.GetProperty("refresh_token").GetString()!;
+        await using (var socket = await app.OpenAuthenticatedSocketAsync(access2))
+        {
+            await socket.ReceiveMessageAsync();
+            await app.PostOkAsync(op.AccessToken, new { user_id = carol.UserId, type = "deposit", amount = "10.00", currency = "USD" });
+            await socket.ReceiveMessageAsync();
+        }
+        await using (var socket = await app.OpenSocketAsync(bearer: access2)) await socket.ReceiveMessageAsync();
+        await using (var socket = await app.OpenAuthenticatedSocketAsync(carol.AccessToken[..^4] + "AAAA")) await socket.ReceiveCloseAsync();
+        using (var http = app.Http(access2)) await http.GetAsync("/api/balance");
+        using (var http = app.Http(carol.AccessToken[..^4] + "AAAA")) await http.GetAsync("/api/balance");
+        await anonymous.PostAsJsonAsync("/api/auth/refresh", new { refresh_token = carol.RefreshToken }); // reuse
+        var last = await app.LoginAsync("carol", password);
+        using (var http = app.Http(last.AccessToken)) await http.PostAsJsonAsync("/api/auth/logout", new { refresh_token = last.RefreshToken });
+        await app.DisposeAsync(); // flush everything the service had to say
+
+        var lines = logs.Lines.ToList();
+        Assert.Contains(lines, l => l.Contains("Committed deposit")); // the capture works
+        Assert.Contains(lines, l => l.Contains("Failed login"));
+        var secrets = new Dictionary<string, string>
+        {
+            ["password"] = password, ["wrong password"] = wrong, ["demo password"] = "demo1234",
+            ["refresh token 1"] = carol.RefreshToken, ["refresh token 2"] = refresh2, ["refresh token 3"] = last.RefreshToken, ["operator refresh token"] = op.RefreshToken,
+        };
+        foreach (var (name, token) in new[] { ("access token 1", carol.AccessToken), ("access token 2", access2), ("access token 3", last.AccessToken), ("operator access token", op.AccessToken) })
+        {
+            secrets[name + " signature"] = token.Split('.')[2];
+            secrets[name + " payload"] = token.Split('.')[1];
+        }
+        var leaks = (from line in lines from secret in secrets where line.Contains(secret.Value, StringComparison.Ordinal) select $"{secret.Key} in: {line}").ToList();
+        Assert.True(leaks.Count == 0, string.Join("\n", leaks.Take(10)));
+    }
+
+    // ---- slow consumers ----
+
+    [Fact]
+    public async Task ASocketThatNeverReadsIsClosedAsASlowConsumerWhileOthersKeepUp()
+    {
+        // Small server-side buffers (Kestrel's write pipe, and a fixed SO_SNDBUF the accepted sockets inherit, instead of
+        // Linux's autotuning up to 4 MB) so that a few hundred updates fill them; the send timeout is what is under test.
+        await using var app = new BalanceApplication(new() { ["Balance:Socket:SendTimeout"] = "00:00:02" })
+        {
+            ConfigureTestServices = services => services.Configure<SocketTransportOptions>(o =>
+            {
+                o.MaxWriteBufferSize = 4096;
+                o.CreateBoundListenSocket = endpoint =>
+                {
+                    var listen = SocketTransportOptions.CreateDefaultBoundListenSocket(endpoint);
+                    listen.SendBufferSize = 8192;
+                    return listen;
+                };
+            }),
+        };
+        var alice = await app.LoginAsync("alice");
+        var op = await app.LoginAsync("operator");
+        var hub = app.Services.GetRequiredService<BalanceSocket>();
+        var closes = new ConcurrentQueue<int>();
+        hub.Stats.Closed += closes.Enqueue;
+
+        // The slow one: a tiny receive buffer, authenticated, and then never read again.
+        var handler = new SocketsHttpHandler
+        {
+            ConnectCallback = async (context, ct) =>
+            {
+                var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { ReceiveBufferSize = 4096 };
+                await s.ConnectAsync(context.DnsEndPoint, ct);
+                return new NetworkStream(s, ownsSocket: true);
+            },
+        };
+        using var invoker = new HttpMessageInvoker(handler);
+        using var slow = new ClientWebSocket();
+        using (var cts = new CancellationTokenSource(BalanceApplication.ReceiveTimeout))
+        {
+            await slow.ConnectAsync(app.SocketUri, invoker, cts.Token);
+            await slow.SendAsync(Encoding.UTF8.GetBytes(JsonSerializer.Serialize(new { type = "auth", access_token = alice.AccessToken })), WebSocketMessageType.Text, true, cts.Token);
+        }
+        await using var fast = await SocketRecorder.OpenAsync(app, alice.AccessToken);
+        await fast.WaitForAsync(m => m.Count > 0, "the snapshot");
+
+        // Updates in every currency (the outbox keeps only the newest per currency, so one currency alone would be coalesced away).
+        string[] currencies = ["USD", "EUR", "GBP", "CAD", "AUD", "JPY", "BTC", "ETH"];
+        using var http = app.Http(op.AccessToken);
+        int posted = 0;
+        while (!closes.Contains(4003))
+        {
+            Assert.True(posted < 5_000, $"{posted} updates and the non-reading socket is still open; closes {string.Join(",", closes)}, open {hub.OpenSockets}, sent {hub.Stats.Sent}, coalesced {hub.Stats.Coalesced}");
+            var batch = await Task.WhenAll(currencies.Select(async currency =>
+            {
+                var response = await InvariantTests.Post(http, InvariantTests.NewKey(),
+                    new { user_id = alice.UserId, type = "deposit", amount = Money.Format(1, currency), currency });
+                Assert.Equal(HttpStatusCode.Created, response.StatusCode);
+                return await response.Content.ReadFromJsonAsync<JsonElement>();
+            }));
+            posted += batch.Length;
+            // The reading socket keeps up with every batch although its neighbour is stuck.
+            foreach (var done in batch)
+            {
+                string currency = done.GetProperty("currency").GetString()!;
+                long version = done.GetProperty("version").GetInt64();
+                await fast.WaitForAsync(m => m.Any(x => x.GetProperty("currency").GetString() == currency && x.GetProperty("version").GetInt64() >= version), $"{currency} v{version}");
+            }
+        }
+        Assert.Null(fast.CloseStatus);
+        Assert.False(fast.Reading.IsCompleted, "the reading socket was closed too");
+        Assert.DoesNotContain(closes, c => c != 4003);
+        // The stuck one is gone on the server: only the reader remains.
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (hub.OpenSockets != 1 && DateTime.UtcNow < deadline) await Task.Delay(50);
+        Assert.Equal(1, hub.OpenSockets);
+        var win = await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "win", amount = "1.00", currency = "USD" });
+        long final = win.GetProperty("version").GetInt64();
+        await fast.WaitForAsync(m => m[^1].GetProperty("version").GetInt64() == final, $"v{final}");
+    }
+}
+
+public sealed class CapturingLoggerProvider : ILoggerProvider
+{
+    public ConcurrentQueue<string> Lines { get; } = new();
+    public ILogger CreateLogger(string categoryName) => new Logger(this, categoryName);
+    public void Dispose() { }
+
+    private sealed class Logger(CapturingLoggerProvider owner, string category) : ILogger
+    {
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull
+        {
+            owner.Lines.Enqueue($"{category} scope: {state}");
+            return null;
+        }
+
+        public bool IsEnabled(LogLevel logLevel) => true;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            var structured = state is IEnumerable<KeyValuePair<string, object?>> pairs ? string.Join(" ", pairs.Select(p => $"{p.Key}={p.Value}")) : "";
+            owner.Lines.Enqueue($"{logLevel} {category}: {formatter(state, exception)} | {structured} | {exception}");
+        }
+    }
+}
