@@ -20,12 +20,13 @@ public sealed class BalanceApplication : WebApplicationFactory<Program>
     private readonly Dictionary<string, string?> _settings;
     private readonly bool _ownsDatabase;
 
-    public BalanceApplication(Dictionary<string, string?>? settings = null, string? databasePath = null)
+    // port 0 picks a free one; a fixed port lets a test restart the service where a client expects it.
+    public BalanceApplication(Dictionary<string, string?>? settings = null, string? databasePath = null, int port = 0)
     {
         _ownsDatabase = databasePath is null;
         DatabasePath = databasePath ?? Path.Combine(Path.GetTempPath(), "balance-tests", Guid.NewGuid().ToString("N"), "balance.db");
         _settings = settings ?? new();
-        UseKestrel(0);
+        UseKestrel(port);
     }
 
     protected override void ConfigureWebHost(IWebHostBuilder builder)
