@@ -35,6 +35,7 @@ public sealed class Phase
     public double ServerCpuPercent { get; set; }
     public double DeliveriesPerCpuSecond { get; set; }
     public double MachineBusyPercent { get; set; }
+    public double HarnessCpuPercent { get; set; }
     public long ServerRssBytes { get; set; }
     internal Tx[] Txs = [];
 }
@@ -68,6 +69,8 @@ public sealed class Report
 
 public static class Coordinator
 {
+    private static int[] Harness = [];
+
     public static async Task<int> RunAsync(Options o)
     {
         var report = new Report { Options = o, Machine = Machine() };
@@ -145,6 +148,7 @@ public static class Coordinator
         Console.WriteLine($"{target}: opening {o.Sockets} sockets ({o.Sockets / Math.Max(1, players)} per player) from {(o.Sockets + o.PerWorker - 1) / o.PerWorker} worker processes ...");
         var sw = Stopwatch.StartNew();
         var fleet = await SocketFleet.StartAsync(target, url, o.Sockets, players, tokens, o.PerWorker, octet, o.WorkDir, TimeSpan.FromMinutes(5));
+        Harness = fleet.Pids;
         double connect = sw.Elapsed.TotalSeconds;
         await Task.Delay(5000); // let the server settle (GC, pools) before reading RSS
         var figures = new SocketFigures
@@ -160,9 +164,9 @@ public static class Coordinator
     private static async Task<Phase> RunPhaseAsync(Report report, Options o, string name, Target target, int pid, double? rate, TimeSpan duration, bool record = true)
     {
         Console.Write($"{target.Name} {name}: {(rate is { } r ? $"open loop {r:F0}/s" : $"closed loop, {o.Concurrency} in flight")}, {duration.TotalSeconds:F0}s ... ");
-        var usage = new Usage(pid);
+        var usage = new Usage(pid, [Environment.ProcessId, .. Harness]);
         var txs = rate is { } perSecond ? await target.OpenLoopAsync(perSecond, duration, o.MaxInFlight) : await target.ClosedLoopAsync(o.Concurrency, duration);
-        var (cpu, busy, rss, seconds) = usage.Stop();
+        var (cpu, harnessCpu, busy, rss, seconds) = usage.Stop();
         var ok = txs.Where(t => t.Status is 200 or 201).ToArray();
         var response = Histogram();
         foreach (var t in ok) response.RecordValue(Math.Max(1, (long)Proc.Micros(t.End - t.Start)));
@@ -173,8 +177,9 @@ public static class Coordinator
             Seconds = span, Ok = ok.Length, Failed = txs.Count(t => t.Status is not (200 or 201 or -1)), NotSent = txs.Count(t => t.Status == -1),
             TxPerSecond = ok.Length / span, Response = Latency.From(response),
             ServerCpuSeconds = cpu, ServerCpuPercent = 100 * cpu / seconds, MachineBusyPercent = busy, ServerRssBytes = rss, Txs = ok,
+            HarnessCpuPercent = 100 * harnessCpu / seconds,
         };
-        Console.WriteLine($"{phase.TxPerSecond:F0} tx/s, {phase.Failed} failed, {phase.NotSent} not sent, response p99 {phase.Response.P99Ms:F2} ms, server CPU {phase.ServerCpuPercent:F0}%, machine {busy:F0}% busy");
+        Console.WriteLine($"{phase.TxPerSecond:F0} tx/s, {phase.Failed} failed, {phase.NotSent} not sent, response p99 {phase.Response.P99Ms:F2} ms, server CPU {phase.ServerCpuPercent:F0}%, harness CPU {phase.HarnessCpuPercent:F0}%, machine {busy:F0}% busy");
         if (record) report.Phases.Add(phase);
         return phase;
     }
@@ -300,14 +305,14 @@ public static class Coordinator
         foreach (var s in r.Sockets)
             sb.AppendLine($"| {s.Target} | {s.Open} | {s.Failed} | {s.Workers} | {s.Players} | {s.ConnectSeconds:F1} | {s.RssBeforeBytes / 1048576.0:F0} | {s.RssAfterBytes / 1048576.0:F0} | {s.RssBytesPerSocket / 1024:F1} |");
         sb.AppendLine();
-        sb.AppendLine("| target | phase | load | tx/s | failed | resp p50 / p99 / p99.9 / max ms | delivery p50 / p99 / p99.9 / max ms | all-sockets p99 ms | deliveries/s | superseded | missing | server CPU % | deliveries/CPU-s | machine busy % |");
-        sb.AppendLine("|---|---|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|");
+        sb.AppendLine("| target | phase | load | tx/s | failed | resp p50 / p99 / p99.9 / max ms | delivery p50 / p99 / p99.9 / max ms | all-sockets p99 ms | deliveries/s | superseded | missing | server CPU % | deliveries/CPU-s | harness CPU % | machine busy % |");
+        sb.AppendLine("|---|---|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var p in r.Phases)
         {
             string load = p.OfferedPerSecond > 0 ? $"open {p.OfferedPerSecond:F0}/s" : p.Load;
             string d = p.Delivery is { Count: > 0 } l ? $"{l.P50Ms:F2} / {l.P99Ms:F2} / {l.P999Ms:F2} / {l.MaxMs:F1}" : "-";
             string failed = p.NotSent > 0 ? $"{p.Failed}+{p.NotSent} unsent" : $"{p.Failed}";
-            sb.AppendLine($"| {p.Target} | {p.Name} | {load} | {p.TxPerSecond:F0} | {failed} | {p.Response.P50Ms:F2} / {p.Response.P99Ms:F2} / {p.Response.P999Ms:F2} / {p.Response.MaxMs:F1} | {d} | {(p.AllSockets is { Count: > 0 } a ? a.P99Ms.ToString("F2", CultureInfo.InvariantCulture) : "-")} | {p.DeliveriesPerSecond:F0} | {p.Superseded} | {p.Missing} | {p.ServerCpuPercent:F0} | {(p.DeliveriesPerCpuSecond > 0 ? p.DeliveriesPerCpuSecond.ToString("F0", CultureInfo.InvariantCulture) : "-")} | {p.MachineBusyPercent:F0} |");
+            sb.AppendLine($"| {p.Target} | {p.Name} | {load} | {p.TxPerSecond:F0} | {failed} | {p.Response.P50Ms:F2} / {p.Response.P99Ms:F2} / {p.Response.P999Ms:F2} / {p.Response.MaxMs:F1} | {d} | {(p.AllSockets is { Count: > 0 } a ? a.P99Ms.ToString("F2", CultureInfo.InvariantCulture) : "-")} | {p.DeliveriesPerSecond:F0} | {p.Superseded} | {p.Missing} | {p.ServerCpuPercent:F0} | {(p.DeliveriesPerCpuSecond > 0 ? p.DeliveriesPerCpuSecond.ToString("F0", CultureInfo.InvariantCulture) : "-")} | {p.HarnessCpuPercent:F0} | {p.MachineBusyPercent:F0} |");
         }
         sb.AppendLine();
         foreach (var (k, v) in r.Ratios) sb.AppendLine($"ratio {k}: {v:F2}");

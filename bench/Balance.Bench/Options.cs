@@ -9,7 +9,7 @@ public sealed class Options
     public string Peer { get; init; } = "http://127.0.0.1:8090";
     public int PeerPid { get; init; }
     public bool NoPeer { get; init; }
-    public int Players { get; init; } = 3000;
+    public int Players { get; init; } = 1500;
     public int Sockets { get; init; } = 15000;
     public int PerWorker { get; init; } = 5000;
     public int SourceOctet { get; init; } = 10;

@@ -42,19 +42,25 @@ public sealed class Usage
     private readonly double _cpu0;
     private readonly (long Busy, long Total) _m0;
     private readonly long _t0 = Proc.Now;
+    private readonly int[] _harness;
+    private readonly double _harness0;
 
-    public Usage(int pid)
+    // harness: the coordinator and its socket workers, whose CPU competes with the server's on this box.
+    public Usage(int pid, int[] harness)
     {
         _pid = pid;
+        _harness = harness;
         _cpu0 = pid > 0 ? Proc.CpuSeconds(pid) : 0;
+        _harness0 = harness.Sum(Proc.CpuSeconds);
         _m0 = Proc.MachineJiffies();
     }
 
-    public (double CpuSeconds, double MachineBusyPercent, long Rss, double Seconds) Stop()
+    public (double CpuSeconds, double HarnessCpuSeconds, double MachineBusyPercent, long Rss, double Seconds) Stop()
     {
         double cpu = _pid > 0 ? Proc.CpuSeconds(_pid) - _cpu0 : 0;
+        double harness = _harness.Sum(Proc.CpuSeconds) - _harness0;
         var m1 = Proc.MachineJiffies();
         double busy = 100.0 * (m1.Busy - _m0.Busy) / Math.Max(1, m1.Total - _m0.Total);
-        return (cpu, busy, _pid > 0 ? Proc.RssBytes(_pid) : 0, Proc.Micros(Proc.Now - _t0) / 1e6);
+        return (cpu, harness, busy, _pid > 0 ? Proc.RssBytes(_pid) : 0, Proc.Micros(Proc.Now - _t0) / 1e6);
     }
 }

@@ -13,6 +13,7 @@ public sealed class SocketFleet : IAsyncDisposable
     public int Open { get; private set; }
     public int Failed { get; private set; }
     public int Workers => _workers.Count;
+    public int[] Pids => _workers.Select(w => w.Proc.Id).ToArray();
 
     private SocketFleet(string dir) => _dir = dir;
 
