@@ -134,14 +134,24 @@ public sealed class SocketTests
         var firstExpiry = DateTime.UtcNow.AddSeconds(8);
         await using var socket = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
         await socket.ReceiveMessageAsync();
+        var opLogin = await app.LoginAsync("operator");
         await Task.Delay(5000);
-        var fresh = await app.LoginAsync("alice");
-        var op = await app.LoginAsync("operator");
-        await socket.SendAuthAsync(fresh.AccessToken); // the guide's updateToken
+        // Fresh tokens through refresh: cheap (no password hashing), so they are issued right now even under load.
+        string fresh = await RefreshAsync(app, alice.RefreshToken);
+        string op = await RefreshAsync(app, opLogin.RefreshToken);
+        await socket.SendAuthAsync(fresh); // the guide's updateToken
         var untilPastFirstExpiry = firstExpiry - DateTime.UtcNow + TimeSpan.FromMilliseconds(500);
         if (untilPastFirstExpiry > TimeSpan.Zero) await Task.Delay(untilPastFirstExpiry);
-        await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "win", amount = "1.00", currency = "USD" });
+        await app.PostOkAsync(op, new { user_id = alice.UserId, type = "win", amount = "1.00", currency = "USD" });
         Assert.Equal("101.00", (await socket.ReceiveMessageAsync()).GetProperty("balance").GetString());
+    }
+
+    private static async Task<string> RefreshAsync(BalanceApplication app, string refreshToken)
+    {
+        using var http = app.Http();
+        var response = await http.PostAsync("/api/auth/refresh", JsonContent(new { refresh_token = refreshToken }));
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        return JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.GetProperty("access_token").GetString()!;
     }
 
     [Fact]
