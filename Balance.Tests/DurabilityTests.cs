@@ -69,7 +69,7 @@ public sealed class DurabilityTests
                 })).ToList();
 
                 // Kill only once the load is well under way, so that requests are in flight.
-                var deadline = DateTime.UtcNow.AddSeconds(30);
+                var deadline = DateTime.UtcNow.AddSeconds(60);
                 while (Volatile.Read(ref committed) < 300 && DateTime.UtcNow < deadline) await Task.Delay(10);
                 Assert.True(Volatile.Read(ref committed) >= 300, "the load never got going");
                 service.Kill();
@@ -116,7 +116,7 @@ public sealed class DurabilityTests
                 {
                     var login = await service.LoginAsync($"crash{i}", "password123");
                     using var socket = new ClientWebSocket();
-                    using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+                    using var cts = new CancellationTokenSource(Patience.Long);
                     await socket.ConnectAsync(service.SocketUri, cts.Token);
                     await socket.SendAsync(Encoding.UTF8.GetBytes(JsonSerializer.Serialize(new { type = "auth", access_token = login.AccessToken, data = new { } })), WebSocketMessageType.Text, true, cts.Token);
                     var wallets = after.Wallets.Where(w => w.UserId == players[i]).ToList();
@@ -181,7 +181,7 @@ public sealed class DurabilityTests
                 Assert.Equal(firstId, replay.GetProperty("transaction_id").GetString());
                 await using var socket = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
                 var seen = new List<JsonElement>();
-                for (int i = 0; i < balancesAfter.Length; i++) seen.Add(await socket.ReceiveMessageAsync());
+                for (int i = 0; i < balancesAfter.Length; i++) seen.Add(await socket.ReceiveMessageAsync(Patience.Long));
                 Assert.Equal(balancesAfter.Select(b => b.GetProperty("balance").GetString()).Order(), seen.Select(b => b.GetProperty("balance").GetString()).Order());
                 LedgerAudit.Read(db).AssertConsistent();
             }
@@ -210,7 +210,7 @@ public sealed class DurabilityTests
         {
             await locker.OpenAsync();
             using (var cmd = locker.CreateCommand()) { cmd.CommandText = "BEGIN IMMEDIATE"; await cmd.ExecuteNonQueryAsync(); }
-            var clientPatience = Task.Delay(TimeSpan.FromSeconds(25)); // less than a typical client's 30 s timeout
+            var clientPatience = Task.Delay(TimeSpan.FromSeconds(28)); // less than a typical client's 30 s timeout
 
             var posts = Enumerable.Range(0, 3).Select(i => InvariantTests.Post(http, i == 0 ? key : InvariantTests.NewKey(), body)).ToList();
             // Reads keep working meanwhile (WAL).

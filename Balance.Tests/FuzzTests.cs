@@ -165,7 +165,7 @@ public sealed class FuzzTests
                             default: payload = Encoding.UTF8.GetBytes("""{"type":"pong"}"""); break;
                         }
                         frames.Add($"{type}:{payload.Length}");
-                        using var cts = new CancellationTokenSource(BalanceApplication.ReceiveTimeout);
+                        using var cts = new CancellationTokenSource(Patience.Long);
                         await socket.Socket.SendAsync(payload, type, random.Next(8) != 0, cts.Token); // sometimes an unfinished message
                     }
                 }
@@ -197,9 +197,9 @@ public sealed class FuzzTests
 
         // Still serving: a fresh socket gets the right balance and live updates; nothing moved.
         await using var check = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
-        Assert.Equal("100.00", (await check.ReceiveMessageAsync()).GetProperty("balance").GetString());
+        Assert.Equal("100.00", (await check.ReceiveMessageAsync(Patience.Long)).GetProperty("balance").GetString());
         await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "win", amount = "1.00", currency = "USD" });
-        Assert.Equal("101.00", (await check.ReceiveMessageAsync()).GetProperty("balance").GetString());
+        Assert.Equal("101.00", (await check.ReceiveMessageAsync(Patience.Long)).GetProperty("balance").GetString());
         var audit = LedgerAudit.Read(app.DatabasePath);
         audit.AssertConsistent();
         Assert.Equal(2, audit.Rows.Count);

@@ -243,6 +243,12 @@ public sealed class InvariantTests
     }
 }
 
+// Waits in these tests are generous: the machine may be loaded; a missing message still fails, only later.
+internal static class Patience
+{
+    public static readonly TimeSpan Long = TimeSpan.FromSeconds(30);
+}
+
 // The database file, read directly and read-only: what is durable, whatever the API says.
 public sealed record LedgerRow(long Seq, string TransactionId, string UserId, string Type, long Amount, string Currency,
     long BalanceAfter, long Version, string IdempotencyKey, string? Reverses);
@@ -373,7 +379,7 @@ public sealed class SocketRecorder : IAsyncDisposable
     /// Waits (generously) until the messages so far satisfy the condition; returns them.
     public async Task<IReadOnlyList<JsonElement>> WaitForAsync(Func<IReadOnlyList<JsonElement>, bool> condition, string what, TimeSpan? timeout = null)
     {
-        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(20));
+        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(30));
         while (true)
         {
             var now = Snapshot();
