@@ -129,6 +129,76 @@ public sealed class InvariantTests
         foreach (var (_, socket) in recorders) await socket.DisposeAsync();
     }
 
+    [Fact]
+    public async Task TwentyConcurrentBetsOfTenAgainstOneHundredLeaveExactlyZero()
+    {
+        await using var app = new BalanceApplication();
+        var op = await app.LoginAsync("operator");
+        var alice = await app.LoginAsync("alice");
+        var responses = await Task.WhenAll(Enumerable.Range(0, 20).Select(_ => Task.Run(async () =>
+        {
+            using var http = app.Http(op.AccessToken);
+            return await Post(http, NewKey(), new { user_id = alice.UserId, type = "bet", amount = "10.00", currency = "USD" });
+        })));
+        Assert.Equal(10, responses.Count(r => r.StatusCode == HttpStatusCode.Created));
+        Assert.Equal(10, responses.Count(r => r.StatusCode == HttpStatusCode.Conflict));
+        foreach (var refused in responses.Where(r => r.StatusCode == HttpStatusCode.Conflict))
+            Assert.Equal("insufficient_funds", (await refused.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("code").GetString());
+        var audit = LedgerAudit.Read(app.DatabasePath);
+        audit.AssertConsistent();
+        Assert.Equal(0, audit.Wallet(alice.UserId, "USD")!.Balance);
+        Assert.Equal(11, audit.Wallet(alice.UserId, "USD")!.Version);
+    }
+
+    [Fact]
+    public async Task ConcurrentRollbacksOfOneBetReverseItExactlyOnce()
+    {
+        await using var app = new BalanceApplication();
+        var op = await app.LoginAsync("operator");
+        var alice = await app.LoginAsync("alice");
+        string bet = (await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "bet", amount = "30.00", currency = "USD" })).GetProperty("transaction_id").GetString()!;
+        var responses = await Task.WhenAll(Enumerable.Range(0, 12).Select(i => Task.Run(async () =>
+        {
+            using var http = app.Http(op.AccessToken);
+            // Different keys, and the id in both cases: still one bet, one rollback.
+            return await Post(http, NewKey(), new { type = "rollback", reverses = i % 2 == 0 ? bet : bet.ToUpperInvariant() });
+        })));
+        Assert.Single(responses, r => r.StatusCode == HttpStatusCode.Created);
+        foreach (var refused in responses.Where(r => r.StatusCode != HttpStatusCode.Created))
+        {
+            Assert.Equal(HttpStatusCode.Conflict, refused.StatusCode);
+            Assert.Equal("already_reversed", (await refused.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("code").GetString());
+        }
+        var audit = LedgerAudit.Read(app.DatabasePath);
+        audit.AssertConsistent();
+        Assert.Equal(100_00, audit.Wallet(alice.UserId, "USD")!.Balance);
+    }
+
+    [Fact]
+    public async Task ConcurrentRequestsWithOneKeyButDifferentBodiesHaveOneEffect()
+    {
+        await using var app = new BalanceApplication();
+        var op = await app.LoginAsync("operator");
+        var alice = await app.LoginAsync("alice");
+        string key = NewKey();
+        var responses = await Task.WhenAll(Enumerable.Range(0, 10).Select(i => Task.Run(async () =>
+        {
+            using var http = app.Http(op.AccessToken);
+            return await Post(http, key, new { user_id = alice.UserId, type = "deposit", amount = $"{i + 1}.00", currency = "USD" });
+        })));
+        var created = responses.Where(r => r.StatusCode == HttpStatusCode.Created).ToList();
+        Assert.Single(created);
+        foreach (var refused in responses.Except(created))
+        {
+            Assert.Equal(HttpStatusCode.Conflict, refused.StatusCode);
+            Assert.Equal("idempotency_conflict", (await refused.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("code").GetString());
+        }
+        var audit = LedgerAudit.Read(app.DatabasePath);
+        audit.AssertConsistent();
+        Assert.Equal(2, audit.Rows.Count);
+        Assert.Equal(key, audit.Rows[^1].IdempotencyKey);
+    }
+
     internal static string NewKey() => Guid.NewGuid().ToString("N");
 
     internal static string RandomAmount(Random random, string currency) => currency switch

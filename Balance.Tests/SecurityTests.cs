@@ -48,6 +48,13 @@ public sealed class SecurityTests
         return copy;
     }
 
+    private static async Task<string?> ProblemCode(HttpResponseMessage response)
+    {
+        if (response.Content.Headers.ContentType?.MediaType != "application/problem+json") return null;
+        try { return JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.GetProperty("code").GetString(); }
+        catch (Exception) { return null; }
+    }
+
     private static long Now => DateTimeOffset.UtcNow.ToUnixTimeSeconds();
 
     [Fact]
@@ -88,6 +95,7 @@ public sealed class SecurityTests
             request.Headers.TryAddWithoutValidation("Authorization", "Bearer " + token);
             var response = await http.SendAsync(request);
             if (response.StatusCode != HttpStatusCode.Unauthorized) failures.Add($"{what}: REST {response.StatusCode}");
+            else if (await ProblemCode(response) is null) failures.Add($"{what}: 401 without a problem code");
             await using var socket = await app.OpenAuthenticatedSocketAsync(token);
             int code = await socket.ReceiveCloseAsync(Patience.Long);
             if (code != socketClose) failures.Add($"{what}: socket closed {code}, expected {socketClose}");
@@ -136,7 +144,10 @@ public sealed class SecurityTests
         Assert.All(own, t => Assert.Equal(alice.UserId, t.GetProperty("user_id").GetString()));
 
         Assert.Equal(HttpStatusCode.Forbidden, (await operatorHttp.GetAsync("/api/balance")).StatusCode);
-        Assert.Equal(HttpStatusCode.Forbidden, (await operatorHttp.GetAsync("/api/balances")).StatusCode);
+        var forbidden = await operatorHttp.GetAsync("/api/balances");
+        Assert.Equal(HttpStatusCode.Forbidden, forbidden.StatusCode);
+        Assert.Equal("forbidden", await ProblemCode(forbidden));
+        Assert.Equal("forbidden", await ProblemCode(post));
         await using var socket = await app.OpenAuthenticatedSocketAsync(op.AccessToken);
         Assert.Equal(4503, await socket.ReceiveCloseAsync(Patience.Long));
         Assert.Equal("100.00", (await player.GetFromJsonAsync<JsonElement>("/api/balance")).GetProperty("balance").GetString());
