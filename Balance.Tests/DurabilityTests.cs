@@ -25,6 +25,7 @@ public sealed class DurabilityTests
             var bodies = new ConcurrentDictionary<string, object>();
             List<string> players = [];
             string opToken;
+            Login firstPlayer;
 
             await using (var service = await ServiceProcess.StartAsync(db))
             {
@@ -36,6 +37,23 @@ public sealed class DurabilityTests
                         Assert.Equal(HttpStatusCode.Created, created.StatusCode);
                         players.Add((await created.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("user_id").GetString()!);
                     }
+
+                // A socket open through the crash: it sees the connection drop, then reconnects with the same token.
+                firstPlayer = await service.LoginAsync("crash0", "password123");
+                using var watcher = new ClientWebSocket();
+                using (var cts = new CancellationTokenSource(Patience.Long))
+                {
+                    await watcher.ConnectAsync(service.SocketUri, cts.Token);
+                    await watcher.SendAsync(Encoding.UTF8.GetBytes(JsonSerializer.Serialize(new { type = "auth", access_token = firstPlayer.AccessToken })), WebSocketMessageType.Text, true, cts.Token);
+                    Assert.Equal("0.00", (await ReceiveJsonAsync(watcher, cts.Token)).GetProperty("balance").GetString());
+                }
+                using var watching = new CancellationTokenSource();
+                var watched = Task.Run(async () =>
+                {
+                    try { while (true) await ReceiveJsonAsync(watcher, watching.Token); }
+                    catch (Exception ex) when (ex is WebSocketException or Xunit.Sdk.XunitException) { return "dropped"; }
+                    catch (OperationCanceledException) { return "still open"; }
+                });
 
                 using var stop = new CancellationTokenSource();
                 int committed = 0;
@@ -75,6 +93,8 @@ public sealed class DurabilityTests
                 service.Kill();
                 await Task.WhenAll(load).WaitAsync(TimeSpan.FromSeconds(60));
                 stop.Cancel();
+                watching.CancelAfter(Patience.Long);
+                Assert.Equal("dropped", await watched);
             }
 
             // Straight from the file: nothing half-written, the wallets are their ledgers.
@@ -114,7 +134,7 @@ public sealed class DurabilityTests
                 // A socket reconnecting after the crash gets the durable balance of every wallet.
                 for (int i = 0; i < players.Count; i++)
                 {
-                    var login = await service.LoginAsync($"crash{i}", "password123");
+                    var login = i == 0 ? firstPlayer : await service.LoginAsync($"crash{i}", "password123");
                     using var socket = new ClientWebSocket();
                     using var cts = new CancellationTokenSource(Patience.Long);
                     await socket.ConnectAsync(service.SocketUri, cts.Token);
