@@ -11,6 +11,7 @@ using Microsoft.Data.Sqlite;
 
 namespace Balance.Tests;
 
+[Collection("Load")]
 public sealed class DurabilityTests
 {
     [Fact]

@@ -9,6 +9,7 @@ namespace Balance.Tests;
 
 // Seeded, bounded fuzzing: random garbage at the REST money route and at the socket, then the service must still serve
 // and no balance may have moved except by postings it answered 201.
+[Collection("Load")]
 public sealed class FuzzTests
 {
     private const int Seed = 1_618_033;

@@ -8,7 +8,13 @@ using Microsoft.Data.Sqlite;
 
 namespace Balance.Tests;
 
+// The load-heavy proofs run alone, after the parallel tests: they would otherwise starve the timing-sensitive
+// socket tests of CPU on a 2-core machine, and be starved by them.
+[CollectionDefinition("Load", DisableParallelization = true)]
+public sealed class LoadCollection;
+
 // Jepsen's bank test, for wallets: many clients move money at once, then every wallet must equal its ledger.
+[Collection("Load")]
 public sealed class InvariantTests
 {
     private static readonly string[] Currencies = ["USD", "EUR", "JPY"];

@@ -415,7 +415,11 @@ public sealed class SecurityTests
         var leaks = (from line in lines from secret in secrets where line.Contains(secret.Value, StringComparison.Ordinal) select $"{secret.Key} in: {line}").ToList();
         Assert.True(leaks.Count == 0, string.Join("\n", leaks.Take(10)));
     }
+}
 
+[Collection("Load")]
+public sealed class SlowConsumerTests
+{
     // ---- slow consumers ----
 
     [Fact]
