@@ -41,6 +41,28 @@ public sealed class InvariantTests
 
         var history = new History();
         var bets = new ConcurrentBag<string>();
+        // Sockets also come and go during the load: a snapshot taken mid-stream must never go back in time.
+        using var loadDone = new CancellationTokenSource();
+        var churned = new List<(string PlayerId, SocketRecorder Socket)>();
+        var churn = Task.Run(async () =>
+        {
+            var random = new Random(seed - 1);
+            while (!loadDone.IsCancellationRequested)
+            {
+                var (id, login) = players[random.Next(players.Count)];
+                var socket = await SocketRecorder.OpenAsync(app, login.AccessToken);
+                await socket.WaitForAsync(m => m.Count > 0, "the snapshot");
+                churned.Add((id, socket));
+                var mine = churned.Where(c => c.PlayerId == id).ToList();
+                if (mine.Count > 2)
+                {
+                    mine[0].Socket.AssertOnlyOwnBalancesWithRisingVersions(id);
+                    await mine[0].Socket.DisposeAsync();
+                    churned.Remove(mine[0]);
+                }
+                await Task.Delay(random.Next(20, 150));
+            }
+        });
         await Task.WhenAll(Enumerable.Range(0, workers).Select(w => Task.Run(async () =>
         {
             var random = new Random(seed + w);
@@ -83,6 +105,9 @@ public sealed class InvariantTests
                 }
             }
         })));
+        loadDone.Cancel();
+        await churn;
+        recorders.AddRange(churned);
 
         // The ledger, read from the database file: every wallet equals the sum of its entries.
         var audit = LedgerAudit.Read(app.DatabasePath);
