@@ -178,14 +178,16 @@ public sealed class SecurityTests
 
         // Same origin, a configured origin, and no Origin at all (not a browser) may connect, but get nothing before auth.
         string self = new UriBuilder(app.BaseAddress) { Path = "" }.Uri.GetLeftPart(UriPartial.Authority);
-        foreach (string? origin in new[] { self, "https://casino.example", null })
+        await Task.WhenAll(new[] { self, "https://casino.example", null }.Select(async origin =>
         {
-            await using (var unauthenticated = await app.OpenSocketAsync(origin: origin))
-                Assert.Equal(4002, await unauthenticated.ReceiveCloseAsync(Patience.Long));
-            await using var socket = await app.OpenSocketAsync(origin: origin);
-            await socket.SendAuthAsync(alice.AccessToken);
-            Assert.Equal("100.00", (await socket.ReceiveMessageAsync(Patience.Long)).GetProperty("balance").GetString());
-        }
+            await using (var socket = await app.OpenSocketAsync(origin: origin))
+            {
+                await socket.SendAuthAsync(alice.AccessToken);
+                Assert.Equal("100.00", (await socket.ReceiveMessageAsync(Patience.Long)).GetProperty("balance").GetString());
+            }
+            await using var unauthenticated = await app.OpenSocketAsync(origin: origin);
+            Assert.Equal(4002, await unauthenticated.ReceiveCloseAsync(Patience.Long));
+        }));
     }
 
     [Fact]
