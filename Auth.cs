@@ -175,7 +175,7 @@ public sealed class LoginThrottle(AuthOptions options, TimeProvider time)
 
     private void Sweep()
     {
-        if (_attempts.Count < 10_000) return;
+        if (_attempts.Count + _failures.Count < 10_000) return; // bounded memory under a spray of addresses or usernames
         var cutoff = time.GetUtcNow() - options.FailedLoginWindow;
         foreach (var (key, window) in _attempts) if (window.Start < cutoff) _attempts.TryRemove(key, out _);
         foreach (var (key, window) in _failures) if (window.Start < cutoff) _failures.TryRemove(key, out _);

@@ -54,6 +54,10 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
     private readonly Sessions _sessions;
     private readonly SocketOptions _options;
     private readonly ILogger<BalanceSocket> _log;
+    private readonly ILogger _audit; // "Balance.Audit": one line per push, beside the ledger's line per commit
+
+    private static readonly Action<ILogger, Guid, string, long, long, Exception?> LogPush = LoggerMessage.Define<Guid, string, long, long>(
+        LogLevel.Information, new EventId(2, "Pushed"), "Pushed {UserId} {Currency} v{Version} to socket {SocketId}");
     private readonly TimeProvider _time;
     private readonly ConcurrentDictionary<Connection, byte> _all = new();
     private readonly ConcurrentDictionary<Guid, Connection[]> _byPlayer = new();
@@ -70,9 +74,10 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
         internal void ReportClose(int code) => Closed?.Invoke(code);
     }
 
-    public BalanceSocket(Ledger ledger, Tokens tokens, Sessions sessions, SocketOptions options, ILogger<BalanceSocket> log, TimeProvider time)
+    public BalanceSocket(Ledger ledger, Tokens tokens, Sessions sessions, SocketOptions options, ILogger<BalanceSocket> log, ILoggerFactory loggers, TimeProvider time)
     {
         (_ledger, _tokens, _sessions, _options, _log, _time) = (ledger, tokens, sessions, options, log, time);
+        _audit = loggers.CreateLogger("Balance.Audit");
         _sessions.Revoked += sid =>
         {
             foreach (var c in _all.Keys) if (c.SessionId == sid) c.Close(CloseCodes.Forbidden, "session_revoked", "This login has ended.");
@@ -110,7 +115,7 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
             while (await timer.WaitForNextTickAsync(ct))
             {
                 long now = _time.GetUtcNow().UtcTicks;
-                foreach (var c in _all.Keys) c.Tick(now);
+                foreach (var (c, _) in _all) c.Tick(now); // enumerating the dictionary itself copies nothing
             }
         }
         catch (OperationCanceledException) { }
@@ -184,8 +189,8 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
         try
         {
             var sending = connection.SendLoopAsync();
-            if (headerToken is not null) await connection.AuthenticateAsync(headerToken);
-            await connection.ReceiveLoopAsync(http.RequestAborted);
+            if (headerToken is null || await connection.AuthenticateAsync(headerToken))
+                await connection.ReceiveLoopAsync(http.RequestAborted);
             connection.Close(CloseCodes.GoingAway, null, null); // ends the send loop if the peer left first
             await sending;
         }
@@ -246,6 +251,7 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
         private readonly List<Outgoing> _outbox = new(2);
         private TaskCompletionSource? _wake;
         private Outgoing? _close;
+        private volatile bool _closing;
         private Dictionary<string, long>? _sentVersions;
 
         private readonly record struct Outgoing(byte[] Bytes, string? Currency, long Version, int CloseCode = 0, string? Reason = null);
@@ -280,6 +286,7 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
                     ? JsonSerializer.SerializeToUtf8Bytes(new Dictionary<string, string> { ["type"] = "error", ["code"] = errorCode, ["message"] = message ?? errorCode })
                     : [];
                 _close = new Outgoing(error, null, 0, code, CloseCodes.Reason(code));
+                _closing = true;
                 wake = _wake;
                 _wake = null;
             }
@@ -304,14 +311,18 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
                 if (next.Currency is not null)
                 {
                     _sentVersions ??= new Dictionary<string, long>(1);
-                    if (_sentVersions.TryGetValue(next.Currency, out long sent) && sent >= next.Version) continue; // versions only go up
+                    if (_sentVersions.TryGetValue(next.Currency, out long sent) && sent >= next.Version) // versions only go up
+                    {
+                        Interlocked.Increment(ref hub.Stats.Dropped);
+                        continue;
+                    }
                     _sentVersions[next.Currency] = next.Version;
                 }
                 if (!await SendAsync(next.Bytes)) return;
                 if (next.Currency is not null)
                 {
                     Interlocked.Increment(ref hub.Stats.Sent);
-                    hub._log.LogDebug("Pushed {Currency} v{Version} to socket {SocketId} of {UserId}", next.Currency, next.Version, Id, UserId);
+                    LogPush(hub._audit, UserId, next.Currency, next.Version, Id, null);
                 }
             }
         }
@@ -423,6 +434,7 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
 
         private async Task<bool> HandleMessageAsync(ReadOnlyMemory<byte> message)
         {
+            if (_closing) return false; // closing: nothing more is read or acted on
             string? type = null, token = null;
             try
             {

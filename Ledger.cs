@@ -45,7 +45,7 @@ public abstract record PostOutcome
 public sealed class Ledger : IHostedService
 {
     private readonly Database _db;
-    private readonly ILogger<Ledger> _log;
+    private readonly ILogger _log;
     private readonly int _maxBatch;
     private readonly Channel<Work> _work = Channel.CreateUnbounded<Work>(new UnboundedChannelOptions { SingleReader = true });
     private readonly Channel<BalanceChange> _changes = Channel.CreateUnbounded<BalanceChange>(new UnboundedChannelOptions { SingleWriter = true }); // multi-reader mode keeps Count, which shutdown reads
@@ -63,10 +63,10 @@ public sealed class Ledger : IHostedService
         internal void Report(int size, double ms) { Interlocked.Increment(ref Batches); Interlocked.Add(ref Transactions, size); Committed?.Invoke(size, ms); }
     }
 
-    public Ledger(Database db, IConfiguration config, ILogger<Ledger> log)
+    public Ledger(Database db, IConfiguration config, ILoggerFactory loggers)
     {
         _db = db;
-        _log = log;
+        _log = loggers.CreateLogger("Balance.Audit"); // one structured line per committed change
         _maxBatch = Math.Clamp(config.GetValue("Balance:MaxBatch", 256), 1, 10_000);
     }
 
@@ -148,12 +148,11 @@ public sealed class Ledger : IHostedService
                 continue;
             }
             Stats.Report(batch.Count, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
-            foreach (var change in changes)
-            {
-                _changes.Writer.TryWrite(change);
-                _log.LogInformation("Committed {TransactionType} {TransactionId} for {UserId}: {Currency} balance {Balance} v{Version}",
-                    change.TransactionType, change.TransactionId, change.UserId, change.Currency, change.Balance, change.Version);
-            }
+            foreach (var change in changes) _changes.Writer.TryWrite(change);
+            for (int i = 0; i < batch.Count; i++)
+                if (results[i] is PostOutcome.Committed { Replayed: false, Result: var r })
+                    _log.LogInformation("Committed {TransactionType} {TransactionId} for {UserId} by {PostedBy}: {Amount} {Currency}, balance {Balance} v{Version}, reference {Reference}",
+                        r.Type, r.TransactionId, r.UserId, batch[i].Posting.PostedBy, r.Amount, r.Currency, r.Balance, r.Version, r.Reference);
             for (int i = 0; i < batch.Count; i++) batch[i].Done.TrySetResult(results[i]);
         }
     }

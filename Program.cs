@@ -5,6 +5,7 @@ using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.AspNetCore.Http.Json;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Options;
+using OpenTelemetry.Metrics;
 
 var builder = WebApplication.CreateBuilder(args);
 SqlMapper.RemoveTypeMap(typeof(Guid));
@@ -26,6 +27,7 @@ builder.Services.AddSingleton<Ledger>();
 builder.Services.AddHostedService(sp => sp.GetRequiredService<Ledger>());
 builder.Services.AddSingleton<BalanceSocket>();
 builder.Services.AddHostedService(sp => sp.GetRequiredService<BalanceSocket>());
+builder.Services.AddHostedService<BootstrapOperator>();
 if (builder.Environment.IsDevelopment()) builder.Services.AddHostedService<Demo>();
 
 // Tokens: one set of validation rules for REST and the socket; sessions can be revoked.
@@ -48,7 +50,10 @@ builder.Services.AddOptions<JwtBearerOptions>(JwtBearerDefaults.AuthenticationSc
 });
 builder.Services.AddAuthorizationBuilder()
     .AddPolicy(Roles.Player, p => p.RequireRole(Roles.Player))
-    .AddPolicy(Roles.Operator, p => p.RequireRole(Roles.Operator));
+    .AddPolicy(Roles.Operator, p => p.RequireRole(Roles.Operator))
+    // Scrapers on the box itself, or an operator from anywhere.
+    .AddPolicy("metrics", p => p.RequireAssertion(c => c.User.IsInRole(Roles.Operator)
+        || (c.Resource is HttpContext h && h.Connection.RemoteIpAddress is { } ip && System.Net.IPAddress.IsLoopback(ip))));
 
 // HTTP: strict snake_case JSON, problem details with a `code` everywhere, small bodies, CORS for allowed origins.
 builder.Services.Configure<JsonOptions>(o =>
@@ -64,6 +69,9 @@ builder.Services.AddCors(o => o.AddDefaultPolicy(p => p
     .SetIsOriginAllowed(origin => builder.Configuration.GetSection("Balance:Socket:AllowedOrigins").Get<string[]>()?.Contains(origin.TrimEnd('/')) == true
         || (builder.Environment.IsDevelopment() && Uri.TryCreate(origin, UriKind.Absolute, out var u) && u.IsLoopback))
     .AllowAnyHeader().AllowAnyMethod().WithExposedHeaders("ETag", "Retry-After", "Idempotent-Replayed")));
+// Operability: health, metrics (meter "Balance", Prometheus text at /metrics), OpenAPI.
+builder.Services.AddSingleton<BalanceMetrics>();
+builder.Services.AddOpenTelemetry().WithMetrics(m => m.AddMeter(BalanceMetrics.MeterName).AddPrometheusExporter());
 builder.Services.AddHealthChecks().AddCheck<DatabaseHealthCheck>("database", tags: ["ready"]);
 builder.Services.AddOpenApi();
 
@@ -71,6 +79,7 @@ var app = builder.Build();
 
 await app.Services.GetRequiredService<Database>().InitializeAsync();
 await app.Services.GetRequiredService<Sessions>().LoadAsync();
+app.Services.GetRequiredService<BalanceMetrics>();
 
 app.UseExceptionHandler(new ExceptionHandlerOptions { StatusCodeSelector = Problems.StatusFor });
 app.UseStatusCodePages();
@@ -86,6 +95,7 @@ app.MapLedgerApi();
 app.Map("/ws/balance/player", (HttpContext http, BalanceSocket sockets, IHostEnvironment env) => sockets.HandleAsync(http, env)).AllowAnonymous();
 app.MapHealthChecks("/healthz", new HealthCheckOptions { Predicate = _ => false });
 app.MapHealthChecks("/readyz", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") });
+app.MapPrometheusScrapingEndpoint("/metrics").RequireAuthorization("metrics");
 app.MapOpenApi();
 
 app.Run();

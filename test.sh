@@ -9,4 +9,8 @@ if ! command -v chromium >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
+# React and Vue for the browser test pages, pinned by the committed lock file.
+if [ ! -d Balance.Tests/browser/node_modules ]; then
+  (cd Balance.Tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi
 dotnet test Balance.slnx --logger "console;verbosity=normal" "$@"

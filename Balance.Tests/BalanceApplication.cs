@@ -15,17 +15,18 @@ namespace Balance.Tests;
 // The real service on real Kestrel (a free loopback port) with its own temp-file SQLite database.
 public sealed class BalanceApplication : WebApplicationFactory<Program>
 {
-    public static readonly TimeSpan ReceiveTimeout = TimeSpan.FromSeconds(5);
+    public static readonly TimeSpan ReceiveTimeout = TimeSpan.FromSeconds(10); // generous: CI may share two cores
     public string DatabasePath { get; }
     private readonly Dictionary<string, string?> _settings;
     private readonly bool _ownsDatabase;
 
-    public BalanceApplication(Dictionary<string, string?>? settings = null, string? databasePath = null)
+    // port 0 picks a free one; a fixed port lets a test restart the service where a client expects it.
+    public BalanceApplication(Dictionary<string, string?>? settings = null, string? databasePath = null, int port = 0)
     {
         _ownsDatabase = databasePath is null;
         DatabasePath = databasePath ?? Path.Combine(Path.GetTempPath(), "balance-tests", Guid.NewGuid().ToString("N"), "balance.db");
         _settings = settings ?? new();
-        UseKestrel(0);
+        UseKestrel(port);
     }
 
     protected override void ConfigureWebHost(IWebHostBuilder builder)
@@ -99,8 +100,9 @@ public sealed class BalanceApplication : WebApplicationFactory<Program>
         if (subProtocol is not null) ws.Options.AddSubProtocol(subProtocol);
         if (bearer is not null) ws.Options.SetRequestHeader("Authorization", $"Bearer {bearer}");
         if (origin is not null) ws.Options.SetRequestHeader("Origin", origin);
+        var uri = SocketUri; // starts the server first: start-up time is not the socket's to wait for
         using var cts = new CancellationTokenSource(ReceiveTimeout);
-        await ws.ConnectAsync(SocketUri, cts.Token);
+        await ws.ConnectAsync(uri, cts.Token);
         return new TestSocket(ws);
     }
 

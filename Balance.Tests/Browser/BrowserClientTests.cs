@@ -1,0 +1,137 @@
+using Microsoft.Playwright;
+using Xunit.Abstractions;
+
+namespace Balance.Tests.Browser;
+
+// balance-client.js against the real service: the happy path and the token lifecycle.
+public sealed class BrowserClientTests(ChromiumFixture chromium, ITestOutputHelper output) : IClassFixture<ChromiumFixture>
+{
+    // A short server heartbeat so the client's pong path and watchdog are exercised within a test.
+    private static Dictionary<string, string?> Settings(string? tokenLifetime = null)
+    {
+        var settings = new Dictionary<string, string?> { ["Balance:Socket:HeartbeatInterval"] = "00:00:01" };
+        if (tokenLifetime is not null)
+        {
+            settings["Auth:AccessTokenLifetime"] = tokenLifetime;
+            settings["Auth:ClockSkew"] = "00:00:00";
+        }
+        return settings;
+    }
+
+    private const string FastOptions = "{ initialDelay: 100, maxDelay: 1000, heartbeatTimeout: 4000, pollInterval: 300 }";
+
+    private async Task<IPage> StartAsync(BalanceApplication app, Login login, bool withRefresh = true, string options = FastOptions, int listeners = 1)
+    {
+        var page = await BrowserKit.OpenPageAsync(chromium.Browser, app.BaseAddress, output, "/__test/pages/client.html");
+        await page.WaitForAsync("() => window.h?.ready");
+        await page.EvaluateAsync($"([token, refreshToken, listeners]) => startClient({{ token, refreshToken, listeners, options: {options} }})",
+            new object?[] { login.AccessToken, withRefresh ? login.RefreshToken : null, listeners });
+        return page;
+    }
+
+    [Fact]
+    public async Task SnapshotAndLiveUpdatesReachTwoListenersOverOneSocket()
+    {
+        await using var app = new BalanceApplication(Settings());
+        var alice = await app.LoginAsync("alice");
+        var op = await app.LoginAsync("operator");
+        var page = await StartAsync(app, alice, listeners: 2);
+
+        await page.WaitForAsync("() => h.service.status === 'connected' && h.received.every(r => r.at(-1) === '100.00')");
+        await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "bet", amount = "10.00", currency = "USD" });
+        await page.WaitForAsync("() => h.received.every(r => r.at(-1) === '90.00')");
+        // Heartbeats are answered: after a few of the server's 1 s pings the socket is still the first one.
+        await page.WaitForAsync("() => h.pings >= 2 && h.pongs >= 2");
+
+        Assert.Equal(1, await page.EvaluateAsync<int>("() => h.sockets"));
+        Assert.Equal(["100.00", "90.00"], await page.EvaluateAsync<string[]>("() => h.received[0]"));
+        Assert.Equal(["100.00", "90.00"], await page.EvaluateAsync<string[]>("() => h.received[1]"));
+        Assert.Equal(["connecting", "connected"], await page.EvaluateAsync<string[]>("() => h.statuses"));
+        Assert.Equal("90.00", await page.EvaluateAsync<string>(
+            "() => JSON.parse(localStorage.getItem('balance-client:' + h.service.userId)).USD.balance"));
+    }
+
+    [Fact]
+    public async Task StaleAndDuplicateVersionsAreDroppedAndTheCachedBalanceShowsBeforeConnecting()
+    {
+        await using var app = new BalanceApplication(Settings());
+        var alice = await app.LoginAsync("alice");
+        var page = await StartAsync(app, alice);
+        await page.WaitForAsync("() => h.received[0].at(-1) === '100.00'");
+
+        var applied = await page.EvaluateAsync<bool[]>(@"() => {
+            const v = h.service.getBalance().version, user_id = h.service.userId;
+            const msg = (version, balance) => ({ type: 'balance', user_id, balance, currency: 'USD', version });
+            return [h.service._apply(msg(v + 2, '80.00'), 'socket'), h.service._apply(msg(v + 1, '70.00'), 'socket'),
+                    h.service._apply(msg(v + 2, '80.00'), 'socket'), h.service._apply({ type: 'balance', balance: 'lots' }, 'socket')];
+        }");
+        Assert.Equal([true, false, false, false], applied);
+        Assert.Equal(["100.00", "80.00"], await page.EvaluateAsync<string[]>("() => h.received[0]"));
+
+        // A new page of the same user shows the cached balance at once, before its socket has said anything.
+        await page.EvaluateAsync("() => h.service.disconnect()");
+        var cached = await page.EvaluateAsync<string>(@"async token => {
+            const { BalanceWebSocketService } = await import('/balance-client.js');
+            const offline = new BalanceWebSocketService('ws://127.0.0.1:9', token);
+            return new Promise(resolve => offline.addListener(b => resolve(b.balance + ' ' + offline.status)));
+        }", alice.AccessToken);
+        Assert.Equal("80.00 closed", cached);
+    }
+
+    [Fact]
+    public async Task TheTokenIsRefreshedBeforeItExpiresOnTheOpenSocket()
+    {
+        await using var app = new BalanceApplication(Settings(tokenLifetime: "00:00:04"));
+        var alice = await app.LoginAsync("alice");
+        var page = await StartAsync(app, alice);
+        await page.WaitForAsync("() => h.service.status === 'connected'");
+
+        // Past the first token's expiry: without the refresh the server would have closed the socket with 4001.
+        await page.WaitForAsync("() => h.tokenCalls.length >= 1 && h.authOks.length >= 2", timeout: 8000);
+        await Task.Delay(TimeSpan.FromSeconds(2));
+        var op = await app.LoginAsync("operator"); // short-lived tokens: the operator's too
+        await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "5.00", currency = "USD" });
+        await page.WaitForAsync("() => h.received[0].at(-1) === '105.00'");
+
+        Assert.Equal(1, await page.EvaluateAsync<int>("() => h.sockets"));
+        Assert.All(await page.EvaluateAsync<string[]>("() => h.tokenCalls"), reason => Assert.Equal("refresh", reason));
+        Assert.Equal(["connecting", "connected"], await page.EvaluateAsync<string[]>("() => h.statuses"));
+        var expiries = await page.EvaluateAsync<string[]>("() => h.authOks");
+        Assert.True(DateTimeOffset.Parse(expiries[^1]) > DateTimeOffset.Parse(expiries[0]), string.Join(", ", expiries));
+    }
+
+    [Fact]
+    public async Task AnExpiredTokenClosedWith4001IsReplacedAndTheSocketComesBack()
+    {
+        await using var app = new BalanceApplication(Settings(tokenLifetime: "00:00:03"));
+        var alice = await app.LoginAsync("alice");
+        // refreshAhead: false lets the token run out on the open socket, as when a laptop sleeps through the refresh.
+        var page = await StartAsync(app, alice, options: "{ initialDelay: 100, maxDelay: 1000, refreshAhead: false }");
+        await page.WaitForAsync("() => h.service.status === 'connected'");
+
+        await page.WaitForAsync("() => h.tokenCalls.includes('expired') && h.sockets === 2 && h.service.status === 'connected'");
+        var op = await app.LoginAsync("operator"); // short-lived tokens: the operator's too
+        await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "bet", amount = "1.50", currency = "USD" });
+        await page.WaitForAsync("() => h.received[0].at(-1) === '98.50'");
+
+        Assert.Equal(["connecting", "connected", "reconnecting", "connected"], await page.EvaluateAsync<string[]>("() => h.statuses"));
+        Assert.Equal(["100.00", "98.50"], await page.EvaluateAsync<string[]>("() => h.received[0]"));
+    }
+
+    [Fact]
+    public async Task AnInvalidTokenEndsUnauthorizedWithoutARetryLoop()
+    {
+        await using var app = new BalanceApplication(Settings());
+        var alice = await app.LoginAsync("alice");
+        var page = await StartAsync(app, alice with { AccessToken = alice.AccessToken[..^4] + "AAAA" });
+
+        await page.WaitForAsync("() => h.service.status === 'unauthorized'");
+        await Task.Delay(TimeSpan.FromSeconds(1.5));
+
+        Assert.Equal(1, await page.EvaluateAsync<int>("() => h.sockets"));
+        Assert.Equal(["connecting", "unauthorized"], await page.EvaluateAsync<string[]>("() => h.statuses"));
+        Assert.Equal("invalid_token", await page.EvaluateAsync<string>("() => h.service.error.code"));
+        Assert.Equal(4501, await page.EvaluateAsync<int>("() => h.service.error.closeCode"));
+        Assert.Empty(await page.EvaluateAsync<string[]>("() => h.received[0]"));
+    }
+}

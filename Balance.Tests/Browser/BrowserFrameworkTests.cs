@@ -1,0 +1,52 @@
+using Microsoft.Playwright;
+using Xunit.Abstractions;
+
+namespace Balance.Tests.Browser;
+
+// The React hook and the Vue composable, each rendering in a page with the real framework from npm.
+public sealed class BrowserFrameworkTests(ChromiumFixture chromium, ITestOutputHelper output) : IClassFixture<ChromiumFixture>
+{
+    private static Task TextAsync(IPage page, string selector, string text) =>
+        page.WaitForAsync("([selector, text]) => document.querySelector(selector)?.textContent === text", new[] { selector, text });
+
+    [Theory]
+    [InlineData("react")]
+    [InlineData("vue")]
+    public async Task TheHookRendersLiveUpdatesSharesOneSocketAndCleansUpOnUnmount(string framework)
+    {
+        await using var app = new BalanceApplication();
+        var alice = await app.LoginAsync("alice");
+        var op = await app.LoginAsync("operator");
+        var page = await BrowserKit.OpenPageAsync(chromium.Browser, app.BaseAddress, output, $"/__test/pages/{framework}.html");
+        await page.WaitForAsync("() => window.ready");
+
+        await page.EvaluateAsync("token => show(token, ['a', 'b'])", alice.AccessToken);
+        foreach (var id in new[] { "#a", "#b" })
+        {
+            await TextAsync(page, $"{id} .balance", "100.00");
+            await TextAsync(page, $"{id} .status", "connected");
+            await TextAsync(page, $"{id} .connected", "yes");
+        }
+        await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "25.50", currency = "USD" });
+        await TextAsync(page, "#a .balance", "125.50");
+        await TextAsync(page, "#b .balance", "125.50");
+        Assert.Equal(1, await page.EvaluateAsync<int>("() => sockets.created"));
+
+        // One component unmounts: the other keeps the shared socket and its updates.
+        await page.EvaluateAsync("token => show(token, ['b'])", alice.AccessToken);
+        await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "bet", amount = "5.00", currency = "USD" });
+        await TextAsync(page, "#b .balance", "120.50");
+        Assert.Equal(0, await page.EvaluateAsync<int>("() => document.querySelectorAll('#a').length"));
+        Assert.Equal(1, await page.EvaluateAsync<int>("() => sockets.open"));
+
+        // The last one unmounts: the socket closes.
+        await page.EvaluateAsync("token => show(token, [])", alice.AccessToken);
+        await page.WaitForAsync("() => sockets.open === 0");
+
+        // A refused token shows up as status and error, not as an endless spinner.
+        await page.EvaluateAsync("token => show(token, ['c'])", alice.AccessToken[..^4] + "AAAA");
+        await TextAsync(page, "#c .status", "unauthorized");
+        await TextAsync(page, "#c .error", "invalid_token");
+        await TextAsync(page, "#c .connected", "no");
+    }
+}

@@ -1,0 +1,111 @@
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.Playwright;
+using Xunit.Abstractions;
+
+namespace Balance.Tests.Browser;
+
+// One headless Debian Chromium per test class: launching costs more than a test's page does.
+public sealed class ChromiumFixture : IAsyncLifetime
+{
+    public static readonly string ExecutablePath = Environment.GetEnvironmentVariable("BALANCE_CHROMIUM") ?? "/usr/bin/chromium";
+
+    private IPlaywright? _playwright;
+    public IBrowser Browser { get; private set; } = null!;
+
+    public async Task InitializeAsync()
+    {
+        _playwright = await Playwright.CreateAsync();
+        Browser = await _playwright.Chromium.LaunchAsync(new BrowserTypeLaunchOptions
+        {
+            ExecutablePath = ExecutablePath,
+            Headless = true,
+            Args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run", "--disable-quic",
+                // Test pages are fulfilled by Playwright, so Chromium cannot tell they came from loopback and its
+                // Local Network Access checks would refuse their sockets to 127.0.0.1; served pages are not affected.
+                "--disable-features=LocalNetworkAccessChecks,LocalNetworkAccessChecksWebSockets"],
+        });
+    }
+
+    public async Task DisposeAsync()
+    {
+        await Browser.DisposeAsync();
+        _playwright?.Dispose();
+    }
+}
+
+public static class BrowserKit
+{
+    public const float Timeout = 10_000;
+
+    // Balance.Tests/browser: the test pages, the guide's class and the npm packages (React, Vue) they load.
+    public static readonly string Root = FindRoot();
+
+    private static string FindRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            var candidate = Path.Combine(dir.FullName, "browser", "package.json");
+            if (File.Exists(candidate)) return Path.GetDirectoryName(candidate)!;
+            candidate = Path.Combine(dir.FullName, "Balance.Tests", "browser", "package.json");
+            if (File.Exists(candidate)) return Path.GetDirectoryName(candidate)!;
+        }
+        throw new InvalidOperationException("Balance.Tests/browser not found above " + AppContext.BaseDirectory);
+    }
+
+    // A page on the service's origin; /__test/** is answered from Balance.Tests/browser by the browser itself,
+    // so the service carries no test routes.
+    public static async Task<IPage> OpenPageAsync(IBrowser browser, Uri origin, ITestOutputHelper output, string? path = null)
+    {
+        var context = await browser.NewContextAsync(new BrowserNewContextOptions { BaseURL = origin.ToString() });
+        context.SetDefaultTimeout(Timeout);
+        await context.RouteAsync("**/__test/**", async route =>
+        {
+            string relative = Uri.UnescapeDataString(new Uri(route.Request.Url).AbsolutePath["/__test/".Length..]);
+            string file = Path.GetFullPath(Path.Combine(Root, relative));
+            if (!file.StartsWith(Root, StringComparison.Ordinal) || !File.Exists(file))
+            {
+                await route.FulfillAsync(new RouteFulfillOptions { Status = 404, Body = "not found" });
+                return;
+            }
+            await route.FulfillAsync(new RouteFulfillOptions { Status = 200, ContentType = ContentType(file), BodyBytes = await File.ReadAllBytesAsync(file) });
+        });
+        var page = await context.NewPageAsync();
+        page.Console += (_, message) => Log(output, $"[console.{message.Type}] {message.Text}");
+        page.PageError += (_, error) => Log(output, $"[pageerror] {error}");
+        if (path is not null) await page.GotoAsync(path);
+        return page;
+    }
+
+    private static void Log(ITestOutputHelper output, string line)
+    {
+        try { output.WriteLine(line); } catch (InvalidOperationException) { /* the test already finished */ }
+    }
+
+    private static string ContentType(string file) => Path.GetExtension(file) switch
+    {
+        ".html" => "text/html; charset=utf-8",
+        ".js" or ".mjs" => "text/javascript; charset=utf-8",
+        ".json" => "application/json",
+        _ => "application/octet-stream",
+    };
+
+    public static async Task WaitForAsync(this IPage page, string expression, object? arg = null, float timeout = Timeout) =>
+        await page.WaitForFunctionAsync(expression, arg, new PageWaitForFunctionOptions { Timeout = timeout, PollingInterval = 50 });
+
+    private static readonly System.Text.Json.JsonSerializerOptions SnakeCase = new() { PropertyNamingPolicy = System.Text.Json.JsonNamingPolicy.SnakeCaseLower };
+
+    // Through JSON text, so page data maps onto ordinary C# records.
+    public static async Task<T> EvaluateJsonAsync<T>(this IPage page, string expression) =>
+        System.Text.Json.JsonSerializer.Deserialize<T>(await page.EvaluateAsync<string>($"() => JSON.stringify(({expression})())"), SnakeCase)!;
+
+    public static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+
+    public static string SocketBase(Uri origin) => new UriBuilder(origin) { Scheme = "ws", Path = "" }.Uri.ToString().TrimEnd('/');
+}

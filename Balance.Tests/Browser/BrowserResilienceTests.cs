@@ -1,0 +1,109 @@
+using Microsoft.Playwright;
+using Xunit.Abstractions;
+
+namespace Balance.Tests.Browser;
+
+// balance-client.js when the service goes away: a restart, and a network that blocks the socket path.
+public sealed class BrowserResilienceTests(ChromiumFixture chromium, ITestOutputHelper output) : IClassFixture<ChromiumFixture>
+{
+    private static Dictionary<string, string?> Settings() => new() { ["Balance:Socket:HeartbeatInterval"] = "00:00:01" };
+
+    private async Task<IPage> OpenAsync(BalanceApplication app)
+    {
+        var page = await BrowserKit.OpenPageAsync(chromium.Browser, app.BaseAddress, output, "/__test/pages/client.html");
+        await page.WaitForAsync("() => window.h?.ready");
+        return page;
+    }
+
+    private static Task StartAsync(IPage page, Login login) =>
+        page.EvaluateAsync("([token, refreshToken]) => startClient({ token, refreshToken, options: { initialDelay: 100, maxDelay: 800, heartbeatTimeout: 4000, pollInterval: 300 } })",
+            new[] { login.AccessToken, login.RefreshToken });
+
+    [Fact]
+    public async Task AfterAServerRestartTheClientReconnectsAndShowsTheUpdatePostedMeanwhile()
+    {
+        int port = BrowserKit.FreePort();
+        string database = Path.Combine(Path.GetTempPath(), "balance-tests", Guid.NewGuid().ToString("N"), "balance.db");
+        try
+        {
+            Login alice;
+            IPage page;
+            await using (var first = new BalanceApplication(Settings(), database, port))
+            {
+                alice = await first.LoginAsync("alice");
+                page = await OpenAsync(first);
+                await StartAsync(page, alice);
+                await page.WaitForAsync("() => h.service.status === 'connected' && h.received[0].at(-1) === '100.00'");
+            }
+            await page.WaitForAsync("() => h.service.status !== 'connected'");
+
+            await using var second = new BalanceApplication(Settings(), database, port);
+            var op = await second.LoginAsync("operator");
+            await second.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "bet", amount = "10.00", currency = "USD" });
+            await page.WaitForAsync("() => h.service.status === 'connected' && h.received[0].at(-1) === '90.00'");
+
+            await second.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "win", amount = "2.00", currency = "USD" });
+            await page.WaitForAsync("() => h.received[0].at(-1) === '92.00'");
+            Assert.True(await page.EvaluateAsync<int>("() => h.sockets") >= 2);
+            var statuses = await page.EvaluateAsync<string[]>("() => h.statuses");
+            Assert.Equal(["connecting", "connected"], statuses[..2]);
+            Assert.Contains("reconnecting", statuses);
+            Assert.Equal("connected", statuses[^1]);
+            // The restart itself (1001) is not an error; the refused attempts while it was down may be.
+            Assert.DoesNotContain(await page.EvaluateAsync<string[]>("() => h.errors"), e => e.StartsWith("server_going_away"));
+        }
+        finally
+        {
+            Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+            try { Directory.Delete(Path.GetDirectoryName(database)!, recursive: true); } catch (IOException) { }
+        }
+    }
+
+    [Fact]
+    public async Task ABlockedSocketPathFallsBackToPollingThenReturnsToTheSocket()
+    {
+        await using var app = new BalanceApplication(Settings());
+        var alice = await app.LoginAsync("alice");
+        var op = await app.LoginAsync("operator");
+        var page = await OpenAsync(app);
+
+        // A proxy that refuses WebSockets: every socket to the path is closed at once; when lifted, the real server answers.
+        int blocked = 1;
+        await page.RouteWebSocketAsync("**/ws/balance/player", async ws =>
+        {
+            if (Volatile.Read(ref blocked) == 1) await ws.CloseAsync(new WebSocketRouteCloseOptions { Code = 1011, Reason = "blocked" });
+            else ws.ConnectToServer();
+        });
+        var polls = new List<int>();
+        page.Response += (_, response) =>
+        {
+            if (response.Url.Contains("/api/balance")) lock (polls) polls.Add(response.Status);
+        };
+
+        bool Polled(int status) { lock (polls) return polls.Contains(status); }
+
+        await StartAsync(page, alice);
+        await page.WaitForAsync("() => h.service.status === 'fallback' && h.received[0].at(-1) === '100.00'");
+        await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "bet", amount = "10.00", currency = "USD" });
+        await page.WaitForAsync("() => h.received[0].at(-1) === '90.00'");
+        await page.WaitForAsync("() => h.service.status === 'fallback'");
+        // The ETag spares the body while nothing changes.
+        var deadline = DateTime.UtcNow.AddSeconds(5);
+        while (!Polled(304) && DateTime.UtcNow < deadline) await Task.Delay(50);
+        Assert.True(Polled(304), "no 304 from GET /api/balance while polling");
+        Assert.Equal("fallback", await page.EvaluateAsync<string>("() => h.service.status"));
+
+        Volatile.Write(ref blocked, 0);
+        await page.WaitForAsync("() => h.service.status === 'connected' && h.authOks.length === 1");
+        await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "5.00", currency = "USD" });
+        await page.WaitForAsync("() => h.received[0].at(-1) === '95.00'");
+        int pollsWhenBack;
+        lock (polls) pollsWhenBack = polls.Count;
+        await Task.Delay(TimeSpan.FromSeconds(1));
+
+        lock (polls) Assert.Equal(pollsWhenBack, polls.Count); // polling stopped once the socket was back
+        Assert.Equal(["100.00", "90.00", "95.00"], await page.EvaluateAsync<string[]>("() => h.received[0]"));
+        var statuses = await page.EvaluateAsync<string[]>("() => h.statuses");
+        Assert.Equal(["connecting", "reconnecting", "fallback", "connected"], statuses);
+    }
+}

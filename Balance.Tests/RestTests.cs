@@ -1,0 +1,435 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Text;
+using System.Text.Json;
+
+namespace Balance.Tests;
+
+public sealed class RestTests
+{
+    private static async Task<JsonElement> Json(HttpResponseMessage response) => await response.Content.ReadFromJsonAsync<JsonElement>();
+
+    private static async Task<string> BalanceOf(BalanceApplication app, string playerToken, string currency = "USD")
+    {
+        using var http = app.Http(playerToken);
+        return (await Json(await http.GetAsync($"/api/balance?currency={currency}"))).GetProperty("balance").GetString()!;
+    }
+
+    private static async Task<int> LedgerCount(BalanceApplication app, string operatorToken)
+    {
+        using var http = app.Http(operatorToken);
+        return (await Json(await http.GetAsync("/api/transactions?limit=200"))).GetProperty("items").GetArrayLength();
+    }
+
+    [Fact]
+    public async Task LoginReturnsTheContractsTokenPairAndWrongPasswordIs401()
+    {
+        await using var app = new BalanceApplication();
+        using var http = app.Http();
+        var ok = await http.PostAsJsonAsync("/api/auth/login", new { username = "alice", password = "demo1234" });
+        var body = await Json(ok);
+        Assert.Equal("Bearer", body.GetProperty("token_type").GetString());
+        Assert.Equal(900, body.GetProperty("expires_in").GetInt32());
+        Assert.Equal("player", body.GetProperty("role").GetString());
+        Assert.False(string.IsNullOrEmpty(body.GetProperty("refresh_token").GetString()));
+
+        var wrong = await http.PostAsJsonAsync("/api/auth/login", new { username = "alice", password = "nope" });
+        var unknown = await http.PostAsJsonAsync("/api/auth/login", new { username = "nobody", password = "nope" });
+        Assert.Equal(HttpStatusCode.Unauthorized, wrong.StatusCode);
+        Assert.Equal("application/problem+json", wrong.Content.Headers.ContentType!.MediaType);
+        var wrongProblem = await Json(wrong);
+        Assert.Equal("invalid_credentials", wrongProblem.GetProperty("code").GetString());
+        Assert.Equal(HttpStatusCode.Unauthorized, unknown.StatusCode);
+        Assert.Equal(wrongProblem.GetProperty("detail").GetString(), (await Json(unknown)).GetProperty("detail").GetString());
+    }
+
+    [Fact]
+    public async Task AccessTokenCarriesThePinnedAlgorithmAndContractClaims()
+    {
+        await using var app = new BalanceApplication();
+        var alice = await app.LoginAsync("alice");
+        string[] parts = alice.AccessToken.Split('.');
+        var header = JsonDocument.Parse(Microsoft.IdentityModel.Tokens.Base64UrlEncoder.Decode(parts[0])).RootElement;
+        var payload = JsonDocument.Parse(Microsoft.IdentityModel.Tokens.Base64UrlEncoder.Decode(parts[1])).RootElement;
+        Assert.Equal("HS256", header.GetProperty("alg").GetString());
+        foreach (var claim in new[] { "sub", "role", "sid", "exp", "iat", "iss", "aud", "jti" }) Assert.True(payload.TryGetProperty(claim, out _), claim);
+        Assert.Equal(alice.UserId, payload.GetProperty("sub").GetString());
+    }
+
+    [Fact]
+    public async Task RefreshRotatesAndASpentTokenRevokesTheWholeLogin()
+    {
+        await using var app = new BalanceApplication();
+        var alice = await app.LoginAsync("alice");
+        using var http = app.Http();
+        var first = await http.PostAsJsonAsync("/api/auth/refresh", new { refresh_token = alice.RefreshToken });
+        Assert.Equal(HttpStatusCode.OK, first.StatusCode);
+        var pair = await Json(first);
+        string newRefresh = pair.GetProperty("refresh_token").GetString()!;
+        string newAccess = pair.GetProperty("access_token").GetString()!;
+        Assert.NotEqual(alice.RefreshToken, newRefresh);
+        using (var authed = app.Http(newAccess)) Assert.Equal(HttpStatusCode.OK, (await authed.GetAsync("/api/balance")).StatusCode);
+
+        var reuse = await http.PostAsJsonAsync("/api/auth/refresh", new { refresh_token = alice.RefreshToken });
+        Assert.Equal(HttpStatusCode.Unauthorized, reuse.StatusCode);
+        Assert.Equal("refresh_token_reused", (await Json(reuse)).GetProperty("code").GetString());
+        // The whole family is gone: the rotated refresh token and the access tokens of that login.
+        Assert.Equal(HttpStatusCode.Unauthorized, (await http.PostAsJsonAsync("/api/auth/refresh", new { refresh_token = newRefresh })).StatusCode);
+        using (var authed = app.Http(newAccess)) Assert.Equal(HttpStatusCode.Unauthorized, (await authed.GetAsync("/api/balance")).StatusCode);
+        // Another login of the same user is untouched.
+        var other = await app.LoginAsync("alice");
+        using (var authed = app.Http(other.AccessToken)) Assert.Equal(HttpStatusCode.OK, (await authed.GetAsync("/api/balance")).StatusCode);
+    }
+
+    [Fact]
+    public async Task LogoutEndsTheSessionsAccessAndRefreshTokens()
+    {
+        await using var app = new BalanceApplication();
+        var alice = await app.LoginAsync("alice");
+        using var authed = app.Http(alice.AccessToken);
+        Assert.Equal(HttpStatusCode.NoContent, (await authed.PostAsJsonAsync("/api/auth/logout", new { refresh_token = alice.RefreshToken })).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await authed.GetAsync("/api/balance")).StatusCode);
+        using var http = app.Http();
+        Assert.Equal(HttpStatusCode.Unauthorized, (await http.PostAsJsonAsync("/api/auth/refresh", new { refresh_token = alice.RefreshToken })).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await http.PostAsJsonAsync("/api/auth/logout", new { refresh_token = alice.RefreshToken })).StatusCode);
+    }
+
+    [Fact]
+    public async Task BalanceHasAnETagAndAnswers304WhenUnchanged()
+    {
+        await using var app = new BalanceApplication();
+        var alice = await app.LoginAsync("alice");
+        var op = await app.LoginAsync("operator");
+        using var http = app.Http(alice.AccessToken);
+        var first = await http.GetAsync("/api/balance");
+        var body = await Json(first);
+        Assert.Equal("balance", body.GetProperty("type").GetString());
+        Assert.Equal("100.00", body.GetProperty("balance").GetString());
+        var etag = first.Headers.ETag!;
+        Assert.Equal($"\"{body.GetProperty("version").GetInt64()}\"", etag.Tag);
+
+        using var conditional = new HttpRequestMessage(HttpMethod.Get, "/api/balance");
+        conditional.Headers.IfNoneMatch.Add(etag);
+        Assert.Equal(HttpStatusCode.NotModified, (await http.SendAsync(conditional)).StatusCode);
+
+        await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "win", amount = "5.00", currency = "USD" });
+        using var again = new HttpRequestMessage(HttpMethod.Get, "/api/balance");
+        again.Headers.IfNoneMatch.Add(etag);
+        var changed = await http.SendAsync(again);
+        Assert.Equal(HttpStatusCode.OK, changed.StatusCode);
+        Assert.Equal("105.00", (await Json(changed)).GetProperty("balance").GetString());
+    }
+
+    [Fact]
+    public async Task WalletsPerCurrencyUseThatCurrencysDecimals()
+    {
+        await using var app = new BalanceApplication();
+        var alice = await app.LoginAsync("alice");
+        var op = await app.LoginAsync("operator");
+        await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "1200", currency = "JPY" });
+        await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "0.0001", currency = "BTC" });
+        using var http = app.Http(alice.AccessToken);
+        var wallets = (await Json(await http.GetAsync("/api/balances"))).EnumerateArray()
+            .ToDictionary(w => w.GetProperty("currency").GetString()!, w => w.GetProperty("balance").GetString());
+        Assert.Equal("100.00", wallets["USD"]);
+        Assert.Equal("1200", wallets["JPY"]);
+        Assert.Equal("0.00010000", wallets["BTC"]);
+        Assert.Equal("0.00010000", await BalanceOf(app, alice.AccessToken, "BTC"));
+    }
+
+    [Fact]
+    public async Task BetLargerThanBalanceIsRefusedAndChangesNothing()
+    {
+        await using var app = new BalanceApplication();
+        var alice = await app.LoginAsync("alice");
+        var op = await app.LoginAsync("operator");
+        int before = await LedgerCount(app, op.AccessToken);
+        var response = await app.PostTransactionAsync(op.AccessToken, new { user_id = alice.UserId, type = "bet", amount = "100.01", currency = "USD" }, "bet-1");
+        Assert.Equal(HttpStatusCode.Conflict, response.StatusCode);
+        var problem = await Json(response);
+        Assert.Equal("insufficient_funds", problem.GetProperty("code").GetString());
+        Assert.Equal("100.00", problem.GetProperty("balance").GetString());
+        Assert.Equal("100.00", await BalanceOf(app, alice.AccessToken));
+        Assert.Equal(before, await LedgerCount(app, op.AccessToken));
+        // A refused request binds nothing: the same key may carry a corrected request.
+        var retry = await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "bet", amount = "100.00", currency = "USD" }, "bet-1");
+        Assert.Equal("0.00", retry.GetProperty("balance").GetString());
+    }
+
+    [Fact]
+    public async Task WithdrawalFromAWalletThatDoesNotExistIsInsufficientFunds()
+    {
+        await using var app = new BalanceApplication();
+        var alice = await app.LoginAsync("alice");
+        var op = await app.LoginAsync("operator");
+        var response = await app.PostTransactionAsync(op.AccessToken, new { user_id = alice.UserId, type = "withdrawal", amount = "1.00", currency = "EUR" });
+        Assert.Equal(HttpStatusCode.Conflict, response.StatusCode);
+        Assert.Equal("0.00", (await Json(response)).GetProperty("balance").GetString());
+    }
+
+    [Fact]
+    public async Task SameKeySameBodyReplaysTheFirstAnswerAndDifferentBodyConflicts()
+    {
+        await using var app = new BalanceApplication();
+        var alice = await app.LoginAsync("alice");
+        var op = await app.LoginAsync("operator");
+        var body = new { user_id = alice.UserId, type = "deposit", amount = "10.00", currency = "USD", reference = "pay-1" };
+        var first = await app.PostOkAsync(op.AccessToken, body, "dep-1");
+        var replay = await app.PostTransactionAsync(op.AccessToken, body, "dep-1");
+        Assert.Equal(HttpStatusCode.Created, replay.StatusCode);
+        Assert.Equal("true", replay.Headers.GetValues("Idempotent-Replayed").Single());
+        Assert.Equal(first.ToString(), (await Json(replay)).ToString());
+        Assert.Equal("110.00", await BalanceOf(app, alice.AccessToken));
+
+        var conflict = await app.PostTransactionAsync(op.AccessToken, body with { amount = "11.00" }, "dep-1");
+        Assert.Equal(HttpStatusCode.Conflict, conflict.StatusCode);
+        Assert.Equal("idempotency_conflict", (await Json(conflict)).GetProperty("code").GetString());
+        Assert.Equal("110.00", await BalanceOf(app, alice.AccessToken));
+    }
+
+    [Fact]
+    public async Task ConcurrentRequestsWithOneKeyHaveOneEffect()
+    {
+        await using var app = new BalanceApplication();
+        var alice = await app.LoginAsync("alice");
+        var op = await app.LoginAsync("operator");
+        var body = new { user_id = alice.UserId, type = "deposit", amount = "1.00", currency = "USD" };
+        var responses = await Task.WhenAll(Enumerable.Range(0, 20).Select(_ => app.PostTransactionAsync(op.AccessToken, body, "same-key")));
+        Assert.All(responses, r => Assert.Equal(HttpStatusCode.Created, r.StatusCode));
+        var ids = await Task.WhenAll(responses.Select(async r => (await Json(r)).GetProperty("transaction_id").GetString()));
+        Assert.Single(ids.Distinct());
+        Assert.Equal("101.00", await BalanceOf(app, alice.AccessToken));
+    }
+
+    [Fact]
+    public async Task ABetIsRolledBackExactlyOnce()
+    {
+        await using var app = new BalanceApplication();
+        var alice = await app.LoginAsync("alice");
+        var op = await app.LoginAsync("operator");
+        var bet = await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "bet", amount = "30.00", currency = "USD" });
+        string betId = bet.GetProperty("transaction_id").GetString()!;
+        var rollback = await app.PostOkAsync(op.AccessToken, new { type = "rollback", reverses = betId });
+        Assert.Equal("30.00", rollback.GetProperty("amount").GetString());
+        Assert.Equal("100.00", rollback.GetProperty("balance").GetString());
+        Assert.Equal(betId, rollback.GetProperty("reverses").GetString());
+
+        var second = await app.PostTransactionAsync(op.AccessToken, new { type = "rollback", reverses = betId });
+        Assert.Equal(HttpStatusCode.Conflict, second.StatusCode);
+        Assert.Equal("already_reversed", (await Json(second)).GetProperty("code").GetString());
+
+        var deposit = await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "1.00", currency = "USD" });
+        var notABet = await app.PostTransactionAsync(op.AccessToken, new { type = "rollback", reverses = deposit.GetProperty("transaction_id").GetString() });
+        Assert.Equal(422, (int)notABet.StatusCode);
+        var wrongOwner = await app.PostTransactionAsync(op.AccessToken, new { type = "rollback", reverses = betId, user_id = (await app.LoginAsync("bob")).UserId });
+        Assert.True((int)wrongOwner.StatusCode is >= 400 and < 500);
+        var unknown = await app.PostTransactionAsync(op.AccessToken, new { type = "rollback", reverses = Guid.NewGuid().ToString() });
+        Assert.Equal(HttpStatusCode.NotFound, unknown.StatusCode);
+        Assert.Equal("101.00", await BalanceOf(app, alice.AccessToken));
+    }
+
+    [Fact]
+    public async Task ConcurrentRollbacksOfOneBetCreditItOnce()
+    {
+        await using var app = new BalanceApplication();
+        var alice = await app.LoginAsync("alice");
+        var op = await app.LoginAsync("operator");
+        var bet = await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "bet", amount = "40.00", currency = "USD" });
+        var responses = await Task.WhenAll(Enumerable.Range(0, 10).Select(_ =>
+            app.PostTransactionAsync(op.AccessToken, new { type = "rollback", reverses = bet.GetProperty("transaction_id").GetString() })));
+        Assert.Single(responses, r => r.StatusCode == HttpStatusCode.Created);
+        Assert.All(responses.Where(r => r.StatusCode != HttpStatusCode.Created), r => Assert.Equal(HttpStatusCode.Conflict, r.StatusCode));
+        Assert.Equal("100.00", await BalanceOf(app, alice.AccessToken));
+    }
+
+    [Theory]
+    [InlineData("""{"type":"deposit","amount":"1.001","currency":"USD"}""", "amount")]
+    [InlineData("""{"type":"deposit","amount":"1.5","currency":"JPY"}""", "amount")]
+    [InlineData("""{"type":"deposit","amount":"0.00","currency":"USD"}""", "amount")]
+    [InlineData("""{"type":"deposit","amount":"-5.00","currency":"USD"}""", "amount")]
+    [InlineData("""{"type":"deposit","amount":"1e3","currency":"USD"}""", "amount")]
+    [InlineData("""{"type":"deposit","amount":"99999999999999999999","currency":"USD"}""", "amount")]
+    [InlineData("""{"type":"deposit","amount":" 1.00","currency":"USD"}""", "amount")]
+    [InlineData("""{"type":"deposit","amount":"1.00","currency":"XYZ"}""", "currency")]
+    [InlineData("""{"type":"steal","amount":"1.00","currency":"USD"}""", "type")]
+    [InlineData("""{"type":"rollback"}""", "reverses")]
+    public async Task BadTransactionsAre400WithTheFieldAndWriteNothing(string template, string field)
+    {
+        await using var app = new BalanceApplication();
+        var alice = await app.LoginAsync("alice");
+        var op = await app.LoginAsync("operator");
+        var body = JsonSerializer.Deserialize<Dictionary<string, JsonElement>>(template)!;
+        if (body["type"].GetString() != "rollback") body["user_id"] = JsonSerializer.SerializeToElement(alice.UserId);
+        var response = await app.PostTransactionAsync(op.AccessToken, body);
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        var problem = await Json(response);
+        Assert.Equal("validation_failed", problem.GetProperty("code").GetString());
+        Assert.True(problem.GetProperty("errors").TryGetProperty(field, out _), problem.ToString());
+        Assert.Equal("100.00", await BalanceOf(app, alice.AccessToken));
+    }
+
+    [Theory]
+    [InlineData("{\"user_id\":\"USER\",\"type\":\"deposit\",\"amount\":10,\"currency\":\"USD\"}")]
+    [InlineData("{\"user_id\":\"USER\",\"type\":\"deposit\",\"amount\":\"10.00\",\"currency\":\"USD\"")]
+    [InlineData("{\"user_id\":42,\"type\":\"deposit\",\"amount\":\"10.00\",\"currency\":\"USD\"}")]
+    [InlineData("[]")]
+    public async Task MalformedOrWronglyTypedJsonIs400AndWritesNothing(string template)
+    {
+        await using var app = new BalanceApplication();
+        var alice = await app.LoginAsync("alice");
+        var op = await app.LoginAsync("operator");
+        using var http = app.Http(op.AccessToken);
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/api/transactions")
+        {
+            Content = new StringContent(template.Replace("USER", alice.UserId), Encoding.UTF8, "application/json"),
+        };
+        request.Headers.Add("Idempotency-Key", "k");
+        var response = await http.SendAsync(request);
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("malformed_request", (await Json(response)).GetProperty("code").GetString());
+        Assert.Equal("100.00", await BalanceOf(app, alice.AccessToken));
+    }
+
+    [Fact]
+    public async Task IdempotencyKeyIsRequiredAndAtMost255Characters()
+    {
+        await using var app = new BalanceApplication();
+        var alice = await app.LoginAsync("alice");
+        var op = await app.LoginAsync("operator");
+        using var http = app.Http(op.AccessToken);
+        var missing = await http.PostAsJsonAsync("/api/transactions", new { user_id = alice.UserId, type = "deposit", amount = "1.00", currency = "USD" });
+        Assert.Equal(HttpStatusCode.BadRequest, missing.StatusCode);
+        var tooLong = await app.PostTransactionAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "1.00", currency = "USD" }, new string('k', 256));
+        Assert.Equal(HttpStatusCode.BadRequest, tooLong.StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await app.PostTransactionAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "1.00", currency = "USD" }, new string('k', 255))).StatusCode);
+        Assert.Equal("101.00", await BalanceOf(app, alice.AccessToken));
+    }
+
+    [Fact]
+    public async Task UnknownUserAndOperatorWalletsAreRefused()
+    {
+        await using var app = new BalanceApplication();
+        var op = await app.LoginAsync("operator");
+        var unknown = await app.PostTransactionAsync(op.AccessToken, new { user_id = Guid.NewGuid(), type = "deposit", amount = "1.00", currency = "USD" });
+        Assert.Equal(HttpStatusCode.NotFound, unknown.StatusCode);
+        Assert.Equal("user_not_found", (await Json(unknown)).GetProperty("code").GetString());
+        var toOperator = await app.PostTransactionAsync(op.AccessToken, new { user_id = op.UserId, type = "deposit", amount = "1.00", currency = "USD" });
+        Assert.Equal(422, (int)toOperator.StatusCode);
+    }
+
+    [Fact]
+    public async Task PlayersReadOnlyTheirOwnAndNeverPost()
+    {
+        await using var app = new BalanceApplication();
+        var alice = await app.LoginAsync("alice");
+        var bob = await app.LoginAsync("bob");
+        var op = await app.LoginAsync("operator");
+        using var asAlice = app.Http(alice.AccessToken);
+        var post = await app.PostTransactionAsync(alice.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "1000.00", currency = "USD" });
+        Assert.Equal(HttpStatusCode.Forbidden, post.StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await asAlice.GetAsync($"/api/transactions?user_id={bob.UserId}")).StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await asAlice.GetAsync("/api/users?username=bob")).StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await asAlice.PostAsJsonAsync("/api/users", new { username = "mallory", password = "password123", role = "operator" })).StatusCode);
+        using var asOperator = app.Http(op.AccessToken);
+        Assert.Equal(HttpStatusCode.Forbidden, (await asOperator.GetAsync("/api/balance")).StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await asOperator.GetAsync("/api/balances")).StatusCode);
+        using var anonymous = app.Http();
+        foreach (var path in new[] { "/api/balance", "/api/balances", "/api/transactions", "/api/users?username=alice" })
+            Assert.Equal(HttpStatusCode.Unauthorized, (await anonymous.GetAsync(path)).StatusCode);
+        Assert.Equal("100.00", await BalanceOf(app, alice.AccessToken));
+    }
+
+    [Fact]
+    public async Task HistoryIsNewestFirstPagedAndScopedToThePlayer()
+    {
+        await using var app = new BalanceApplication();
+        var alice = await app.LoginAsync("alice");
+        var bob = await app.LoginAsync("bob");
+        var op = await app.LoginAsync("operator");
+        for (int i = 1; i <= 5; i++)
+            await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "win", amount = $"{i}.00", currency = "USD", reference = $"round-{i}" });
+        await app.PostOkAsync(op.AccessToken, new { user_id = bob.UserId, type = "deposit", amount = "7.00", currency = "USD" });
+
+        using var http = app.Http(alice.AccessToken);
+        var page1 = await Json(await http.GetAsync("/api/transactions?limit=4"));
+        var items = page1.GetProperty("items").EnumerateArray().ToList();
+        Assert.Equal(4, items.Count);
+        Assert.Equal("round-5", items[0].GetProperty("reference").GetString());
+        Assert.All(items, i => Assert.Equal(alice.UserId, i.GetProperty("user_id").GetString()));
+        string next = page1.GetProperty("next_before").GetString()!;
+        Assert.Equal(items[^1].GetProperty("transaction_id").GetString(), next);
+        var page2 = await Json(await http.GetAsync($"/api/transactions?limit=4&before={next}"));
+        var rest = page2.GetProperty("items").EnumerateArray().ToList();
+        Assert.Equal(2, rest.Count); // round-1 and the demo opening deposit
+        Assert.Equal(JsonValueKind.Null, page2.GetProperty("next_before").ValueKind);
+        Assert.Equal("deposit", rest[^1].GetProperty("type").GetString());
+        Assert.Equal(1, rest[^1].GetProperty("version").GetInt64());
+
+        using var asOp = app.Http(op.AccessToken);
+        var all = await Json(await asOp.GetAsync("/api/transactions?limit=200"));
+        Assert.Equal(7, all.GetProperty("items").GetArrayLength());
+        var bobs = await Json(await asOp.GetAsync($"/api/transactions?user_id={bob.UserId}"));
+        Assert.Single(bobs.GetProperty("items").EnumerateArray());
+    }
+
+    [Fact]
+    public async Task OperatorsCreateAndFindUsers()
+    {
+        await using var app = new BalanceApplication();
+        var op = await app.LoginAsync("operator");
+        using var http = app.Http(op.AccessToken);
+        var created = await http.PostAsJsonAsync("/api/users", new { username = "carol", password = "password123", role = "player" });
+        Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+        var user = await Json(created);
+        var found = await Json(await http.GetAsync("/api/users?username=carol"));
+        Assert.Equal(user.GetProperty("user_id").GetString(), found[0].GetProperty("user_id").GetString());
+        Assert.Equal(0, (await Json(await http.GetAsync("/api/users?username=nobody"))).GetArrayLength());
+        Assert.Equal(HttpStatusCode.Conflict, (await http.PostAsJsonAsync("/api/users", new { username = "carol", password = "password123", role = "player" })).StatusCode);
+        var bad = await http.PostAsJsonAsync("/api/users", new { username = "x", password = "short", role = "admin" });
+        Assert.Equal(HttpStatusCode.BadRequest, bad.StatusCode);
+        var errors = (await Json(bad)).GetProperty("errors");
+        Assert.True(errors.TryGetProperty("username", out _) && errors.TryGetProperty("password", out _) && errors.TryGetProperty("role", out _));
+        var carol = await app.LoginAsync("carol", "password123");
+        Assert.Equal("player", carol.Role);
+    }
+
+    [Fact]
+    public async Task ARestartOnTheSameDatabaseKeepsEveryBalanceAndToken()
+    {
+        string path = Path.Combine(Path.GetTempPath(), "balance-tests", Guid.NewGuid().ToString("N"), "balance.db");
+        Login alice;
+        await using (var app = new BalanceApplication(databasePath: path))
+        {
+            alice = await app.LoginAsync("alice");
+            var op = await app.LoginAsync("operator");
+            await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "bet", amount = "12.34", currency = "USD" });
+            await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "500", currency = "JPY" });
+        }
+        await using (var app = new BalanceApplication(databasePath: path))
+        {
+            using var http = app.Http(alice.AccessToken); // the Development signing key is kept beside the database
+            var wallets = await Json(await http.GetAsync("/api/balances"));
+            var byCurrency = wallets.EnumerateArray().ToDictionary(w => w.GetProperty("currency").GetString()!, w => w);
+            Assert.Equal("87.66", byCurrency["USD"].GetProperty("balance").GetString());
+            Assert.Equal(2, byCurrency["USD"].GetProperty("version").GetInt64());
+            Assert.Equal("500", byCurrency["JPY"].GetProperty("balance").GetString());
+            // The demo seed ran again and did not deposit twice.
+            var history = await Json(await http.GetAsync("/api/transactions"));
+            Assert.Equal(3, history.GetProperty("items").GetArrayLength());
+        }
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        Directory.Delete(Path.GetDirectoryName(path)!, recursive: true);
+    }
+
+    [Fact]
+    public async Task OpenApiHealthAndReadinessAreServed()
+    {
+        await using var app = new BalanceApplication();
+        using var http = app.Http();
+        var openapi = await Json(await http.GetAsync("/openapi/v1.json"));
+        Assert.True(openapi.GetProperty("paths").TryGetProperty("/api/transactions", out _));
+        Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/healthz")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/readyz")).StatusCode);
+    }
+}

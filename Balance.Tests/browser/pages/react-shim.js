@@ -1,0 +1,4 @@
+// React 18 ships UMD builds only; this gives the page's import map an ES module named 'react'.
+const React = window.React;
+export const { useCallback, useEffect, useRef, useState, createElement } = React;
+export default React;

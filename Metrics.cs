@@ -1,0 +1,29 @@
+using System.Diagnostics.Metrics;
+
+namespace Balance;
+
+// The service's numbers as System.Diagnostics.Metrics instruments (meter "Balance"): read with
+// `dotnet-counters monitor -n Balance --counters Balance`, or scraped in Prometheus format at /metrics.
+public sealed class BalanceMetrics
+{
+    public const string MeterName = "Balance";
+
+    public BalanceMetrics(IMeterFactory factory, Ledger ledger, BalanceSocket sockets)
+    {
+        var meter = factory.Create(MeterName);
+        var s = sockets.Stats;
+        var l = ledger.Stats;
+        meter.CreateObservableUpDownCounter("balance.sockets.open", () => Volatile.Read(ref s.Open), "{socket}", "Open WebSockets, authenticated or not.");
+        meter.CreateObservableUpDownCounter("balance.sockets.authenticated", () => Volatile.Read(ref s.Authenticated), "{socket}", "Sockets that passed auth.");
+        meter.CreateObservableCounter("balance.messages.sent", () => Volatile.Read(ref s.Sent), "{message}", "Balance messages written to sockets.");
+        meter.CreateObservableCounter("balance.messages.coalesced", () => Volatile.Read(ref s.Coalesced), "{message}", "Balances replaced by a newer one while waiting in a socket's outbox.");
+        meter.CreateObservableCounter("balance.messages.dropped", () => Volatile.Read(ref s.Dropped), "{message}", "Balances not sent because the socket had already seen a newer version.");
+        meter.CreateObservableCounter("balance.ledger.commits", () => Volatile.Read(ref l.Transactions), "{transaction}", "Postings answered by a committed batch.");
+        meter.CreateObservableCounter("balance.ledger.batches", () => Volatile.Read(ref l.Batches), "{batch}", "SQLite transactions committed by the writer loop.");
+        var closes = meter.CreateCounter<long>("balance.sockets.closed", "{socket}", "Socket closes by close code.");
+        s.Closed += code => closes.Add(1, new KeyValuePair<string, object?>("code", code));
+        var latency = meter.CreateHistogram<double>("balance.ledger.commit.duration", "ms", "Time from the start of a batch to its durable commit.");
+        var size = meter.CreateHistogram<int>("balance.ledger.batch.size", "{transaction}", "Postings per committed batch (group commit).");
+        l.Committed += (n, ms) => { latency.Record(ms); size.Record(n); };
+    }
+}

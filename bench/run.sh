@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The benchmark in one command:   bench/run.sh [harness options, e.g. --sockets 500 --duration 10]
+# Builds Release, starts the service and the SignalR peer on fresh temp databases, runs the harness
+# (bench/Balance.Bench), prints the table, writes bench/results/latest.json, stops everything.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SERVICE_PORT=${SERVICE_PORT:-18080}
+PEER_PORT=${PEER_PORT:-18090}
+WORK=$(mktemp -d /tmp/balance-bench.XXXXXX)
+PIDS=()
+
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+wait_healthy() { # url, pid
+  for _ in $(seq 1 120); do
+    if curl -sf "$1/healthz" >/dev/null 2>&1; then return 0; fi
+    kill -0 "$2" 2>/dev/null || { echo "server $1 died; log:"; cat "$WORK"/*.log; return 1; }
+    sleep 0.5
+  done
+  echo "server $1 not healthy after 60 s"; return 1
+}
+
+echo "== building (Release)"
+dotnet build -c Release Balance.slnx -nologo -v q -clp:ErrorsOnly
+
+echo "== starting the service on :$SERVICE_PORT and the SignalR peer on :$PEER_PORT (temp dir $WORK)"
+# Development: demo operator account. Limits raised for the benchmark only: sockets per player,
+# unauthenticated sockets per source address, login attempts per address (setup logs in every player).
+env ASPNETCORE_ENVIRONMENT=Development Logging__LogLevel__Default=Warning \
+  ConnectionStrings__Balance="Data Source=$WORK/balance.db" \
+  Balance__Socket__MaxSocketsPerPlayer=64 Balance__Socket__MaxUnauthenticatedPerIp=100000 \
+  Auth__LoginAttemptsPerMinutePerIp=1000000 Auth__AccessTokenLifetime=01:00:00 \
+  dotnet bin/Release/net10.0/Balance.dll --urls "http://127.0.0.1:$SERVICE_PORT" >"$WORK/service.log" 2>&1 &
+PIDS+=($!); SERVICE_PID=$!
+env ASPNETCORE_ENVIRONMENT=Production Logging__LogLevel__Default=Warning \
+  ConnectionStrings__Balance="Data Source=$WORK/peer.db" \
+  dotnet bench/SignalRPeer/bin/Release/net10.0/SignalRPeer.dll --urls "http://127.0.0.1:$PEER_PORT" >"$WORK/peer.log" 2>&1 &
+PIDS+=($!); PEER_PID=$!
+wait_healthy "http://127.0.0.1:$SERVICE_PORT" "$SERVICE_PID"
+wait_healthy "http://127.0.0.1:$PEER_PORT" "$PEER_PID"
+
+echo "== running the harness"
+timeout 3600 bench/Balance.Bench/bin/Release/net10.0/Balance.Bench \
+  --service "http://127.0.0.1:$SERVICE_PORT" --service-pid "$SERVICE_PID" \
+  --peer "http://127.0.0.1:$PEER_PORT" --peer-pid "$PEER_PID" \
+  --work-dir "$WORK/harness" --out bench/results/latest.json "$@"
+echo "== service log tail"; tail -n 5 "$WORK/service.log" || true

@@ -1,0 +1,116 @@
+// Types for balance-client.js.
+
+export type BalanceStatus = 'connecting' | 'connected' | 'reconnecting' | 'fallback' | 'offline' | 'unauthorized' | 'closed';
+
+export const SUBPROTOCOL: 'balance.v2';
+export const STATUS: Readonly<{
+  CONNECTING: 'connecting'; CONNECTED: 'connected'; RECONNECTING: 'reconnecting'; FALLBACK: 'fallback';
+  OFFLINE: 'offline'; UNAUTHORIZED: 'unauthorized'; CLOSED: 'closed';
+}>;
+
+/** One wallet's balance, as sent by the socket and by GET /api/balance. */
+export interface BalanceMessage {
+  type: 'balance';
+  user_id: string;
+  /** A decimal string with the currency's decimals, e.g. "255.50". Never parse money into a float to compute with it. */
+  balance: string;
+  currency: string;
+  /** +1 per committed change of this wallet; the client shows only increasing versions. */
+  version: number;
+  transaction_id?: string | null;
+  transaction_type?: 'deposit' | 'withdrawal' | 'bet' | 'win' | 'rollback' | null;
+  updated_at?: string | null;
+}
+
+export type BalanceErrorCode =
+  | 'invalid_token' | 'forbidden' | 'bad_request' | 'token_expired' | 'token_unavailable' | 'token_refresh_failed'
+  | 'unauthorized' | 'frame_too_large' | 'connection_lost' | 'auth_timeout' | 'heartbeat_timeout' | 'poll_failed'
+  | 'socket_failed' | 'bad_message' | 'bad_balance' | 'listener_failed' | (string & {});
+
+export class BalanceError extends Error {
+  code: BalanceErrorCode;
+  /** The socket's close code, when the error came from a close frame. */
+  closeCode?: number;
+  /** The HTTP status, when the error came from polling. */
+  status?: number;
+}
+
+/** Why getToken is called: the token is about to expire, or it already has (4001, 401). */
+export type TokenReason = 'refresh' | 'expired';
+
+export interface BalanceClientOptions {
+  /** Returns a fresh access token (e.g. POST /api/auth/refresh). Without it, an expired token ends in 'unauthorized'. */
+  getToken?: ((reason: TokenReason) => Promise<string | null | undefined> | string | null | undefined) | null;
+  /** Where the REST API lives; default: baseUrl with ws→http, wss→https. */
+  restBaseUrl?: string | null;
+  onStatus?: ((status: BalanceStatus) => void) | null;
+  /** Every problem, transient ones included (the client recovers from those by itself). */
+  onError?: ((error: BalanceError) => void) | null;
+  /** Currency polled during the REST fallback and returned by getBalance(); default 'USD'. */
+  currency?: string;
+  /** Milliseconds to coalesce rapid updates per currency before listeners hear of them; default 0 (off). */
+  debounce?: number;
+  /** Where the last balance is kept for offline display; default localStorage, null for none. */
+  storage?: Pick<Storage, 'getItem' | 'setItem'> | null;
+  /** Reconnect backoff: full jitter between 0 and min(maxDelay, initialDelay * 2^failures); defaults 500 and 20000 ms. */
+  initialDelay?: number;
+  maxDelay?: number;
+  /** A connection that lived this long resets the backoff; default 5000 ms. */
+  stableAfter?: number;
+  /** Failed socket attempts in a row before polling REST; default 3. */
+  fallbackAfter?: number;
+  /** REST polling period during the fallback; default 5000 ms. */
+  pollInterval?: number;
+  /** How long to wait for auth_ok after the socket opens; default 10000 ms. */
+  authTimeout?: number;
+  /** Silence (no ping, no frame) after which a balance.v2 socket counts as dead; default 40000 ms (server pings every 15 s). */
+  heartbeatTimeout?: number;
+  /** Milliseconds before the token's exp to call getToken; default a quarter of its lifetime, 1 s to 60 s. false: never ahead. */
+  refreshAhead?: number | false | null;
+}
+
+export type BalanceListener = (data: BalanceMessage) => void;
+
+export class BalanceWebSocketService {
+  /** baseUrl as in the guide, e.g. 'wss://api.example.com' (default: this page's origin); the socket is baseUrl + '/ws/balance/player'. */
+  constructor(baseUrl: string | null | undefined, token: string | null, options?: BalanceClientOptions);
+  readonly baseUrl: string;
+  readonly restBaseUrl: string;
+  token: string | null;
+  ws: WebSocket | null;
+  readonly listeners: Set<BalanceListener>;
+  readonly status: BalanceStatus;
+  /** Set when the client stopped by itself ('unauthorized', or 'closed' after 1009); null otherwise. */
+  readonly error: BalanceError | null;
+  readonly isConnected: boolean;
+  /** The token's `sub`. */
+  readonly userId: string | null;
+  /** When the current access token expires (ms since epoch). */
+  readonly expiresAt: number | null;
+  /** Last known balance per currency (from the server, or from the cache until the server speaks). */
+  readonly balances: Map<string, BalanceMessage>;
+
+  connect(): void;
+  disconnect(): void;
+  /** Also called at once with the balances already known. */
+  addListener(callback: BalanceListener): void;
+  removeListener(callback: BalanceListener): void;
+  notifyListeners(data: BalanceMessage): void;
+  /** Re-authenticates the open socket; after 'unauthorized' it starts connecting again. */
+  updateToken(newToken: string): void;
+  authenticate(): void;
+  getBalance(currency?: string): BalanceMessage | null;
+  addStatusListener(callback: (status: BalanceStatus) => void): void;
+  removeStatusListener(callback: (status: BalanceStatus) => void): void;
+  addErrorListener(callback: (error: BalanceError) => void): void;
+  removeErrorListener(callback: (error: BalanceError) => void): void;
+}
+
+/** A service shared by everything on the page that watches the same user on the same server; release() when done. */
+export function acquireBalanceService(baseUrl: string | null | undefined, token: string, options?: BalanceClientOptions):
+  { service: BalanceWebSocketService; release(): void };
+
+export function decodeJwt(token: string): Record<string, unknown> | null;
+export function isValidBalance(data: unknown): data is BalanceMessage;
+
+export default BalanceWebSocketService;
