@@ -11,6 +11,7 @@ using Microsoft.Data.Sqlite;
 
 namespace Balance.Tests;
 
+[Collection("Load")]
 public sealed class DurabilityTests
 {
     [Fact]
@@ -25,6 +26,7 @@ public sealed class DurabilityTests
             var bodies = new ConcurrentDictionary<string, object>();
             List<string> players = [];
             string opToken;
+            Login firstPlayer;
 
             await using (var service = await ServiceProcess.StartAsync(db))
             {
@@ -36,6 +38,23 @@ public sealed class DurabilityTests
                         Assert.Equal(HttpStatusCode.Created, created.StatusCode);
                         players.Add((await created.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("user_id").GetString()!);
                     }
+
+                // A socket open through the crash: it sees the connection drop, then reconnects with the same token.
+                firstPlayer = await service.LoginAsync("crash0", "password123");
+                using var watcher = new ClientWebSocket();
+                using (var cts = new CancellationTokenSource(Patience.Long))
+                {
+                    await watcher.ConnectAsync(service.SocketUri, cts.Token);
+                    await watcher.SendAsync(Encoding.UTF8.GetBytes(JsonSerializer.Serialize(new { type = "auth", access_token = firstPlayer.AccessToken })), WebSocketMessageType.Text, true, cts.Token);
+                    Assert.Equal("0.00", (await ReceiveJsonAsync(watcher, cts.Token)).GetProperty("balance").GetString());
+                }
+                using var watching = new CancellationTokenSource();
+                var watched = Task.Run(async () =>
+                {
+                    try { while (true) await ReceiveJsonAsync(watcher, watching.Token); }
+                    catch (Exception ex) when (ex is WebSocketException or Xunit.Sdk.XunitException) { return "dropped"; }
+                    catch (OperationCanceledException) { return "still open"; }
+                });
 
                 using var stop = new CancellationTokenSource();
                 int committed = 0;
@@ -69,12 +88,14 @@ public sealed class DurabilityTests
                 })).ToList();
 
                 // Kill only once the load is well under way, so that requests are in flight.
-                var deadline = DateTime.UtcNow.AddSeconds(30);
+                var deadline = DateTime.UtcNow.AddSeconds(60);
                 while (Volatile.Read(ref committed) < 300 && DateTime.UtcNow < deadline) await Task.Delay(10);
                 Assert.True(Volatile.Read(ref committed) >= 300, "the load never got going");
                 service.Kill();
                 await Task.WhenAll(load).WaitAsync(TimeSpan.FromSeconds(60));
                 stop.Cancel();
+                watching.CancelAfter(Patience.Long);
+                Assert.Equal("dropped", await watched);
             }
 
             // Straight from the file: nothing half-written, the wallets are their ledgers.
@@ -114,9 +135,9 @@ public sealed class DurabilityTests
                 // A socket reconnecting after the crash gets the durable balance of every wallet.
                 for (int i = 0; i < players.Count; i++)
                 {
-                    var login = await service.LoginAsync($"crash{i}", "password123");
+                    var login = i == 0 ? firstPlayer : await service.LoginAsync($"crash{i}", "password123");
                     using var socket = new ClientWebSocket();
-                    using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+                    using var cts = new CancellationTokenSource(Patience.Long);
                     await socket.ConnectAsync(service.SocketUri, cts.Token);
                     await socket.SendAsync(Encoding.UTF8.GetBytes(JsonSerializer.Serialize(new { type = "auth", access_token = login.AccessToken, data = new { } })), WebSocketMessageType.Text, true, cts.Token);
                     var wallets = after.Wallets.Where(w => w.UserId == players[i]).ToList();
@@ -181,7 +202,7 @@ public sealed class DurabilityTests
                 Assert.Equal(firstId, replay.GetProperty("transaction_id").GetString());
                 await using var socket = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
                 var seen = new List<JsonElement>();
-                for (int i = 0; i < balancesAfter.Length; i++) seen.Add(await socket.ReceiveMessageAsync());
+                for (int i = 0; i < balancesAfter.Length; i++) seen.Add(await socket.ReceiveMessageAsync(Patience.Long));
                 Assert.Equal(balancesAfter.Select(b => b.GetProperty("balance").GetString()).Order(), seen.Select(b => b.GetProperty("balance").GetString()).Order());
                 LedgerAudit.Read(db).AssertConsistent();
             }
@@ -210,7 +231,7 @@ public sealed class DurabilityTests
         {
             await locker.OpenAsync();
             using (var cmd = locker.CreateCommand()) { cmd.CommandText = "BEGIN IMMEDIATE"; await cmd.ExecuteNonQueryAsync(); }
-            var clientPatience = Task.Delay(TimeSpan.FromSeconds(25)); // less than a typical client's 30 s timeout
+            var clientPatience = Task.Delay(TimeSpan.FromSeconds(28)); // less than a typical client's 30 s timeout
 
             var posts = Enumerable.Range(0, 3).Select(i => InvariantTests.Post(http, i == 0 ? key : InvariantTests.NewKey(), body)).ToList();
             // Reads keep working meanwhile (WAL).

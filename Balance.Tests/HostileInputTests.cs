@@ -137,9 +137,9 @@ public sealed class HostileInputTests
         await using var app = new BalanceApplication();
         var alice = await app.LoginAsync("alice");
         await using var socket = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
-        await socket.ReceiveMessageAsync();
+        await socket.ReceiveMessageAsync(Patience.Long);
         await socket.Socket.SendAsync("""{"type":"pong"}"""u8.ToArray(), WebSocketMessageType.Binary, true, CancellationToken.None);
-        Assert.Equal(4500, await socket.ReceiveCloseAsync());
+        Assert.Equal(4500, await socket.ReceiveCloseAsync(Patience.Long));
     }
 
     [Fact]
@@ -148,7 +148,7 @@ public sealed class HostileInputTests
         await using var app = new BalanceApplication();
         var alice = await app.LoginAsync("alice");
         await using var socket = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
-        await socket.ReceiveMessageAsync();
+        await socket.ReceiveMessageAsync(Patience.Long);
         var chunk = Encoding.UTF8.GetBytes(new string(' ', 1024));
         try
         {
@@ -156,7 +156,7 @@ public sealed class HostileInputTests
             for (int i = 0; i < 8; i++) await socket.Socket.SendAsync(chunk, WebSocketMessageType.Text, false, CancellationToken.None);
         }
         catch (Exception ex) when (ex is WebSocketException or IOException) { } // the server may hang up mid-message
-        Assert.Equal(1009, await socket.ReceiveCloseAsync());
+        Assert.Equal(1009, await socket.ReceiveCloseAsync(Patience.Long));
     }
 
     [Fact]
@@ -170,7 +170,7 @@ public sealed class HostileInputTests
         // connection are both that; what must not happen is anything else arriving, or the service suffering.
         try
         {
-            int code = await socket.ReceiveCloseAsync();
+            int code = await socket.ReceiveCloseAsync(Patience.Long);
             Assert.True(code is 1007 or 4500, $"closed with {code}");
         }
         catch (WebSocketException) { Assert.NotEqual(WebSocketState.Open, socket.Socket.State); }
@@ -183,7 +183,7 @@ public sealed class HostileInputTests
         await using var app = new BalanceApplication();
         await using var socket = await app.OpenSocketAsync();
         await socket.SendTextAsync("{\"type\":\"auth\",\"data\":" + new string('[', 1000) + new string(']', 1000) + "}");
-        Assert.Equal(4500, await socket.ReceiveCloseAsync());
+        Assert.Equal(4500, await socket.ReceiveCloseAsync(Patience.Long));
         await AssertStillServesAsync(app);
     }
 
@@ -199,9 +199,9 @@ public sealed class HostileInputTests
         await using var app = new BalanceApplication();
         var alice = await app.LoginAsync("alice");
         await using var socket = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
-        await socket.ReceiveMessageAsync();
+        await socket.ReceiveMessageAsync(Patience.Long);
         await socket.SendTextAsync(text);
-        Assert.Equal(4500, await socket.ReceiveCloseAsync());
+        Assert.Equal(4500, await socket.ReceiveCloseAsync(Patience.Long));
         using var mine = app.Http(alice.AccessToken);
         Assert.Equal("100.00", (await mine.GetFromJsonAsync<JsonElement>("/api/balance")).GetProperty("balance").GetString());
     }
@@ -214,22 +214,22 @@ public sealed class HostileInputTests
         var op = await app.LoginAsync("operator");
         await using var flooder = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
         await using var calm = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
-        await flooder.ReceiveMessageAsync();
-        await calm.ReceiveMessageAsync();
+        await flooder.ReceiveMessageAsync(Patience.Long);
+        await calm.ReceiveMessageAsync(Patience.Long);
         try
         {
             for (int i = 0; i < 50; i++) await flooder.SendTextAsync("""{"type":"pong"}""");
         }
         catch (Exception ex) when (ex is WebSocketException or IOException or OperationCanceledException) { }
-        Assert.Equal(1008, await flooder.ReceiveCloseAsync());
+        Assert.Equal(1008, await flooder.ReceiveCloseAsync(Patience.Long));
         await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "win", amount = "1.00", currency = "USD" });
-        Assert.Equal("101.00", (await calm.ReceiveMessageAsync()).GetProperty("balance").GetString());
+        Assert.Equal("101.00", (await calm.ReceiveMessageAsync(Patience.Long)).GetProperty("balance").GetString());
     }
 
     [Fact]
     public async Task UnauthenticatedSocketsAreCappedPerAddressWith429AndTimedOutWith4002()
     {
-        await using var app = new BalanceApplication(new() { ["Balance:Socket:MaxUnauthenticatedPerIp"] = "4", ["Balance:Socket:AuthTimeout"] = "00:00:02" });
+        await using var app = new BalanceApplication(new() { ["Balance:Socket:MaxUnauthenticatedPerIp"] = "4", ["Balance:Socket:AuthTimeout"] = "00:00:08" });
         var alice = await app.LoginAsync("alice");
         var idle = new List<TestSocket>();
         for (int i = 0; i < 4; i++) idle.Add(await app.OpenSocketAsync());
@@ -237,7 +237,7 @@ public sealed class HostileInputTests
         using (var refused = new ClientWebSocket())
         {
             refused.Options.CollectHttpResponseDetails = true;
-            using var cts = new CancellationTokenSource(BalanceApplication.ReceiveTimeout);
+            using var cts = new CancellationTokenSource(Patience.Long);
             await Assert.ThrowsAsync<WebSocketException>(() => refused.ConnectAsync(app.SocketUri, cts.Token));
             Assert.Equal(HttpStatusCode.TooManyRequests, refused.HttpStatusCode);
             Assert.True(refused.HttpResponseHeaders?.ContainsKey("Retry-After") == true, "429 without Retry-After");
@@ -245,13 +245,13 @@ public sealed class HostileInputTests
 
         // Authenticating frees the slot at once.
         await idle[0].SendAuthAsync(alice.AccessToken);
-        Assert.Equal("100.00", (await idle[0].ReceiveMessageAsync()).GetProperty("balance").GetString());
+        Assert.Equal("100.00", (await idle[0].ReceiveMessageAsync(Patience.Long)).GetProperty("balance").GetString());
         await using (var next = await app.OpenSocketAsync()) { }
 
         // The rest never authenticate: the deadline closes them, and then the address may connect again.
         foreach (var socket in idle.Skip(1))
         {
-            Assert.Equal(4002, await socket.ReceiveCloseAsync(TimeSpan.FromSeconds(15)));
+            Assert.Equal(4002, await socket.ReceiveCloseAsync(Patience.Long));
             await socket.DisposeAsync();
         }
         var fresh = new List<TestSocket>();
@@ -262,7 +262,7 @@ public sealed class HostileInputTests
             catch (WebSocketException ex) when (ex.Message.Contains("429") && DateTime.UtcNow < deadline) { await Task.Delay(100); } // the server is still letting go of the closed ones
         }
         await fresh[0].SendAuthAsync(alice.AccessToken);
-        Assert.Equal("100.00", (await fresh[0].ReceiveMessageAsync()).GetProperty("balance").GetString());
+        Assert.Equal("100.00", (await fresh[0].ReceiveMessageAsync(Patience.Long)).GetProperty("balance").GetString());
         foreach (var socket in fresh.Append(idle[0])) await socket.DisposeAsync();
     }
 
@@ -270,6 +270,6 @@ public sealed class HostileInputTests
     {
         var alice = await app.LoginAsync("alice");
         await using var socket = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
-        Assert.Equal("100.00", (await socket.ReceiveMessageAsync()).GetProperty("balance").GetString());
+        Assert.Equal("100.00", (await socket.ReceiveMessageAsync(Patience.Long)).GetProperty("balance").GetString());
     }
 }

@@ -8,7 +8,13 @@ using Microsoft.Data.Sqlite;
 
 namespace Balance.Tests;
 
+// The load-heavy proofs run alone, after the parallel tests: they would otherwise starve the timing-sensitive
+// socket tests of CPU on a 2-core machine, and be starved by them.
+[CollectionDefinition("Load", DisableParallelization = true)]
+public sealed class LoadCollection;
+
 // Jepsen's bank test, for wallets: many clients move money at once, then every wallet must equal its ledger.
+[Collection("Load")]
 public sealed class InvariantTests
 {
     private static readonly string[] Currencies = ["USD", "EUR", "JPY"];
@@ -35,6 +41,28 @@ public sealed class InvariantTests
 
         var history = new History();
         var bets = new ConcurrentBag<string>();
+        // Sockets also come and go during the load: a snapshot taken mid-stream must never go back in time.
+        using var loadDone = new CancellationTokenSource();
+        var churned = new List<(string PlayerId, SocketRecorder Socket)>();
+        var churn = Task.Run(async () =>
+        {
+            var random = new Random(seed - 1);
+            while (!loadDone.IsCancellationRequested)
+            {
+                var (id, login) = players[random.Next(players.Count)];
+                var socket = await SocketRecorder.OpenAsync(app, login.AccessToken);
+                await socket.WaitForAsync(m => m.Count > 0, "the snapshot");
+                churned.Add((id, socket));
+                var mine = churned.Where(c => c.PlayerId == id).ToList();
+                if (mine.Count > 2)
+                {
+                    mine[0].Socket.AssertOnlyOwnBalancesWithRisingVersions(id);
+                    await mine[0].Socket.DisposeAsync();
+                    churned.Remove(mine[0]);
+                }
+                await Task.Delay(random.Next(20, 150));
+            }
+        });
         await Task.WhenAll(Enumerable.Range(0, workers).Select(w => Task.Run(async () =>
         {
             var random = new Random(seed + w);
@@ -77,6 +105,9 @@ public sealed class InvariantTests
                 }
             }
         })));
+        loadDone.Cancel();
+        await churn;
+        recorders.AddRange(churned);
 
         // The ledger, read from the database file: every wallet equals the sum of its entries.
         var audit = LedgerAudit.Read(app.DatabasePath);
@@ -127,6 +158,76 @@ public sealed class InvariantTests
             }
         }
         foreach (var (_, socket) in recorders) await socket.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task TwentyConcurrentBetsOfTenAgainstOneHundredLeaveExactlyZero()
+    {
+        await using var app = new BalanceApplication();
+        var op = await app.LoginAsync("operator");
+        var alice = await app.LoginAsync("alice");
+        var responses = await Task.WhenAll(Enumerable.Range(0, 20).Select(_ => Task.Run(async () =>
+        {
+            using var http = app.Http(op.AccessToken);
+            return await Post(http, NewKey(), new { user_id = alice.UserId, type = "bet", amount = "10.00", currency = "USD" });
+        })));
+        Assert.Equal(10, responses.Count(r => r.StatusCode == HttpStatusCode.Created));
+        Assert.Equal(10, responses.Count(r => r.StatusCode == HttpStatusCode.Conflict));
+        foreach (var refused in responses.Where(r => r.StatusCode == HttpStatusCode.Conflict))
+            Assert.Equal("insufficient_funds", (await refused.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("code").GetString());
+        var audit = LedgerAudit.Read(app.DatabasePath);
+        audit.AssertConsistent();
+        Assert.Equal(0, audit.Wallet(alice.UserId, "USD")!.Balance);
+        Assert.Equal(11, audit.Wallet(alice.UserId, "USD")!.Version);
+    }
+
+    [Fact]
+    public async Task ConcurrentRollbacksOfOneBetReverseItExactlyOnce()
+    {
+        await using var app = new BalanceApplication();
+        var op = await app.LoginAsync("operator");
+        var alice = await app.LoginAsync("alice");
+        string bet = (await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "bet", amount = "30.00", currency = "USD" })).GetProperty("transaction_id").GetString()!;
+        var responses = await Task.WhenAll(Enumerable.Range(0, 12).Select(i => Task.Run(async () =>
+        {
+            using var http = app.Http(op.AccessToken);
+            // Different keys, and the id in both cases: still one bet, one rollback.
+            return await Post(http, NewKey(), new { type = "rollback", reverses = i % 2 == 0 ? bet : bet.ToUpperInvariant() });
+        })));
+        Assert.Single(responses, r => r.StatusCode == HttpStatusCode.Created);
+        foreach (var refused in responses.Where(r => r.StatusCode != HttpStatusCode.Created))
+        {
+            Assert.Equal(HttpStatusCode.Conflict, refused.StatusCode);
+            Assert.Equal("already_reversed", (await refused.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("code").GetString());
+        }
+        var audit = LedgerAudit.Read(app.DatabasePath);
+        audit.AssertConsistent();
+        Assert.Equal(100_00, audit.Wallet(alice.UserId, "USD")!.Balance);
+    }
+
+    [Fact]
+    public async Task ConcurrentRequestsWithOneKeyButDifferentBodiesHaveOneEffect()
+    {
+        await using var app = new BalanceApplication();
+        var op = await app.LoginAsync("operator");
+        var alice = await app.LoginAsync("alice");
+        string key = NewKey();
+        var responses = await Task.WhenAll(Enumerable.Range(0, 10).Select(i => Task.Run(async () =>
+        {
+            using var http = app.Http(op.AccessToken);
+            return await Post(http, key, new { user_id = alice.UserId, type = "deposit", amount = $"{i + 1}.00", currency = "USD" });
+        })));
+        var created = responses.Where(r => r.StatusCode == HttpStatusCode.Created).ToList();
+        Assert.Single(created);
+        foreach (var refused in responses.Except(created))
+        {
+            Assert.Equal(HttpStatusCode.Conflict, refused.StatusCode);
+            Assert.Equal("idempotency_conflict", (await refused.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("code").GetString());
+        }
+        var audit = LedgerAudit.Read(app.DatabasePath);
+        audit.AssertConsistent();
+        Assert.Equal(2, audit.Rows.Count);
+        Assert.Equal(key, audit.Rows[^1].IdempotencyKey);
     }
 
     internal static string NewKey() => Guid.NewGuid().ToString("N");
@@ -241,6 +342,12 @@ public sealed class InvariantTests
             Assert.Equal(byId.Count, audit.Rows.Count);
         }
     }
+}
+
+// Waits in these tests are generous: the machine may be loaded; a missing message still fails, only later.
+internal static class Patience
+{
+    public static readonly TimeSpan Long = TimeSpan.FromSeconds(30);
 }
 
 // The database file, read directly and read-only: what is durable, whatever the API says.
@@ -373,7 +480,7 @@ public sealed class SocketRecorder : IAsyncDisposable
     /// Waits (generously) until the messages so far satisfy the condition; returns them.
     public async Task<IReadOnlyList<JsonElement>> WaitForAsync(Func<IReadOnlyList<JsonElement>, bool> condition, string what, TimeSpan? timeout = null)
     {
-        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(20));
+        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(30));
         while (true)
         {
             var now = Snapshot();

@@ -48,6 +48,13 @@ public sealed class SecurityTests
         return copy;
     }
 
+    private static async Task<string?> ProblemCode(HttpResponseMessage response)
+    {
+        if (response.Content.Headers.ContentType?.MediaType != "application/problem+json") return null;
+        try { return JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.GetProperty("code").GetString(); }
+        catch (Exception) { return null; }
+    }
+
     private static long Now => DateTimeOffset.UtcNow.ToUnixTimeSeconds();
 
     [Fact]
@@ -88,8 +95,9 @@ public sealed class SecurityTests
             request.Headers.TryAddWithoutValidation("Authorization", "Bearer " + token);
             var response = await http.SendAsync(request);
             if (response.StatusCode != HttpStatusCode.Unauthorized) failures.Add($"{what}: REST {response.StatusCode}");
+            else if (await ProblemCode(response) is null) failures.Add($"{what}: 401 without a problem code");
             await using var socket = await app.OpenAuthenticatedSocketAsync(token);
-            int code = await socket.ReceiveCloseAsync();
+            int code = await socket.ReceiveCloseAsync(Patience.Long);
             if (code != socketClose) failures.Add($"{what}: socket closed {code}, expected {socketClose}");
         }
         // A forged operator token cannot post money either.
@@ -104,14 +112,16 @@ public sealed class SecurityTests
     [Fact]
     public async Task AnAccessTokenStopsWorkingOnceExpiredByMoreThanTheSkew()
     {
-        await using var app = new BalanceApplication(new() { ["Auth:AccessTokenLifetime"] = "00:00:02", ["Auth:ClockSkew"] = "00:00:01" });
+        await using var app = new BalanceApplication(new() { ["Auth:AccessTokenLifetime"] = "00:00:08", ["Auth:ClockSkew"] = "00:00:01" });
         var alice = await app.LoginAsync("alice");
         using var http = app.Http(alice.AccessToken);
         Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/api/balance")).StatusCode);
-        await Task.Delay(TimeSpan.FromSeconds(4.5)); // past exp (2 s) + skew (1 s), with margin
+        var expires = DateTimeOffset.FromUnixTimeSeconds(Payload(alice.AccessToken)["exp"]!.GetValue<long>());
+        var wait = expires + TimeSpan.FromSeconds(1) + TimeSpan.FromSeconds(1.5) - DateTimeOffset.UtcNow; // past exp + skew, with margin
+        if (wait > TimeSpan.Zero) await Task.Delay(wait);
         Assert.Equal(HttpStatusCode.Unauthorized, (await http.GetAsync("/api/balance")).StatusCode);
         await using var socket = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
-        Assert.Equal(4001, await socket.ReceiveCloseAsync());
+        Assert.Equal(4001, await socket.ReceiveCloseAsync(Patience.Long));
     }
 
     [Fact]
@@ -134,9 +144,12 @@ public sealed class SecurityTests
         Assert.All(own, t => Assert.Equal(alice.UserId, t.GetProperty("user_id").GetString()));
 
         Assert.Equal(HttpStatusCode.Forbidden, (await operatorHttp.GetAsync("/api/balance")).StatusCode);
-        Assert.Equal(HttpStatusCode.Forbidden, (await operatorHttp.GetAsync("/api/balances")).StatusCode);
+        var forbidden = await operatorHttp.GetAsync("/api/balances");
+        Assert.Equal(HttpStatusCode.Forbidden, forbidden.StatusCode);
+        Assert.Equal("forbidden", await ProblemCode(forbidden));
+        Assert.Equal("forbidden", await ProblemCode(post));
         await using var socket = await app.OpenAuthenticatedSocketAsync(op.AccessToken);
-        Assert.Equal(4503, await socket.ReceiveCloseAsync());
+        Assert.Equal(4503, await socket.ReceiveCloseAsync(Patience.Long));
         Assert.Equal("100.00", (await player.GetFromJsonAsync<JsonElement>("/api/balance")).GetProperty("balance").GetString());
         Assert.Empty(await app.Http(op.AccessToken).GetFromJsonAsync<JsonElement[]>("/api/users?username=mallory") ?? []);
     }
@@ -149,7 +162,7 @@ public sealed class SecurityTests
         await using var app = new BalanceApplication(new()
         {
             ["Balance:Socket:AllowedOrigins:0"] = "https://casino.example",
-            ["Balance:Socket:AuthTimeout"] = "00:00:01",
+            ["Balance:Socket:AuthTimeout"] = "00:00:05",
         });
         var alice = await app.LoginAsync("alice");
         foreach (string origin in new[] { "https://evil.example", "null", "http://127.0.0.1.evil.example", "https://casino.example.evil.example", "http://localhost.evil.example:8080" })
@@ -157,7 +170,7 @@ public sealed class SecurityTests
             using var ws = new ClientWebSocket();
             ws.Options.CollectHttpResponseDetails = true;
             ws.Options.SetRequestHeader("Origin", origin);
-            using var cts = new CancellationTokenSource(BalanceApplication.ReceiveTimeout);
+            using var cts = new CancellationTokenSource(Patience.Long);
             var refused = await Record.ExceptionAsync(() => ws.ConnectAsync(app.SocketUri, cts.Token));
             Assert.True(refused is WebSocketException, $"Origin {origin} was let in");
             Assert.True(ws.HttpStatusCode == HttpStatusCode.Forbidden, $"{origin}: {ws.HttpStatusCode}");
@@ -165,14 +178,16 @@ public sealed class SecurityTests
 
         // Same origin, a configured origin, and no Origin at all (not a browser) may connect, but get nothing before auth.
         string self = new UriBuilder(app.BaseAddress) { Path = "" }.Uri.GetLeftPart(UriPartial.Authority);
-        foreach (string? origin in new[] { self, "https://casino.example", null })
+        await Task.WhenAll(new[] { self, "https://casino.example", null }.Select(async origin =>
         {
-            await using (var unauthenticated = await app.OpenSocketAsync(origin: origin))
-                Assert.Equal(4002, await unauthenticated.ReceiveCloseAsync());
-            await using var socket = await app.OpenSocketAsync(origin: origin);
-            await socket.SendAuthAsync(alice.AccessToken);
-            Assert.Equal("100.00", (await socket.ReceiveMessageAsync()).GetProperty("balance").GetString());
-        }
+            await using (var socket = await app.OpenSocketAsync(origin: origin))
+            {
+                await socket.SendAuthAsync(alice.AccessToken);
+                Assert.Equal("100.00", (await socket.ReceiveMessageAsync(Patience.Long)).GetProperty("balance").GetString());
+            }
+            await using var unauthenticated = await app.OpenSocketAsync(origin: origin);
+            Assert.Equal(4002, await unauthenticated.ReceiveCloseAsync(Patience.Long));
+        }));
     }
 
     [Fact]
@@ -183,17 +198,17 @@ public sealed class SecurityTests
         var op = await app.LoginAsync("operator");
         await using var first = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
         await using var second = await app.OpenAuthenticatedSocketAsync((await app.LoginAsync("alice")).AccessToken);
-        await first.ReceiveMessageAsync();
-        await second.ReceiveMessageAsync();
+        await first.ReceiveMessageAsync(Patience.Long);
+        await second.ReceiveMessageAsync(Patience.Long);
         await using (var third = await app.OpenAuthenticatedSocketAsync(alice.AccessToken))
-            Assert.Equal(4004, await third.ReceiveCloseAsync());
+            Assert.Equal(4004, await third.ReceiveCloseAsync(Patience.Long));
         // Bob is not affected by Alice's cap.
         await using (var bob = await app.OpenAuthenticatedSocketAsync((await app.LoginAsync("bob")).AccessToken))
-            Assert.Equal("0.00", (await bob.ReceiveMessageAsync()).GetProperty("balance").GetString());
+            Assert.Equal("0.00", (await bob.ReceiveMessageAsync(Patience.Long)).GetProperty("balance").GetString());
 
         await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "win", amount = "1.00", currency = "USD" });
-        Assert.Equal("101.00", (await first.ReceiveMessageAsync()).GetProperty("balance").GetString());
-        Assert.Equal("101.00", (await second.ReceiveMessageAsync()).GetProperty("balance").GetString());
+        Assert.Equal("101.00", (await first.ReceiveMessageAsync(Patience.Long)).GetProperty("balance").GetString());
+        Assert.Equal("101.00", (await second.ReceiveMessageAsync(Patience.Long)).GetProperty("balance").GetString());
 
         // Closing one frees its place.
         await first.DisposeAsync();
@@ -201,7 +216,7 @@ public sealed class SecurityTests
         while (true)
         {
             await using var again = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
-            var message = await again.ReceiveAsync();
+            var message = await again.ReceiveAsync(Patience.Long);
             if (message is { } m) { Assert.Equal("101.00", m.GetProperty("balance").GetString()); break; }
             Assert.Equal(4004, (int?)again.Socket.CloseStatus); // still full while the server lets go of the closed one
             Assert.True(DateTime.UtcNow < deadline, "the closed socket's place was never freed");
@@ -219,22 +234,22 @@ public sealed class SecurityTests
         await using var phoneTab1 = await app.OpenAuthenticatedSocketAsync(phone.AccessToken);
         await using var phoneTab2 = await app.OpenSocketAsync(bearer: phone.AccessToken);
         await using var laptopTab = await app.OpenAuthenticatedSocketAsync(laptop.AccessToken);
-        foreach (var s in new[] { phoneTab1, phoneTab2, laptopTab }) await s.ReceiveMessageAsync();
+        foreach (var s in new[] { phoneTab1, phoneTab2, laptopTab }) await s.ReceiveMessageAsync(Patience.Long);
 
         using (var http = app.Http(phone.AccessToken))
             Assert.Equal(HttpStatusCode.NoContent, (await http.PostAsJsonAsync("/api/auth/logout", new { refresh_token = phone.RefreshToken })).StatusCode);
-        Assert.Equal(4503, await phoneTab1.ReceiveCloseAsync());
-        Assert.Equal(4503, await phoneTab2.ReceiveCloseAsync());
+        Assert.Equal(4503, await phoneTab1.ReceiveCloseAsync(Patience.Long));
+        Assert.Equal(4503, await phoneTab2.ReceiveCloseAsync(Patience.Long));
 
         using (var http = app.Http(phone.AccessToken))
             Assert.Equal(HttpStatusCode.Unauthorized, (await http.GetAsync("/api/balance")).StatusCode);
         using (var http = app.Http())
             Assert.Equal(HttpStatusCode.Unauthorized, (await http.PostAsJsonAsync("/api/auth/refresh", new { refresh_token = phone.RefreshToken })).StatusCode);
         await using (var reopened = await app.OpenAuthenticatedSocketAsync(phone.AccessToken))
-            Assert.Equal(4503, await reopened.ReceiveCloseAsync());
+            Assert.Equal(4503, await reopened.ReceiveCloseAsync(Patience.Long));
 
         await app.PostOkAsync(op.AccessToken, new { user_id = phone.UserId, type = "win", amount = "2.00", currency = "USD" });
-        Assert.Equal("102.00", (await laptopTab.ReceiveMessageAsync()).GetProperty("balance").GetString());
+        Assert.Equal("102.00", (await laptopTab.ReceiveMessageAsync(Patience.Long)).GetProperty("balance").GetString());
     }
 
     [Fact]
@@ -254,20 +269,20 @@ public sealed class SecurityTests
         await using var oldTab = await app.OpenAuthenticatedSocketAsync(stolen.AccessToken);
         await using var newTab = await app.OpenAuthenticatedSocketAsync(access2);
         await using var otherTab = await app.OpenAuthenticatedSocketAsync(other.AccessToken);
-        foreach (var s in new[] { oldTab, newTab, otherTab }) await s.ReceiveMessageAsync();
+        foreach (var s in new[] { oldTab, newTab, otherTab }) await s.ReceiveMessageAsync(Patience.Long);
 
         var reuse = await anonymous.PostAsJsonAsync("/api/auth/refresh", new { refresh_token = stolen.RefreshToken });
         Assert.Equal(HttpStatusCode.Unauthorized, reuse.StatusCode);
         Assert.Equal("refresh_token_reused", (await reuse.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("code").GetString());
-        Assert.Equal(4503, await oldTab.ReceiveCloseAsync());
-        Assert.Equal(4503, await newTab.ReceiveCloseAsync());
+        Assert.Equal(4503, await oldTab.ReceiveCloseAsync(Patience.Long));
+        Assert.Equal(4503, await newTab.ReceiveCloseAsync(Patience.Long));
 
         // Every token of that login is dead; the other login is untouched.
         using (var http = app.Http(access2)) Assert.Equal(HttpStatusCode.Unauthorized, (await http.GetAsync("/api/balance")).StatusCode);
         Assert.Equal(HttpStatusCode.Unauthorized, (await anonymous.PostAsJsonAsync("/api/auth/refresh", new { refresh_token = refresh2 })).StatusCode);
         using (var http = app.Http(other.AccessToken)) Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/api/balance")).StatusCode);
         await app.PostOkAsync(op.AccessToken, new { user_id = other.UserId, type = "win", amount = "3.00", currency = "USD" });
-        Assert.Equal("103.00", (await otherTab.ReceiveMessageAsync()).GetProperty("balance").GetString());
+        Assert.Equal("103.00", (await otherTab.ReceiveMessageAsync(Patience.Long)).GetProperty("balance").GetString());
     }
 
     [Fact]
@@ -373,12 +388,12 @@ public sealed class SecurityTests
         string access2 = pair.GetProperty("access_token").GetString()!, refresh2 = pair.GetProperty("refresh_token").GetString()!;
         await using (var socket = await app.OpenAuthenticatedSocketAsync(access2))
         {
-            await socket.ReceiveMessageAsync();
+            await socket.ReceiveMessageAsync(Patience.Long);
             await app.PostOkAsync(op.AccessToken, new { user_id = carol.UserId, type = "deposit", amount = "10.00", currency = "USD" });
-            await socket.ReceiveMessageAsync();
+            await socket.ReceiveMessageAsync(Patience.Long);
         }
-        await using (var socket = await app.OpenSocketAsync(bearer: access2)) await socket.ReceiveMessageAsync();
-        await using (var socket = await app.OpenAuthenticatedSocketAsync(carol.AccessToken[..^4] + "AAAA")) await socket.ReceiveCloseAsync();
+        await using (var socket = await app.OpenSocketAsync(bearer: access2)) await socket.ReceiveMessageAsync(Patience.Long);
+        await using (var socket = await app.OpenAuthenticatedSocketAsync(carol.AccessToken[..^4] + "AAAA")) await socket.ReceiveCloseAsync(Patience.Long);
         using (var http = app.Http(access2)) await http.GetAsync("/api/balance");
         using (var http = app.Http(carol.AccessToken[..^4] + "AAAA")) await http.GetAsync("/api/balance");
         await anonymous.PostAsJsonAsync("/api/auth/refresh", new { refresh_token = carol.RefreshToken }); // reuse
@@ -402,7 +417,11 @@ public sealed class SecurityTests
         var leaks = (from line in lines from secret in secrets where line.Contains(secret.Value, StringComparison.Ordinal) select $"{secret.Key} in: {line}").ToList();
         Assert.True(leaks.Count == 0, string.Join("\n", leaks.Take(10)));
     }
+}
 
+[Collection("Load")]
+public sealed class SlowConsumerTests
+{
     // ---- slow consumers ----
 
     [Fact]
@@ -441,7 +460,7 @@ public sealed class SecurityTests
         };
         using var invoker = new HttpMessageInvoker(handler);
         using var slow = new ClientWebSocket();
-        using (var cts = new CancellationTokenSource(BalanceApplication.ReceiveTimeout))
+        using (var cts = new CancellationTokenSource(Patience.Long))
         {
             await slow.ConnectAsync(app.SocketUri, invoker, cts.Token);
             await slow.SendAsync(Encoding.UTF8.GetBytes(JsonSerializer.Serialize(new { type = "auth", access_token = alice.AccessToken })), WebSocketMessageType.Text, true, cts.Token);
