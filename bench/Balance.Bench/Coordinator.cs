@@ -287,13 +287,15 @@ public static class Coordinator
             r.Ratios["balance_max / sqlite_batched"] = max.TxPerSecond / r.SqliteBatched;
             if (noop is not null) r.Ratios["balance_max / noop_endpoint"] = max.TxPerSecond / noop.TxPerSecond;
         }
-        if (half is not null && peerHalf is not null)
+        // Only where both sides delivered (a peer that fell behind has no meaningful p99 or rate here).
+        static bool Delivered(Phase? p) => p is { Delivery.Count: > 0, Deliveries: > 0 };
+        if (Delivered(half) && Delivered(peerHalf))
         {
-            r.Ratios["delivery_p99 balance / signalr (half rate)"] = half.Delivery!.P99Ms / Math.Max(0.001, peerHalf.Delivery!.P99Ms);
+            r.Ratios["delivery_p99 balance / signalr (half rate)"] = half!.Delivery!.P99Ms / Math.Max(0.001, peerHalf!.Delivery!.P99Ms);
             r.Ratios["deliveries_per_cpu_s balance / signalr (half rate)"] = half.DeliveriesPerCpuSecond / Math.Max(0.001, peerHalf.DeliveriesPerCpuSecond);
         }
-        if (max is not null && peerMax is not null)
-            r.Ratios["deliveries_per_cpu_s balance / signalr (max)"] = max.DeliveriesPerCpuSecond / Math.Max(0.001, peerMax.DeliveriesPerCpuSecond);
+        if (Delivered(max) && Delivered(peerMax))
+            r.Ratios["deliveries_per_cpu_s balance / signalr (max)"] = max!.DeliveriesPerCpuSecond / Math.Max(0.001, peerMax!.DeliveriesPerCpuSecond);
         var bs = r.Sockets.FirstOrDefault(s => s.Target == "balance");
         var ps = r.Sockets.FirstOrDefault(s => s.Target == "signalr");
         if (bs is not null && ps is not null && ps.RssBytesPerSocket > 0) r.Ratios["rss_per_socket balance / signalr"] = bs.RssBytesPerSocket / ps.RssBytesPerSocket;
