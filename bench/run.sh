@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SERVICE_PORT=${SERVICE_PORT:-18080}
 PEER_PORT=${PEER_PORT:-18090}
+# SERVICE_ENV / PEER_ENV: extra VAR=value settings for the servers (experiments, e.g. SERVICE_ENV="DOTNET_gcServer=0").
 WORK=$(mktemp -d /tmp/balance-bench.XXXXXX)
 PIDS=()
 
@@ -34,13 +35,13 @@ dotnet build -c Release Balance.slnx -nologo -v q -clp:ErrorsOnly
 echo "== starting the service on :$SERVICE_PORT and the SignalR peer on :$PEER_PORT (temp dir $WORK)"
 # Development: demo operator account. Limits raised for the benchmark only: sockets per player,
 # unauthenticated sockets per source address, login attempts per address (setup logs in every player).
-env ASPNETCORE_ENVIRONMENT=Development Logging__LogLevel__Default=Warning \
+env ${SERVICE_ENV:-} ASPNETCORE_ENVIRONMENT=Development Logging__LogLevel__Default=Warning \
   ConnectionStrings__Balance="Data Source=$WORK/balance.db" \
   Balance__Socket__MaxSocketsPerPlayer=64 Balance__Socket__MaxUnauthenticatedPerIp=100000 \
   Auth__LoginAttemptsPerMinutePerIp=1000000 Auth__AccessTokenLifetime=01:00:00 \
   dotnet bin/Release/net10.0/Balance.dll --urls "http://127.0.0.1:$SERVICE_PORT" >"$WORK/service.log" 2>&1 &
 PIDS+=($!); SERVICE_PID=$!
-env ASPNETCORE_ENVIRONMENT=Production Logging__LogLevel__Default=Warning \
+env ${PEER_ENV:-} ASPNETCORE_ENVIRONMENT=Production Logging__LogLevel__Default=Warning \
   ConnectionStrings__Balance="Data Source=$WORK/peer.db" \
   dotnet bench/SignalRPeer/bin/Release/net10.0/SignalRPeer.dll --urls "http://127.0.0.1:$PEER_PORT" >"$WORK/peer.log" 2>&1 &
 PIDS+=($!); PEER_PID=$!

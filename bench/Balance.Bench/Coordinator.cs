@@ -27,6 +27,7 @@ public sealed class Phase
     public Latency Response { get; set; } = new(0, 0, 0, 0, 0);
     public Latency? Delivery { get; set; }
     public Latency? AllSockets { get; set; }
+    public Latency? AfterResponse { get; set; } // socket arrival − HTTP response arrival (≤ 0 counted as 0): commit → socket is between this and Delivery
     public long Deliveries { get; set; }
     public long Superseded { get; set; }
     public long Missing { get; set; }
@@ -98,6 +99,7 @@ public static class Coordinator
         {
             string wsUrl = o.Service.Replace("http", "ws", StringComparison.Ordinal).TrimEnd('/') + "/ws/balance/player";
             await using var fleet = await OpenFleetAsync(report, "balance", o.ServicePid, wsUrl, o, ids.Length, tokens, o.SourceOctet);
+            if (o.SocketsOnly) { await Task.Delay(TimeSpan.FromSeconds(o.Duration)); return 0; } // hold them (--duration s) for a heap dump
 
             await RunPhaseAsync(report, o, "warmup", balance, o.ServicePid, null, TimeSpan.FromSeconds(o.Warmup), record: false);
             var max = await RunPhaseAsync(report, o, "max", balance, o.ServicePid, null, TimeSpan.FromSeconds(o.Duration));
@@ -193,6 +195,7 @@ public static class Coordinator
         {
             var each = Histogram();
             var all = Histogram();
+            var after = Histogram();
             long exact = 0, superseded = 0, missing = 0;
             foreach (var tx in phase.Txs)
             {
@@ -203,6 +206,7 @@ public static class Coordinator
                     if (d is not { } hit) { missing++; complete = false; continue; }
                     long us = Math.Max(1, (long)Proc.Micros(hit.Arrival - tx.Start));
                     each.RecordValue(us);
+                    after.RecordValue(Math.Max(1, (long)Proc.Micros(hit.Arrival - tx.End)));
                     worst = Math.Max(worst, us);
                     if (hit.Exact) exact++; else superseded++;
                 }
@@ -210,6 +214,7 @@ public static class Coordinator
             }
             phase.Delivery = Latency.From(each);
             phase.AllSockets = Latency.From(all);
+            phase.AfterResponse = Latency.From(after);
             phase.Deliveries = exact;
             phase.Superseded = superseded;
             phase.Missing = missing;
@@ -282,13 +287,15 @@ public static class Coordinator
             r.Ratios["balance_max / sqlite_batched"] = max.TxPerSecond / r.SqliteBatched;
             if (noop is not null) r.Ratios["balance_max / noop_endpoint"] = max.TxPerSecond / noop.TxPerSecond;
         }
-        if (half is not null && peerHalf is not null)
+        // Only where both sides delivered (a peer that fell behind has no meaningful p99 or rate here).
+        static bool Delivered(Phase? p) => p is { Delivery.Count: > 0, Deliveries: > 0 };
+        if (Delivered(half) && Delivered(peerHalf))
         {
-            r.Ratios["delivery_p99 balance / signalr (half rate)"] = half.Delivery!.P99Ms / Math.Max(0.001, peerHalf.Delivery!.P99Ms);
+            r.Ratios["delivery_p99 balance / signalr (half rate)"] = half!.Delivery!.P99Ms / Math.Max(0.001, peerHalf!.Delivery!.P99Ms);
             r.Ratios["deliveries_per_cpu_s balance / signalr (half rate)"] = half.DeliveriesPerCpuSecond / Math.Max(0.001, peerHalf.DeliveriesPerCpuSecond);
         }
-        if (max is not null && peerMax is not null)
-            r.Ratios["deliveries_per_cpu_s balance / signalr (max)"] = max.DeliveriesPerCpuSecond / Math.Max(0.001, peerMax.DeliveriesPerCpuSecond);
+        if (Delivered(max) && Delivered(peerMax))
+            r.Ratios["deliveries_per_cpu_s balance / signalr (max)"] = max!.DeliveriesPerCpuSecond / Math.Max(0.001, peerMax!.DeliveriesPerCpuSecond);
         var bs = r.Sockets.FirstOrDefault(s => s.Target == "balance");
         var ps = r.Sockets.FirstOrDefault(s => s.Target == "signalr");
         if (bs is not null && ps is not null && ps.RssBytesPerSocket > 0) r.Ratios["rss_per_socket balance / signalr"] = bs.RssBytesPerSocket / ps.RssBytesPerSocket;
@@ -305,14 +312,14 @@ public static class Coordinator
         foreach (var s in r.Sockets)
             sb.AppendLine($"| {s.Target} | {s.Open} | {s.Failed} | {s.Workers} | {s.Players} | {s.ConnectSeconds:F1} | {s.RssBeforeBytes / 1048576.0:F0} | {s.RssAfterBytes / 1048576.0:F0} | {s.RssBytesPerSocket / 1024:F1} |");
         sb.AppendLine();
-        sb.AppendLine("| target | phase | load | tx/s | failed | resp p50 / p99 / p99.9 / max ms | delivery p50 / p99 / p99.9 / max ms | all-sockets p99 ms | deliveries/s | superseded | missing | server CPU % | deliveries/CPU-s | harness CPU % | machine busy % |");
-        sb.AppendLine("|---|---|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        sb.AppendLine("| target | phase | load | tx/s | failed | resp p50 / p99 / p99.9 / max ms | delivery p50 / p99 / p99.9 / max ms | all-sockets p99 ms | after-response p50 / p99 ms | deliveries/s | superseded | missing | server CPU % | deliveries/CPU-s | harness CPU % | machine busy % |");
+        sb.AppendLine("|---|---|---|---:|---:|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var p in r.Phases)
         {
             string load = p.OfferedPerSecond > 0 ? $"open {p.OfferedPerSecond:F0}/s" : p.Load;
             string d = p.Delivery is { Count: > 0 } l ? $"{l.P50Ms:F2} / {l.P99Ms:F2} / {l.P999Ms:F2} / {l.MaxMs:F1}" : "-";
             string failed = p.NotSent > 0 ? $"{p.Failed}+{p.NotSent} unsent" : $"{p.Failed}";
-            sb.AppendLine($"| {p.Target} | {p.Name} | {load} | {p.TxPerSecond:F0} | {failed} | {p.Response.P50Ms:F2} / {p.Response.P99Ms:F2} / {p.Response.P999Ms:F2} / {p.Response.MaxMs:F1} | {d} | {(p.AllSockets is { Count: > 0 } a ? a.P99Ms.ToString("F2", CultureInfo.InvariantCulture) : "-")} | {p.DeliveriesPerSecond:F0} | {p.Superseded} | {p.Missing} | {p.ServerCpuPercent:F0} | {(p.DeliveriesPerCpuSecond > 0 ? p.DeliveriesPerCpuSecond.ToString("F0", CultureInfo.InvariantCulture) : "-")} | {p.HarnessCpuPercent:F0} | {p.MachineBusyPercent:F0} |");
+            sb.AppendLine($"| {p.Target} | {p.Name} | {load} | {p.TxPerSecond:F0} | {failed} | {p.Response.P50Ms:F2} / {p.Response.P99Ms:F2} / {p.Response.P999Ms:F2} / {p.Response.MaxMs:F1} | {d} | {(p.AllSockets is { Count: > 0 } a ? a.P99Ms.ToString("F2", CultureInfo.InvariantCulture) : "-")} | {(p.AfterResponse is { Count: > 0 } ar ? $"{ar.P50Ms:F2} / {ar.P99Ms:F2}" : "-")} | {p.DeliveriesPerSecond:F0} | {p.Superseded} | {p.Missing} | {p.ServerCpuPercent:F0} | {(p.DeliveriesPerCpuSecond > 0 ? p.DeliveriesPerCpuSecond.ToString("F0", CultureInfo.InvariantCulture) : "-")} | {p.HarnessCpuPercent:F0} | {p.MachineBusyPercent:F0} |");
         }
         sb.AppendLine();
         foreach (var (k, v) in r.Ratios) sb.AppendLine($"ratio {k}: {v:F2}");

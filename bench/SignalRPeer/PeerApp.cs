@@ -24,7 +24,7 @@ public static class PeerApp
         builder.Services.AddSingleton<Database>();
         builder.Services.AddSingleton<Ledger>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<Ledger>());
-        builder.Services.AddHostedService<FanOut>();
+        builder.Services.AddHostedService<DrainChanges>();
 
         // What a C# team writes: JWT bearer (query string for the hub), SignalR with snake_case JSON.
         var key = new SymmetricSecurityKey(RandomNumberGenerator.GetBytes(64));
@@ -58,16 +58,19 @@ public static class PeerApp
 
         app.MapHub<BalanceHub>("/hub/balance");
 
-        // The same posting endpoint as the product (same validation, same ledger), operator bearer required.
-        app.MapPost("/api/transactions", async (TransactionBody body, HttpContext http, Ledger ledger) =>
+        // The same posting endpoint as the product (same validation, same ledger), operator bearer required;
+        // after the commit the handler pushes the balance the way a SignalR app does: Clients.User(id).
+        app.MapPost("/api/transactions", async (TransactionBody body, HttpContext http, Ledger ledger, IHubContext<BalanceHub> hub) =>
         {
             var (posting, errors) = LedgerApi.Validate(body, http.Request.Headers["Idempotency-Key"], Guid.Parse(http.User.FindFirst("sub")!.Value));
             if (posting is null) return Results.ValidationProblem(errors);
-            return await ledger.PostAsync(posting) switch
-            {
-                PostOutcome.Committed c => Results.Created($"/api/transactions/{c.Result.TransactionId}", c.Result),
-                var other => Results.Conflict(other.ToString()),
-            };
+            var outcome = await ledger.PostAsync(posting);
+            if (outcome is not PostOutcome.Committed c) return Results.Conflict(outcome.ToString());
+            var r = c.Result;
+            if (!c.Replayed)
+                await hub.Clients.User(r.UserId.ToString()).SendAsync("balance",
+                    new BalanceMessage("balance", r.UserId, r.Balance, r.Currency, r.Version, r.TransactionId, r.Type, r.CreatedAt), http.RequestAborted);
+            return Results.Created($"/api/transactions/{r.TransactionId}", r);
         }).RequireAuthorization(p => p.RequireRole(Roles.Operator));
 
         // The HTTP ceiling: binds the same body, answers 201 with a JSON body of the same shape, does nothing.
@@ -109,15 +112,15 @@ public sealed class SubjectUserIdProvider : IUserIdProvider
     public string? GetUserId(HubConnectionContext connection) => connection.User.FindFirst("sub")?.Value;
 }
 
-// Committed changes → Clients.User(id), the SignalR way.
-public sealed class FanOut(Ledger ledger, IHubContext<BalanceHub> hub) : BackgroundService
+// The ledger publishes every commit to an unbounded channel for the product's socket fan-out; here the
+// handler pushes instead, so the channel is only drained.
+public sealed class DrainChanges(Ledger ledger) : BackgroundService
 {
     protected override async Task ExecuteAsync(CancellationToken ct)
     {
         try
         {
-            await foreach (var change in ledger.Changes.ReadAllAsync(ct))
-                await hub.Clients.User(change.UserId.ToString()).SendAsync("balance", BalanceMessage.From(change), ct);
+            await foreach (var _ in ledger.Changes.ReadAllAsync(ct)) { }
         }
         catch (OperationCanceledException) { }
     }
