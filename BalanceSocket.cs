@@ -332,17 +332,12 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
             if (ws.State != WebSocketState.Open) return false;
             try
             {
-                await ws.SendAsync(bytes.AsMemory(), WebSocketMessageType.Text, true, CancellationToken.None).AsTask().WaitAsync(hub._options.SendTimeout);
+                // No timer per send: the housekeeping tick sees a send stuck past SendTimeout (SlowCheck).
+                Volatile.Write(ref _sendStarted, hub._time.GetUtcNow().UtcTicks);
+                var sending = ws.SendAsync(bytes.AsMemory(), WebSocketMessageType.Text, true, CancellationToken.None);
+                if (!sending.IsCompletedSuccessfully) await sending;
+                Volatile.Write(ref _sendStarted, 0);
                 return true;
-            }
-            catch (TimeoutException)
-            {
-                // The peer stopped reading: its buffers are full. Let go rather than hold memory for it.
-                CloseCode = CloseCodes.SlowConsumer;
-                lock (_gate) _close ??= new Outgoing([], null, 0, CloseCodes.SlowConsumer, "slow_consumer");
-                hub._log.LogWarning("Socket {SocketId} of {UserId} is a slow consumer; closing 4003", Id, UserId);
-                ws.Abort();
-                return false;
             }
             catch (Exception ex) when (ex is WebSocketException or ObjectDisposedException or IOException or OperationCanceledException)
             {
@@ -350,8 +345,26 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
             }
         }
 
+        private long _sendStarted;
+
+        // The peer stopped reading and its buffers are full: let go rather than hold memory for it.
+        private void SlowCheck(long now)
+        {
+            long started = Volatile.Read(ref _sendStarted);
+            if (started == 0 || now - started <= hub._options.SendTimeout.Ticks || CloseCode == CloseCodes.SlowConsumer) return;
+            CloseCode = CloseCodes.SlowConsumer;
+            lock (_gate)
+            {
+                _close ??= new Outgoing([], null, 0, CloseCodes.SlowConsumer, "slow_consumer");
+                _closing = true;
+            }
+            hub._log.LogWarning("Socket {SocketId} of {UserId} is a slow consumer; closing 4003", Id, UserId);
+            ws.Abort();
+        }
+
         private async Task SendCloseAsync(Outgoing close)
         {
+            if (CloseCode == CloseCodes.SlowConsumer) return;
             CloseCode = close.CloseCode;
             if (close.Bytes.Length > 0 && !await SendAsync(close.Bytes)) return;
             if (ws.State is not (WebSocketState.Open or WebSocketState.CloseReceived)) return;
@@ -369,6 +382,7 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
 
         public void Tick(long now)
         {
+            SlowCheck(now);
             if (!Authenticated)
             {
                 if (now > authDeadline) Close(CloseCodes.AuthTimeout, "auth_timeout", "No auth message within the deadline.");
