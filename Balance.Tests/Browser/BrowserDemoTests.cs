@@ -14,6 +14,7 @@ public sealed class BrowserDemoTests(ChromiumFixture chromium, ITestOutputHelper
     {
         await using var app = new BalanceApplication();
         var player = await BrowserKit.OpenPageAsync(chromium.Browser, app.BaseAddress, output, "/");
+        await using var playerContext = player.Context; // closed before the app: no client retries after the test
         await player.SetViewportSizeAsync(720, 640);
         await player.FillAsync("#username", "alice");
         await player.FillAsync("#password", "demo1234");
@@ -23,6 +24,7 @@ public sealed class BrowserDemoTests(ChromiumFixture chromium, ITestOutputHelper
         await TextAsync(player, "#transactions tbody", "deposit");
 
         var operatorPage = await BrowserKit.OpenPageAsync(chromium.Browser, app.BaseAddress, output, "/");
+        await using var operatorPageContext = operatorPage.Context; // closed before the app: no client retries after the test
         await operatorPage.SetViewportSizeAsync(720, 640);
         await operatorPage.ClickAsync("[data-user=operator]");
         await operatorPage.FillAsync("#op-player", "alice");

@@ -18,6 +18,7 @@ public sealed class BrowserFrameworkTests(ChromiumFixture chromium, ITestOutputH
         var alice = await app.LoginAsync("alice");
         var op = await app.LoginAsync("operator");
         var page = await BrowserKit.OpenPageAsync(chromium.Browser, app.BaseAddress, output, $"/__test/pages/{framework}.html");
+        await using var pageContext = page.Context; // closed before the app: no client retries after the test
         await page.WaitForAsync("() => window.ready");
 
         await page.EvaluateAsync("token => show(token, ['a', 'b'])", alice.AccessToken);

@@ -24,10 +24,10 @@ public sealed class BrowserResilienceTests(ChromiumFixture chromium, ITestOutput
     {
         int port = BrowserKit.FreePort();
         string database = Path.Combine(Path.GetTempPath(), "balance-tests", Guid.NewGuid().ToString("N"), "balance.db");
+        IPage? page = null;
         try
         {
             Login alice;
-            IPage page;
             await using (var first = new BalanceApplication(Settings(), database, port))
             {
                 alice = await first.LoginAsync("alice");
@@ -54,6 +54,7 @@ public sealed class BrowserResilienceTests(ChromiumFixture chromium, ITestOutput
         }
         finally
         {
+            if (page is not null) await page.Context.CloseAsync();
             Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
             try { Directory.Delete(Path.GetDirectoryName(database)!, recursive: true); } catch (IOException) { }
         }
@@ -66,6 +67,7 @@ public sealed class BrowserResilienceTests(ChromiumFixture chromium, ITestOutput
         var alice = await app.LoginAsync("alice");
         var op = await app.LoginAsync("operator");
         var page = await OpenAsync(app);
+        await using var pageContext = page.Context; // closed before the app: no client retries after the test
 
         // A proxy that refuses WebSockets: every socket to the path is closed at once; when lifted, the real server answers.
         int blocked = 1;
