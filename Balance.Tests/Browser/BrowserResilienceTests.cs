@@ -108,4 +108,57 @@ public sealed class BrowserResilienceTests(ChromiumFixture chromium, ITestOutput
         var statuses = await page.EvaluateAsync<string[]>("() => h.statuses");
         Assert.Equal(["connecting", "reconnecting", "fallback", "connected"], statuses);
     }
+
+    [Fact]
+    public async Task ASocketThatFallsSilentIsTakenForDeadAndReplaced()
+    {
+        await using var app = new BalanceApplication(Settings());
+        var alice = await app.LoginAsync("alice");
+        var op = await app.LoginAsync("operator");
+        var page = await OpenAsync(app);
+        await using var pageContext = page.Context;
+
+        // A half-open connection: the first socket stays open in the browser but nothing passes any more.
+        int connections = 0, muted = 0;
+        await page.RouteWebSocketAsync("**/ws/balance/player", ws =>
+        {
+            int n = Interlocked.Increment(ref connections);
+            var server = ws.ConnectToServer();
+            server.OnMessage(frame => { if (n > 1 || Volatile.Read(ref muted) == 0) ws.Send(frame.Text!); });
+            ws.OnMessage(frame => { if (n > 1 || Volatile.Read(ref muted) == 0) server.Send(frame.Text!); });
+        });
+        await page.EvaluateAsync("([token, refreshToken]) => startClient({ token, refreshToken, options: { initialDelay: 100, maxDelay: 800, heartbeatTimeout: 2000 } })",
+            new[] { alice.AccessToken, alice.RefreshToken });
+        await page.WaitForAsync("() => h.service.status === 'connected' && h.pings >= 1");
+
+        Volatile.Write(ref muted, 1);
+        await page.WaitForAsync("() => h.errors.some(e => e.startsWith('heartbeat_timeout')) && h.sockets === 2 && h.service.status === 'connected'");
+        await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "bet", amount = "3.00", currency = "USD" });
+        await page.WaitForAsync("() => h.received[0].at(-1) === '97.00'");
+        Assert.Equal(["100.00", "97.00"], await page.EvaluateAsync<string[]>("() => h.received[0]"));
+    }
+
+    [Fact]
+    public async Task OfflineShowsTheLastBalanceAndOnlineReconnectsAtOnce()
+    {
+        await using var app = new BalanceApplication(Settings());
+        var alice = await app.LoginAsync("alice");
+        var op = await app.LoginAsync("operator");
+        var page = await OpenAsync(app);
+        await using var pageContext = page.Context;
+        // A minute of backoff: only the online event can explain a quick reconnect.
+        await page.EvaluateAsync("([token, refreshToken]) => startClient({ token, refreshToken, options: { initialDelay: 60000, maxDelay: 60000 } })",
+            new[] { alice.AccessToken, alice.RefreshToken });
+        await page.WaitForAsync("() => h.service.status === 'connected' && h.received[0].at(-1) === '100.00'");
+
+        await page.Context.SetOfflineAsync(true);
+        await page.WaitForAsync("() => h.service.status === 'offline'");
+        Assert.Equal("100.00", await page.EvaluateAsync<string>("() => h.service.getBalance().balance"));
+        await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "win", amount = "7.00", currency = "USD" });
+
+        await page.Context.SetOfflineAsync(false);
+        await page.WaitForAsync("() => h.service.status === 'connected' && h.received[0].at(-1) === '107.00'", timeout: 5000);
+        Assert.Equal(2, await page.EvaluateAsync<int>("() => h.sockets"));
+        Assert.Equal(["connecting", "connected", "offline", "connected"], await page.EvaluateAsync<string[]>("() => h.statuses"));
+    }
 }
