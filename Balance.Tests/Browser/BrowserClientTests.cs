@@ -142,4 +142,23 @@ public sealed class BrowserClientTests(ChromiumFixture chromium, ITestOutputHelp
         Assert.Equal(4501, await page.EvaluateAsync<int>("() => h.service.error.closeCode"));
         Assert.Empty(await page.EvaluateAsync<string[]>("() => h.received[0]"));
     }
+
+    [Fact]
+    public async Task DebounceHandsListenersOnlyTheNewestOfABurst()
+    {
+        await using var app = new BalanceApplication(Settings());
+        var alice = await app.LoginAsync("alice");
+        var op = await app.LoginAsync("operator");
+        var page = await StartAsync(app, alice, options: "{ debounce: 2000 }");
+        await using var pageContext = page.Context;
+        await page.WaitForAsync("() => h.received[0].length === 1", timeout: 5000);
+
+        foreach (var amount in new[] { "1.00", "2.00", "3.00" })
+            await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "bet", amount, currency = "USD" });
+        Assert.Equal("94.00", await page.EvaluateAsync<string>("() => h.service.getBalance().balance")); // known at once...
+        await page.WaitForAsync("() => h.received[0].length === 2", timeout: 5000);                   // ...told once
+
+        await Task.Delay(TimeSpan.FromSeconds(0.5));
+        Assert.Equal(["100.00", "94.00"], await page.EvaluateAsync<string[]>("() => h.received[0]"));
+    }
 }

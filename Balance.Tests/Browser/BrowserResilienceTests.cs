@@ -8,9 +8,13 @@ public sealed class BrowserResilienceTests(ChromiumFixture chromium, ITestOutput
 {
     private static Dictionary<string, string?> Settings() => new() { ["Balance:Socket:HeartbeatInterval"] = "00:00:01" };
 
-    private async Task<IPage> OpenAsync(BalanceApplication app)
+    // Socket routes go in before the page loads: Playwright's routing replaces window.WebSocket, and the
+    // harness's counting wrapper must wrap that, not be replaced by it.
+    private async Task<IPage> OpenAsync(BalanceApplication app, Func<IPage, Task>? route = null)
     {
-        var page = await BrowserKit.OpenPageAsync(chromium.Browser, app.BaseAddress, output, "/__test/pages/client.html");
+        var page = await BrowserKit.OpenPageAsync(chromium.Browser, app.BaseAddress, output);
+        if (route is not null) await route(page);
+        await page.GotoAsync("/__test/pages/client.html");
         await page.WaitForAsync("() => window.h?.ready");
         return page;
     }
@@ -66,16 +70,14 @@ public sealed class BrowserResilienceTests(ChromiumFixture chromium, ITestOutput
         await using var app = new BalanceApplication(Settings());
         var alice = await app.LoginAsync("alice");
         var op = await app.LoginAsync("operator");
-        var page = await OpenAsync(app);
-        await using var pageContext = page.Context; // closed before the app: no client retries after the test
-
         // A proxy that refuses WebSockets: every socket to the path is closed at once; when lifted, the real server answers.
         int blocked = 1;
-        await page.RouteWebSocketAsync("**/ws/balance/player", async ws =>
+        var page = await OpenAsync(app, p => p.RouteWebSocketAsync("**/ws/balance/player", async ws =>
         {
             if (Volatile.Read(ref blocked) == 1) await ws.CloseAsync(new WebSocketRouteCloseOptions { Code = 1011, Reason = "blocked" });
             else ws.ConnectToServer();
-        });
+        }));
+        await using var pageContext = page.Context; // closed before the app: no client retries after the test
         var polls = new List<int>();
         page.Response += (_, response) =>
         {
@@ -115,18 +117,16 @@ public sealed class BrowserResilienceTests(ChromiumFixture chromium, ITestOutput
         await using var app = new BalanceApplication(Settings());
         var alice = await app.LoginAsync("alice");
         var op = await app.LoginAsync("operator");
-        var page = await OpenAsync(app);
-        await using var pageContext = page.Context;
-
         // A half-open connection: the first socket stays open in the browser but nothing passes any more.
         int connections = 0, muted = 0;
-        await page.RouteWebSocketAsync("**/ws/balance/player", ws =>
+        var page = await OpenAsync(app, p => p.RouteWebSocketAsync("**/ws/balance/player", ws =>
         {
             int n = Interlocked.Increment(ref connections);
             var server = ws.ConnectToServer();
             server.OnMessage(frame => { if (n > 1 || Volatile.Read(ref muted) == 0) ws.Send(frame.Text!); });
             ws.OnMessage(frame => { if (n > 1 || Volatile.Read(ref muted) == 0) server.Send(frame.Text!); });
-        });
+        }));
+        await using var pageContext = page.Context;
         await page.EvaluateAsync("([token, refreshToken]) => startClient({ token, refreshToken, options: { initialDelay: 100, maxDelay: 800, heartbeatTimeout: 2000 } })",
             new[] { alice.AccessToken, alice.RefreshToken });
         await page.WaitForAsync("() => h.service.status === 'connected' && h.pings >= 1");
@@ -160,5 +160,35 @@ public sealed class BrowserResilienceTests(ChromiumFixture chromium, ITestOutput
         await page.WaitForAsync("() => h.service.status === 'connected' && h.received[0].at(-1) === '107.00'", timeout: 5000);
         Assert.Equal(2, await page.EvaluateAsync<int>("() => h.sockets"));
         Assert.Equal(["connecting", "connected", "offline", "connected"], await page.EvaluateAsync<string[]>("() => h.statuses"));
+    }
+
+    [Theory]
+    [InlineData(1009, "closed", false)]
+    [InlineData(4503, "unauthorized", false)]
+    [InlineData(4500, "unauthorized", false)]
+    [InlineData(4004, "reconnecting", true)]
+    [InlineData(4003, "reconnecting", true)]
+    public async Task CloseCodesDecideBetweenRetryingAndStopping(int code, string status, bool retries)
+    {
+        await using var app = new BalanceApplication(Settings());
+        var alice = await app.LoginAsync("alice");
+        var page = await OpenAsync(app, p => p.RouteWebSocketAsync("**/ws/balance/player",
+            ws => ws.CloseAsync(new WebSocketRouteCloseOptions { Code = code, Reason = "test" })));
+        await using var pageContext = page.Context;
+        await page.EvaluateAsync("([token, refreshToken]) => startClient({ token, refreshToken, options: { initialDelay: 50, maxDelay: 200, fallbackAfter: 1000 } })",
+            new[] { alice.AccessToken, alice.RefreshToken });
+
+        if (retries)
+        {
+            await page.WaitForAsync("() => h.sockets >= 4");
+            Assert.Equal(status, await page.EvaluateAsync<string>("() => h.service.status"));
+        }
+        else
+        {
+            await page.WaitForAsync("status => h.service.status === status", status);
+            await Task.Delay(TimeSpan.FromSeconds(1));
+            Assert.Equal(1, await page.EvaluateAsync<int>("() => h.sockets"));
+            Assert.Equal(code, await page.EvaluateAsync<int>("() => h.service.error.closeCode"));
+        }
     }
 }
