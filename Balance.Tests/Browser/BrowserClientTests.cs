@@ -4,7 +4,8 @@ using Xunit.Abstractions;
 namespace Balance.Tests.Browser;
 
 // balance-client.js against the real service: the happy path and the token lifecycle.
-public sealed class BrowserClientTests(ChromiumFixture chromium, ITestOutputHelper output) : IClassFixture<ChromiumFixture>
+[Collection(BrowserCollection.Name)]
+public sealed class BrowserClientTests(ChromiumFixture chromium, ITestOutputHelper output)
 {
     // A short server heartbeat so the client's pong path and watchdog are exercised within a test.
     private static Dictionary<string, string?> Settings(string? tokenLifetime = null)

@@ -4,7 +4,8 @@ using Xunit.Abstractions;
 namespace Balance.Tests.Browser;
 
 // The demo page at /: a player window and an operator window side by side, as a person would use them.
-public sealed class BrowserDemoTests(ChromiumFixture chromium, ITestOutputHelper output) : IClassFixture<ChromiumFixture>
+[Collection(BrowserCollection.Name)]
+public sealed class BrowserDemoTests(ChromiumFixture chromium, ITestOutputHelper output)
 {
     private static Task TextAsync(IPage page, string selector, string text) =>
         page.WaitForAsync("([selector, text]) => document.querySelector(selector)?.textContent.includes(text)", new[] { selector, text });

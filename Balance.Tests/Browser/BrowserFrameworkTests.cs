@@ -4,7 +4,8 @@ using Xunit.Abstractions;
 namespace Balance.Tests.Browser;
 
 // The React hook and the Vue composable, each rendering in a page with the real framework from npm.
-public sealed class BrowserFrameworkTests(ChromiumFixture chromium, ITestOutputHelper output) : IClassFixture<ChromiumFixture>
+[Collection(BrowserCollection.Name)]
+public sealed class BrowserFrameworkTests(ChromiumFixture chromium, ITestOutputHelper output)
 {
     private static Task TextAsync(IPage page, string selector, string text) =>
         page.WaitForAsync("([selector, text]) => document.querySelector(selector)?.textContent === text", new[] { selector, text });

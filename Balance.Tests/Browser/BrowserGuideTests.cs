@@ -2,7 +2,8 @@ using Xunit.Abstractions;
 
 namespace Balance.Tests.Browser;
 
-public sealed class BrowserGuideTests(ChromiumFixture chromium, ITestOutputHelper output) : IClassFixture<ChromiumFixture>
+[Collection(BrowserCollection.Name)]
+public sealed class BrowserGuideTests(ChromiumFixture chromium, ITestOutputHelper output)
 {
     [Fact]
     public async Task TheGuidesOwnClassReceivesAlicesBalanceAndEveryLaterUpdate()
