@@ -156,8 +156,9 @@ public sealed class BrowserClientTests(ChromiumFixture chromium, ITestOutputHelp
 
         foreach (var amount in new[] { "1.00", "2.00", "3.00" })
             await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "bet", amount, currency = "USD" });
-        Assert.Equal("94.00", await page.EvaluateAsync<string>("() => h.service.getBalance().balance")); // known at once...
-        await page.WaitForAsync("() => h.received[0].length === 2", timeout: 5000);                   // ...told once
+        await page.WaitForAsync("() => h.service.getBalance().balance === '94.00'"); // known at once...
+        Assert.Single(await page.EvaluateAsync<string[]>("() => h.received[0]"));    // ...told later, once
+        await page.WaitForAsync("() => h.received[0].length === 2", timeout: 5000);
 
         await Task.Delay(TimeSpan.FromSeconds(0.5));
         Assert.Equal(["100.00", "94.00"], await page.EvaluateAsync<string[]>("() => h.received[0]"));

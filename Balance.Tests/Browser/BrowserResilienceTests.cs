@@ -33,7 +33,12 @@ public sealed class BrowserResilienceTests(ChromiumFixture chromium, ITestOutput
         try
         {
             Login alice;
-            await using (var first = new BalanceApplication(Settings(), database, port))
+            // The service keeps accepting sockets while it shuts down, so a client that reconnects within
+            // milliseconds of the 1001 can hold the old instance open for the host's whole shutdown timeout
+            // (30 s); a short one keeps this test quick and shows the client also survives that socket's abort.
+            var settings = Settings();
+            settings["shutdownTimeoutSeconds"] = "2";
+            await using (var first = new BalanceApplication(settings, database, port))
             {
                 alice = await first.LoginAsync("alice");
                 page = await OpenAsync(first);
