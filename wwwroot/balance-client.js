@@ -119,6 +119,7 @@ export class BalanceWebSocketService {
       this._failures = 0;
       globalThis.addEventListener?.('online', this._onOnline);
       globalThis.addEventListener?.('offline', this._onOffline);
+      this._scheduleRefresh(this.token ? decodeJwt(this.token) : null); // disconnect() cleared it
     }
     if (this.ws && (this.ws.readyState === WebSocket.CONNECTING || this.ws.readyState === WebSocket.OPEN)) return;
     if (this.status === STATUS.UNAUTHORIZED || this.status === STATUS.CLOSED) this._setStatus(STATUS.CONNECTING);
@@ -263,7 +264,7 @@ export class BalanceWebSocketService {
 
   _socketFailed(ws, code) {
     if (ws !== this.ws) return;
-    this._report(new BalanceError(code, code === 'heartbeat_timeout' ? 'No heartbeat from the server.' : 'The server did not accept the token in time.'));
+    this._lastServerError = { code, message: code === 'heartbeat_timeout' ? 'No heartbeat from the server.' : 'The server did not accept the token in time.' };
     this._handleClose(4000, code);
   }
 
