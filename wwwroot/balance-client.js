@@ -119,6 +119,7 @@ export class BalanceWebSocketService {
       this._failures = 0;
       globalThis.addEventListener?.('online', this._onOnline);
       globalThis.addEventListener?.('offline', this._onOffline);
+      this._scheduleRefresh(this.token ? decodeJwt(this.token) : null); // disconnect() cleared it
     }
     if (this.ws && (this.ws.readyState === WebSocket.CONNECTING || this.ws.readyState === WebSocket.OPEN)) return;
     if (this.status === STATUS.UNAUTHORIZED || this.status === STATUS.CLOSED) this._setStatus(STATUS.CONNECTING);
@@ -155,7 +156,15 @@ export class BalanceWebSocketService {
 
   updateToken(newToken) {
     const wasUnauthorized = this.status === STATUS.UNAUTHORIZED;
+    const previousUser = this.userId;
     this._adoptToken(newToken);
+    // A socket belongs to one player (re-auth as another is 4503): another user's token needs a new socket.
+    if (previousUser && this.userId !== previousUser && this._started && !wasUnauthorized) {
+      this._failures = 0;
+      this._setStatus(STATUS.CONNECTING);
+      this._openSocket();
+      return;
+    }
     if (this._authenticated && this.ws?.readyState === WebSocket.OPEN) this.authenticate();
     else if (wasUnauthorized && this._started) { this._failures = 0; this._setError(null); this.connect(); }
   }
@@ -255,7 +264,7 @@ export class BalanceWebSocketService {
 
   _socketFailed(ws, code) {
     if (ws !== this.ws) return;
-    this._report(new BalanceError(code, code === 'heartbeat_timeout' ? 'No heartbeat from the server.' : 'The server did not accept the token in time.'));
+    this._lastServerError = { code, message: code === 'heartbeat_timeout' ? 'No heartbeat from the server.' : 'The server did not accept the token in time.' };
     this._handleClose(4000, code);
   }
 
@@ -283,7 +292,12 @@ export class BalanceWebSocketService {
       // The token ran out: a fresh one makes the next attempt good, so do not wait for it.
       this._failures++;
       this._setStatus(STATUS.RECONNECTING);
-      this._freshToken('expired').then(ok => { if (ok && this._started && !this.ws) this._openSocket(); });
+      // A second 4001 in a row (a server clock ahead of the token issuer?) waits like any failure.
+      this._freshToken('expired').then(ok => {
+        if (!ok || !this._started || this.ws) return;
+        if (this._failures <= 1) this._openSocket();
+        else this._scheduleRetry();
+      });
       return;
     }
     this._failures++;

@@ -4,7 +4,8 @@ using Xunit.Abstractions;
 namespace Balance.Tests.Browser;
 
 // The React hook and the Vue composable, each rendering in a page with the real framework from npm.
-public sealed class BrowserFrameworkTests(ChromiumFixture chromium, ITestOutputHelper output) : IClassFixture<ChromiumFixture>
+[Collection(BrowserCollection.Name)]
+public sealed class BrowserFrameworkTests(ChromiumFixture chromium, ITestOutputHelper output)
 {
     private static Task TextAsync(IPage page, string selector, string text) =>
         page.WaitForAsync("([selector, text]) => document.querySelector(selector)?.textContent === text", new[] { selector, text });
@@ -18,6 +19,7 @@ public sealed class BrowserFrameworkTests(ChromiumFixture chromium, ITestOutputH
         var alice = await app.LoginAsync("alice");
         var op = await app.LoginAsync("operator");
         var page = await BrowserKit.OpenPageAsync(chromium.Browser, app.BaseAddress, output, $"/__test/pages/{framework}.html");
+        await using var pageContext = page.Context; // closed before the app: no client retries after the test
         await page.WaitForAsync("() => window.ready");
 
         await page.EvaluateAsync("token => show(token, ['a', 'b'])", alice.AccessToken);

@@ -2,7 +2,8 @@ using Xunit.Abstractions;
 
 namespace Balance.Tests.Browser;
 
-public sealed class BrowserGuideTests(ChromiumFixture chromium, ITestOutputHelper output) : IClassFixture<ChromiumFixture>
+[Collection(BrowserCollection.Name)]
+public sealed class BrowserGuideTests(ChromiumFixture chromium, ITestOutputHelper output)
 {
     [Fact]
     public async Task TheGuidesOwnClassReceivesAlicesBalanceAndEveryLaterUpdate()
@@ -11,6 +12,7 @@ public sealed class BrowserGuideTests(ChromiumFixture chromium, ITestOutputHelpe
         var alice = await app.LoginAsync("alice");
         var op = await app.LoginAsync("operator");
         var page = await BrowserKit.OpenPageAsync(chromium.Browser, app.BaseAddress, output, "/__test/pages/guide.html");
+        await using var pageContext = page.Context; // closed before the app: no client retries after the test
 
         await page.EvaluateAsync("([base, token]) => startGuide(base, token)", new[] { BrowserKit.SocketBase(app.BaseAddress), alice.AccessToken });
         await page.WaitForAsync("() => guideMessages.length === 1");

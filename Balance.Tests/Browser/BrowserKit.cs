@@ -5,7 +5,15 @@ using Xunit.Abstractions;
 
 namespace Balance.Tests.Browser;
 
-// One headless Debian Chromium per test class: launching costs more than a test's page does.
+// The browser tests run one at a time, after the rest of the suite: a browser per test on 2 cores would
+// starve the socket tests' timing (auth deadlines, token expiry) and make both flaky.
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class BrowserCollection : ICollectionFixture<ChromiumFixture>
+{
+    public const string Name = "Browser";
+}
+
+// One headless Debian Chromium for all browser tests: launching costs more than a test's page does.
 public sealed class ChromiumFixture : IAsyncLifetime
 {
     public static readonly string ExecutablePath = Environment.GetEnvironmentVariable("BALANCE_CHROMIUM") ?? "/usr/bin/chromium";
