@@ -108,11 +108,22 @@ public static class BrowserKit
     public static async Task<T> EvaluateJsonAsync<T>(this IPage page, string expression) =>
         System.Text.Json.JsonSerializer.Deserialize<T>(await page.EvaluateAsync<string>($"() => JSON.stringify(({expression})())"), SnakeCase)!;
 
+    // A free port below the kernel's ephemeral range (32768+): while the service is down between two
+    // instances, no outgoing connection (another test, the browser) can be handed this port as its own.
     public static int FreePort()
     {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
+        for (int attempt = 0; attempt < 100; attempt++)
+        {
+            int port = Random.Shared.Next(20000, 32000);
+            try
+            {
+                using var listener = new TcpListener(IPAddress.Loopback, port);
+                listener.Start();
+                return port;
+            }
+            catch (SocketException) { }
+        }
+        throw new InvalidOperationException("no free port in 20000-32000");
     }
 
     public static string SocketBase(Uri origin) => new UriBuilder(origin) { Scheme = "ws", Path = "" }.Uri.ToString().TrimEnd('/');
