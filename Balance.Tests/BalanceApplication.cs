@@ -19,6 +19,7 @@ public sealed class BalanceApplication : WebApplicationFactory<Program>
     public string DatabasePath { get; }
     private readonly Dictionary<string, string?> _settings;
     private readonly bool _ownsDatabase;
+    private readonly int _port;
 
     // port 0 picks a free one; a fixed port lets a test restart the service where a client expects it.
     public BalanceApplication(Dictionary<string, string?>? settings = null, string? databasePath = null, int port = 0)
@@ -26,12 +27,16 @@ public sealed class BalanceApplication : WebApplicationFactory<Program>
         _ownsDatabase = databasePath is null;
         DatabasePath = databasePath ?? Path.Combine(Path.GetTempPath(), "balance-tests", Guid.NewGuid().ToString("N"), "balance.db");
         _settings = settings ?? new();
-        UseKestrel(port);
+        _port = port;
+        // The address goes in through configuration, not UseKestrel(port): the factory would rewrite the
+        // server's addresses after Build(), racing Program's own start when start-up is quick (a restart).
+        UseKestrel();
     }
 
     protected override void ConfigureWebHost(IWebHostBuilder builder)
     {
         builder.UseEnvironment("Development");
+        builder.UseSetting("urls", $"http://127.0.0.1:{_port}");
         builder.UseSetting("ConnectionStrings:Balance", $"Data Source={DatabasePath}");
         builder.UseSetting("Logging:LogLevel:Default", "Warning");
         foreach (var (key, value) in _settings) builder.UseSetting(key, value);
