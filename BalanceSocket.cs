@@ -63,6 +63,7 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
     private readonly ConcurrentDictionary<Guid, Connection[]> _byPlayer = new();
     private readonly ConcurrentDictionary<string, int> _pendingByIp = new();
     private long _nextId;
+    private volatile bool _stopping;
 
     public SocketStats Stats { get; } = new();
 
@@ -125,6 +126,7 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
     // (sockets are long requests: the web server would otherwise wait for them until its timeout).
     public async Task StoppingAsync(CancellationToken ct)
     {
+        _stopping = true; // from now on new sockets are refused (503) or closed 1001 at once
         using var limit = CancellationTokenSource.CreateLinkedTokenSource(ct);
         limit.CancelAfter(TimeSpan.FromSeconds(5));
         await _ledger.DrainAsync(limit.Token);
@@ -157,6 +159,12 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
             await Results.Problem(statusCode: 400, detail: "This endpoint speaks WebSocket only.", extensions: new Dictionary<string, object?> { ["code"] = "websocket_required" }).ExecuteAsync(http);
             return;
         }
+        if (_stopping)
+        {
+            http.Response.Headers.RetryAfter = "1";
+            await Results.Problem(statusCode: 503, detail: "The server is restarting; reconnect.", extensions: new Dictionary<string, object?> { ["code"] = "unavailable" }).ExecuteAsync(http);
+            return;
+        }
         if (!OriginAllowed(http, env))
         {
             _log.LogWarning("Refused socket from origin {Origin}", (string?)http.Request.Headers.Origin);
@@ -186,6 +194,7 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
         var connection = new Connection(this, ws, v2, ip, Interlocked.Increment(ref _nextId), _time.GetUtcNow().UtcTicks + _options.AuthTimeout.Ticks);
         _all.TryAdd(connection, 0);
         Interlocked.Increment(ref Stats.Open);
+        if (_stopping) connection.Close(CloseCodes.GoingAway, "server_going_away", "The server is restarting; reconnect."); // raced the close loop
         try
         {
             var sending = connection.SendLoopAsync();
