@@ -84,7 +84,9 @@ app.Services.GetRequiredService<BalanceMetrics>();
 app.UseExceptionHandler(new ExceptionHandlerOptions { StatusCodeSelector = Problems.StatusFor });
 app.UseStatusCodePages();
 app.UseDefaultFiles();
-app.UseStaticFiles();
+var contentTypes = new Microsoft.AspNetCore.StaticFiles.FileExtensionContentTypeProvider();
+contentTypes.Mappings[".ts"] = "application/typescript; charset=utf-8"; // the client's .d.ts files, not MPEG video
+app.UseStaticFiles(new StaticFileOptions { ContentTypeProvider = contentTypes });
 app.UseCors();
 app.UseWebSockets(new WebSocketOptions { KeepAliveInterval = TimeSpan.FromSeconds(30) });
 app.UseAuthentication();

@@ -431,5 +431,9 @@ public sealed class RestTests
         Assert.True(openapi.GetProperty("paths").TryGetProperty("/api/transactions", out _));
         Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/healthz")).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/readyz")).StatusCode);
+        var types = await http.GetAsync("/balance-client.d.ts");
+        Assert.Equal("application/typescript", types.Content.Headers.ContentType!.MediaType);
+        var client = await http.GetAsync("/balance-client.js");
+        Assert.Equal("text/javascript", client.Content.Headers.ContentType!.MediaType);
     }
 }
