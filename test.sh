@@ -13,4 +13,14 @@ fi
 if [ ! -d Balance.Tests/browser/node_modules ]; then
   (cd Balance.Tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
-dotnet test Balance.slnx --logger "console;verbosity=normal" "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+dotnet test Balance.slnx --logger "console;verbosity=normal" "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One plain closing line for whoever reads the end of the log.
+passed=$(grep -E '^\s+Passed: [0-9]+$' "$log" | awk '{s+=$2} END {print s+0}' || true)
+failed=$(grep -E '^\s+Failed: [0-9]+$' "$log" | awk '{s+=$2} END {print s+0}' || true)
+echo "$passed passed, $failed failed"
+exit "$status"
