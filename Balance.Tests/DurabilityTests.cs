@@ -265,6 +265,92 @@ public sealed class DurabilityTests
         Assert.Equal(before.Rows.Count + 1, after.Rows.Count);
     }
 
+    [Fact]
+    public async Task AFullDiskAnswers503UnavailableWritesNothingAndRecoversWhenSpaceReturns()
+    {
+        // A real full disk: the database lives on a 4 MiB tmpfs that a filler file then fills up.
+        // Mounting needs root, which CI and the README's test command have (they install Chromium with apt).
+        string mountPoint = Path.Combine(Path.GetTempPath(), "balance-tests", "full-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(mountPoint);
+        Run("mount", $"-t tmpfs -o size=4m tmpfs {mountPoint}");
+        try
+        {
+            string db = Path.Combine(mountPoint, "balance.db");
+            HttpResponseMessage? refused = null;
+            string refusedKey = "";
+            object body;
+            await using (var app = new BalanceApplication(databasePath: db))
+            {
+                var op = await app.LoginAsync("operator");
+                var alice = await app.LoginAsync("alice");
+                body = new { user_id = alice.UserId, type = "deposit", amount = "1.00", currency = "USD", reference = new string('r', 200) };
+                using var http = app.Http(op.AccessToken);
+                string filler = Path.Combine(mountPoint, "filler");
+                await FillAsync(filler);
+                var before = LedgerAudit.Read(db);
+
+                // Free pages inside the files may absorb a few commits; the disk runs out within a few hundred.
+                for (int i = 0; i < 2000 && refused is null; i++)
+                {
+                    string key = InvariantTests.NewKey();
+                    var response = await InvariantTests.Post(http, key, body);
+                    if (response.StatusCode == HttpStatusCode.Created) continue;
+                    (refused, refusedKey) = (response, key);
+                }
+                Assert.NotNull(refused);
+                Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.StatusCode);
+                Assert.Equal("unavailable", (await refused.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("code").GetString());
+
+                // Nothing partial: every wallet still equals its ledger, and the refused key bound nothing.
+                var during = LedgerAudit.Read(db);
+                during.AssertConsistent();
+                Assert.DoesNotContain(during.Rows, r => r.IdempotencyKey == refusedKey);
+                Assert.True(during.Rows.Count >= before.Rows.Count);
+                using (var mine = app.Http(alice.AccessToken))
+                    Assert.Equal(HttpStatusCode.OK, (await mine.GetAsync("/api/balance")).StatusCode); // reads still served
+
+                // Space returns: the same key now posts exactly once.
+                File.Delete(filler);
+                var retried = await InvariantTests.Post(http, refusedKey, body);
+                Assert.Equal(HttpStatusCode.Created, retried.StatusCode);
+                var replay = await InvariantTests.Post(http, refusedKey, body);
+                Assert.Equal(HttpStatusCode.Created, replay.StatusCode);
+                var after = LedgerAudit.Read(db);
+                after.AssertConsistent();
+                Assert.Single(after.Rows, r => r.IdempotencyKey == refusedKey);
+                Assert.Equal(during.Rows.Count + 1, after.Rows.Count);
+            }
+        }
+        finally
+        {
+            SqliteConnection.ClearAllPools();
+            Run("umount", $"-l {mountPoint}");
+            try { Directory.Delete(mountPoint, recursive: true); } catch (IOException) { }
+        }
+    }
+
+    private static Task FillAsync(string path)
+    {
+        // Unbuffered writes until ENOSPC, first in large then in small pieces, so not a page is left.
+        using var handle = File.OpenHandle(path, FileMode.Create, FileAccess.Write);
+        long offset = 0;
+        foreach (int size in new[] { 64 * 1024, 512 })
+        {
+            var chunk = new byte[size];
+            try { while (true) { RandomAccess.Write(handle, chunk, offset); offset += size; } }
+            catch (IOException) { /* the disk is full */ }
+        }
+        return Task.CompletedTask;
+    }
+
+    private static void Run(string command, string arguments)
+    {
+        using var process = Process.Start(new ProcessStartInfo(command, arguments) { RedirectStandardError = true })!;
+        string error = process.StandardError.ReadToEnd();
+        process.WaitForExit();
+        Assert.True(process.ExitCode == 0, $"{command} {arguments} failed: {error} (this test needs root to mount a small tmpfs)");
+    }
+
     internal static async Task<JsonElement> ReceiveJsonAsync(ClientWebSocket socket, CancellationToken ct)
     {
         var buffer = new byte[16 * 1024];
