@@ -502,6 +502,97 @@ public sealed class SlowConsumerTests
         long final = win.GetProperty("version").GetInt64();
         await fast.WaitForAsync(m => m[^1].GetProperty("version").GetInt64() == final, $"v{final}");
     }
+
+    [Fact]
+    public async Task AThousandSocketsThatNeverReadKeepServerMemoryFlatAndAreClosedWhileAReaderKeepsUp()
+    {
+        const int stuck = 1000;
+        await using var app = new BalanceApplication(new()
+        {
+            ["Balance:Socket:SendTimeout"] = "00:00:04",
+            ["Balance:Socket:MaxSocketsPerPlayer"] = "1100",
+            ["Balance:Socket:MaxUnauthenticatedPerIp"] = "2000",
+        })
+        {
+            // Small server-side buffers so that a few hundred updates fill them (as in the test above).
+            ConfigureTestServices = services => services.Configure<SocketTransportOptions>(o =>
+            {
+                o.MaxWriteBufferSize = 4096;
+                o.CreateBoundListenSocket = endpoint =>
+                {
+                    var listen = SocketTransportOptions.CreateDefaultBoundListenSocket(endpoint);
+                    listen.SendBufferSize = 8192;
+                    return listen;
+                };
+            }),
+        };
+        var alice = await app.LoginAsync("alice");
+        var op = await app.LoginAsync("operator");
+        var hub = app.Services.GetRequiredService<BalanceSocket>();
+        var closes = new ConcurrentQueue<int>();
+        hub.Stats.Closed += closes.Enqueue;
+
+        var handler = new SocketsHttpHandler
+        {
+            ConnectCallback = async (context, ct) =>
+            {
+                var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { ReceiveBufferSize = 4096 };
+                await s.ConnectAsync(context.DnsEndPoint, ct);
+                return new NetworkStream(s, ownsSocket: true);
+            },
+        };
+        using var invoker = new HttpMessageInvoker(handler);
+        byte[] auth = Encoding.UTF8.GetBytes(JsonSerializer.Serialize(new { type = "auth", access_token = alice.AccessToken }));
+        var sockets = new List<ClientWebSocket>();
+        try
+        {
+            for (int i = 0; i < stuck; i += 50)
+                sockets.AddRange(await Task.WhenAll(Enumerable.Range(0, 50).Select(async _ =>
+                {
+                    var ws = new ClientWebSocket();
+                    using var cts = new CancellationTokenSource(Patience.Long);
+                    await ws.ConnectAsync(app.SocketUri, invoker, cts.Token);
+                    await ws.SendAsync(auth, WebSocketMessageType.Text, true, cts.Token);
+                    return ws;
+                })));
+            await using var reader = await SocketRecorder.OpenAsync(app, alice.AccessToken);
+            await reader.WaitForAsync(m => m.Count > 0, "the snapshot");
+            var deadline = DateTime.UtcNow.AddSeconds(30);
+            while (hub.Stats.Authenticated < stuck + 1 && DateTime.UtcNow < deadline) await Task.Delay(50);
+            Assert.Equal(stuck + 1, hub.Stats.Authenticated);
+
+            long baseline = GC.GetTotalMemory(forceFullCollection: true);
+            long peak = baseline;
+            string[] currencies = ["USD", "EUR", "GBP", "CAD", "AUD", "JPY", "BTC", "ETH"];
+            using var http = app.Http(op.AccessToken);
+            int rounds = 0;
+            // Keep posting until every stuck socket has been let go; the reader must see every round promptly.
+            while (closes.Count(c => c == 4003) < stuck)
+            {
+                Assert.True(++rounds < 200, $"after {rounds} rounds only {closes.Count(c => c == 4003)} of {stuck} stuck sockets were closed");
+                var batch = await Task.WhenAll(currencies.Select(async currency =>
+                    await (await InvariantTests.Post(http, InvariantTests.NewKey(),
+                        new { user_id = alice.UserId, type = "deposit", amount = Money.Format(1, currency), currency })).Content.ReadFromJsonAsync<JsonElement>()));
+                foreach (var done in batch)
+                {
+                    string currency = done.GetProperty("currency").GetString()!;
+                    long version = done.GetProperty("version").GetInt64();
+                    await reader.WaitForAsync(m => m.Any(x => x.GetProperty("currency").GetString() == currency && x.GetProperty("version").GetInt64() >= version), $"{currency} v{version}");
+                }
+                if (rounds % 5 == 0) peak = Math.Max(peak, GC.GetTotalMemory(forceFullCollection: true));
+            }
+            // Each stuck socket holds at most one waiting balance per currency, so the heap does not grow
+            // with the number of updates (an unbounded queue would hold rounds × 8 × 1,000 entries).
+            Assert.True(peak - baseline < 24 * 1024 * 1024, $"managed heap grew by {(peak - baseline) / 1024 / 1024} MiB over {rounds} rounds");
+            Assert.Null(reader.CloseStatus);
+            Assert.DoesNotContain(closes, c => c != 4003);
+        }
+        finally
+        {
+            foreach (var ws in sockets) ws.Abort();
+            foreach (var ws in sockets) ws.Dispose();
+        }
+    }
 }
 
 public sealed class CapturingLoggerProvider : ILoggerProvider
