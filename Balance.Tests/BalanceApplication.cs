@@ -58,22 +58,9 @@ public sealed class BalanceApplication : WebApplicationFactory<Program>
 
     public Uri SocketUri => new UriBuilder(BaseAddress) { Scheme = "ws", Path = "/ws/balance/player" }.Uri;
 
-    public HttpClient Http(string? token = null)
-    {
-        var client = new HttpClient { BaseAddress = BaseAddress, Timeout = TimeSpan.FromSeconds(30) };
-        if (token is not null) client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
-        return client;
-    }
+    public HttpClient Http(string? token = null) => Api.Client(BaseAddress, token);
 
-    public async Task<Login> LoginAsync(string username, string password = "demo1234")
-    {
-        using var http = Http();
-        var response = await http.PostAsJsonAsync("/api/auth/login", new { username, password });
-        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-        var json = await response.Content.ReadFromJsonAsync<JsonElement>();
-        return new Login(json.GetProperty("access_token").GetString()!, json.GetProperty("refresh_token").GetString()!,
-            json.GetProperty("user_id").GetString()!, json.GetProperty("role").GetString()!);
-    }
+    public Task<Login> LoginAsync(string username, string password = "demo1234") => Api.LoginAsync(BaseAddress, username, password);
 
     public async Task<string> CreatePlayerAsync(string username)
     {
@@ -131,6 +118,27 @@ public sealed class BalanceApplication : WebApplicationFactory<Program>
 }
 
 public sealed record Login(string AccessToken, string RefreshToken, string UserId, string Role);
+
+// HTTP helpers shared by the in-process service and the one the durability tests start as a separate process.
+public static class Api
+{
+    public static HttpClient Client(Uri baseAddress, string? token = null)
+    {
+        var client = new HttpClient { BaseAddress = baseAddress, Timeout = TimeSpan.FromSeconds(30) };
+        if (token is not null) client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
+        return client;
+    }
+
+    public static async Task<Login> LoginAsync(Uri baseAddress, string username, string password = "demo1234")
+    {
+        using var http = Client(baseAddress);
+        var response = await http.PostAsJsonAsync("/api/auth/login", new { username, password });
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var json = await response.Content.ReadFromJsonAsync<JsonElement>();
+        return new Login(json.GetProperty("access_token").GetString()!, json.GetProperty("refresh_token").GetString()!,
+            json.GetProperty("user_id").GetString()!, json.GetProperty("role").GetString()!);
+    }
+}
 
 public sealed class TestSocket(ClientWebSocket ws) : IAsyncDisposable
 {

@@ -418,22 +418,9 @@ public sealed class ServiceProcess : IAsyncDisposable
         }
     }
 
-    public HttpClient Http(string? token = null)
-    {
-        var client = new HttpClient { BaseAddress = BaseAddress, Timeout = TimeSpan.FromSeconds(30) };
-        if (token is not null) client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
-        return client;
-    }
+    public HttpClient Http(string? token = null) => Api.Client(BaseAddress, token);
 
-    public async Task<Login> LoginAsync(string username, string password = "demo1234")
-    {
-        using var http = Http();
-        var response = await http.PostAsJsonAsync("/api/auth/login", new { username, password });
-        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-        var json = await response.Content.ReadFromJsonAsync<JsonElement>();
-        return new Login(json.GetProperty("access_token").GetString()!, json.GetProperty("refresh_token").GetString()!,
-            json.GetProperty("user_id").GetString()!, json.GetProperty("role").GetString()!);
-    }
+    public Task<Login> LoginAsync(string username, string password = "demo1234") => Api.LoginAsync(BaseAddress, username, password);
 
     /// SIGKILL: no shutdown hooks, no flush, no drain.
     public void Kill()

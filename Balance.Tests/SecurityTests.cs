@@ -422,26 +422,36 @@ public sealed class SecurityTests
 [Collection("Load")]
 public sealed class SlowConsumerTests
 {
+    // Small server-side buffers (Kestrel's write pipe, and a fixed SO_SNDBUF the accepted sockets inherit, instead of
+    // Linux's autotuning up to 4 MB) so that a few hundred updates fill them; the send timeout is what is under test.
+    private static void SmallServerBuffers(IServiceCollection services) => services.Configure<SocketTransportOptions>(o =>
+    {
+        o.MaxWriteBufferSize = 4096;
+        o.CreateBoundListenSocket = endpoint =>
+        {
+            var listen = SocketTransportOptions.CreateDefaultBoundListenSocket(endpoint);
+            listen.SendBufferSize = 8192;
+            return listen;
+        };
+    });
+
+    // A client whose sockets have a tiny receive buffer: once it stops reading, the server's sends back up quickly.
+    private static HttpMessageInvoker TinyReceiveBufferClient() => new(new SocketsHttpHandler
+    {
+        ConnectCallback = async (context, ct) =>
+        {
+            var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { ReceiveBufferSize = 4096 };
+            await s.ConnectAsync(context.DnsEndPoint, ct);
+            return new NetworkStream(s, ownsSocket: true);
+        },
+    });
+
     // ---- slow consumers ----
 
     [Fact]
     public async Task ASocketThatNeverReadsIsClosedAsASlowConsumerWhileOthersKeepUp()
     {
-        // Small server-side buffers (Kestrel's write pipe, and a fixed SO_SNDBUF the accepted sockets inherit, instead of
-        // Linux's autotuning up to 4 MB) so that a few hundred updates fill them; the send timeout is what is under test.
-        await using var app = new BalanceApplication(new() { ["Balance:Socket:SendTimeout"] = "00:00:02" })
-        {
-            ConfigureTestServices = services => services.Configure<SocketTransportOptions>(o =>
-            {
-                o.MaxWriteBufferSize = 4096;
-                o.CreateBoundListenSocket = endpoint =>
-                {
-                    var listen = SocketTransportOptions.CreateDefaultBoundListenSocket(endpoint);
-                    listen.SendBufferSize = 8192;
-                    return listen;
-                };
-            }),
-        };
+        await using var app = new BalanceApplication(new() { ["Balance:Socket:SendTimeout"] = "00:00:02" }) { ConfigureTestServices = SmallServerBuffers };
         var alice = await app.LoginAsync("alice");
         var op = await app.LoginAsync("operator");
         var hub = app.Services.GetRequiredService<BalanceSocket>();
@@ -449,16 +459,7 @@ public sealed class SlowConsumerTests
         hub.Stats.Closed += closes.Enqueue;
 
         // The slow one: a tiny receive buffer, authenticated, and then never read again.
-        var handler = new SocketsHttpHandler
-        {
-            ConnectCallback = async (context, ct) =>
-            {
-                var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { ReceiveBufferSize = 4096 };
-                await s.ConnectAsync(context.DnsEndPoint, ct);
-                return new NetworkStream(s, ownsSocket: true);
-            },
-        };
-        using var invoker = new HttpMessageInvoker(handler);
+        using var invoker = TinyReceiveBufferClient();
         using var slow = new ClientWebSocket();
         using (var cts = new CancellationTokenSource(Patience.Long))
         {
@@ -512,36 +513,14 @@ public sealed class SlowConsumerTests
             ["Balance:Socket:SendTimeout"] = "00:00:04",
             ["Balance:Socket:MaxSocketsPerPlayer"] = "1100",
             ["Balance:Socket:MaxUnauthenticatedPerIp"] = "2000",
-        })
-        {
-            // Small server-side buffers so that a few hundred updates fill them (as in the test above).
-            ConfigureTestServices = services => services.Configure<SocketTransportOptions>(o =>
-            {
-                o.MaxWriteBufferSize = 4096;
-                o.CreateBoundListenSocket = endpoint =>
-                {
-                    var listen = SocketTransportOptions.CreateDefaultBoundListenSocket(endpoint);
-                    listen.SendBufferSize = 8192;
-                    return listen;
-                };
-            }),
-        };
+        }) { ConfigureTestServices = SmallServerBuffers };
         var alice = await app.LoginAsync("alice");
         var op = await app.LoginAsync("operator");
         var hub = app.Services.GetRequiredService<BalanceSocket>();
         var closes = new ConcurrentQueue<int>();
         hub.Stats.Closed += closes.Enqueue;
 
-        var handler = new SocketsHttpHandler
-        {
-            ConnectCallback = async (context, ct) =>
-            {
-                var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { ReceiveBufferSize = 4096 };
-                await s.ConnectAsync(context.DnsEndPoint, ct);
-                return new NetworkStream(s, ownsSocket: true);
-            },
-        };
-        using var invoker = new HttpMessageInvoker(handler);
+        using var invoker = TinyReceiveBufferClient();
         byte[] auth = Encoding.UTF8.GetBytes(JsonSerializer.Serialize(new { type = "auth", access_token = alice.AccessToken }));
         var sockets = new List<ClientWebSocket>();
         try
