@@ -18,6 +18,12 @@ public sealed class SocketOptions
     public double MessagesPerSecond { get; set; } = 5;
     public int MessageBurst { get; set; } = 20;
     public string[] AllowedOrigins { get; set; } = [];
+
+    // A browser origin other than the service's own: configured ones, and in Development any loopback one.
+    // Shared by the socket's Origin check and CORS for the REST routes.
+    public bool AllowsCrossOrigin(string origin, bool development) =>
+        AllowedOrigins.Any(o => string.Equals(o.TrimEnd('/'), origin.TrimEnd('/'), StringComparison.OrdinalIgnoreCase))
+        || (development && Uri.TryCreate(origin, UriKind.Absolute, out var uri) && uri.IsLoopback);
 }
 
 public static class CloseCodes
@@ -148,8 +154,7 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
         if (string.IsNullOrEmpty(origin)) return true;
         if (!Uri.TryCreate(origin, UriKind.Absolute, out var uri)) return false;
         if (string.Equals(uri.Authority, http.Request.Host.Value, StringComparison.OrdinalIgnoreCase)) return true;
-        if (_options.AllowedOrigins.Any(o => string.Equals(o.TrimEnd('/'), origin.TrimEnd('/'), StringComparison.OrdinalIgnoreCase))) return true;
-        return env.IsDevelopment() && uri.IsLoopback;
+        return _options.AllowsCrossOrigin(origin, env.IsDevelopment());
     }
 
     public async Task HandleAsync(HttpContext http, IHostEnvironment env)

@@ -65,10 +65,10 @@ builder.Services.Configure<JsonOptions>(o =>
 builder.Services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
 builder.Services.AddProblemDetails(o => o.CustomizeProblemDetails = Problems.Configure);
 builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = 64 * 1024);
-builder.Services.AddCors(o => o.AddDefaultPolicy(p => p
-    .SetIsOriginAllowed(origin => builder.Configuration.GetSection("Balance:Socket:AllowedOrigins").Get<string[]>()?.Contains(origin.TrimEnd('/')) == true
-        || (builder.Environment.IsDevelopment() && Uri.TryCreate(origin, UriKind.Absolute, out var u) && u.IsLoopback))
-    .AllowAnyHeader().AllowAnyMethod().WithExposedHeaders("ETag", "Retry-After", "Idempotent-Replayed")));
+builder.Services.AddCors();
+builder.Services.AddOptions<Microsoft.AspNetCore.Cors.Infrastructure.CorsOptions>().Configure<SocketOptions, IHostEnvironment>((o, sockets, env) =>
+    o.AddDefaultPolicy(p => p.SetIsOriginAllowed(origin => sockets.AllowsCrossOrigin(origin, env.IsDevelopment()))
+        .AllowAnyHeader().AllowAnyMethod().WithExposedHeaders("ETag", "Retry-After", "Idempotent-Replayed")));
 // Operability: health, metrics (meter "Balance", Prometheus text at /metrics), OpenAPI.
 builder.Services.AddSingleton<BalanceMetrics>();
 builder.Services.AddOpenTelemetry().WithMetrics(m => m.AddMeter(BalanceMetrics.MeterName).AddPrometheusExporter());
