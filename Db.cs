@@ -40,7 +40,7 @@ public sealed class Database
         var connection = new SqliteConnection(ConnectionString);
         await connection.OpenAsync(ct);
         // Per-connection settings; cheap on a pooled connection.
-        await connection.ExecuteAsync($"PRAGMA synchronous = {_synchronous}; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;");
+        await connection.ExecuteAsync($"PRAGMA synchronous = {_synchronous}; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA wal_autocheckpoint = {Checkpointer.BackstopPages}; PRAGMA journal_size_limit = 67108864;");
         return connection;
     }
 
@@ -52,9 +52,66 @@ public sealed class Database
         string schema = await new StreamReader(stream).ReadToEndAsync();
         await using var connection = await OpenAsync();
         await connection.ExecuteAsync(schema);
+        // Databases made before wallets.last_transaction_id: add it and fill it from the ledger, once. (They keep
+        // their old UNIQUE (user_id, currency, version) on the ledger: same guarantee, one more index to write.)
+        if (!(await connection.QueryAsync<string>("SELECT name FROM pragma_table_info('wallets')")).Contains("last_transaction_id"))
+        {
+            await using var tx = await connection.BeginTransactionAsync();
+            await connection.ExecuteAsync("""
+                ALTER TABLE wallets ADD COLUMN last_transaction_id TEXT;
+                UPDATE wallets SET last_transaction_id = (SELECT l.transaction_id FROM ledger l
+                    WHERE l.user_id = wallets.user_id AND l.currency = wallets.currency AND l.version = wallets.version);
+                """, transaction: tx);
+            await tx.CommitAsync();
+        }
     }
 
     public static string Now() => DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", System.Globalization.CultureInfo.InvariantCulture);
+}
+
+// WAL checkpoints off the ledger writer's path. SQLite's autocheckpoint runs inside the commit that crosses its
+// threshold, so every few hundred postings one batch also waited while the WAL was copied into the database
+// file and synced. This loop copies committed pages in the background instead (PASSIVE: it never blocks a
+// writer or a reader). Autocheckpoint stays on as the backstop, at BackstopPages: a WAL can only restart from its
+// beginning after a checkpoint that catches up completely between two commits, which the writer's own
+// checkpoint does — cheaply, because by then this loop has already copied nearly every page.
+public sealed class Checkpointer(Database db, ILogger<Checkpointer> log) : BackgroundService
+{
+    public const int BackstopPages = 4000; // 16 MB of WAL with 4 KiB pages
+    private static readonly TimeSpan Every = TimeSpan.FromMilliseconds(50);
+
+    protected override async Task ExecuteAsync(CancellationToken ct)
+    {
+        bool failing = false;
+        using var timer = new PeriodicTimer(Every);
+        SqliteConnection? connection = null;
+        try
+        {
+            while (await timer.WaitForNextTickAsync(ct))
+            {
+                try
+                {
+                    connection ??= await db.OpenAsync(ct);
+                    await connection.ExecuteAsync("PRAGMA wal_checkpoint(PASSIVE)");
+                    if (failing) log.LogInformation("Background WAL checkpoints work again");
+                    failing = false;
+                }
+                catch (SqliteException ex)
+                {
+                    // Locked or full disk: the ledger answers 503 on its own; log the change once, not every tick.
+                    if (!failing) log.LogWarning(ex, "Background WAL checkpoint failed; retrying every {Interval} ms", Every.TotalMilliseconds);
+                    failing = true;
+                    connection?.Dispose();
+                    connection = null;
+                }
+            }
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested) { }
+        finally
+        {
+            connection?.Dispose();
+        }
+    }
 }
 
 // SQLite stores GUIDs as TEXT; Dapper needs to be told how to read them back.

@@ -49,12 +49,13 @@ public sealed class Ledger : IHostedService
     private readonly int _maxBatch;
     private readonly Channel<Work> _work = Channel.CreateUnbounded<Work>(new UnboundedChannelOptions { SingleReader = true });
     private readonly Channel<BalanceChange> _changes = Channel.CreateUnbounded<BalanceChange>(new UnboundedChannelOptions { SingleWriter = true }); // multi-reader mode keeps Count, which shutdown reads
-    private Task _writer = Task.CompletedTask;
+    private Thread? _writer;
 
     public ChannelReader<BalanceChange> Changes => _changes.Reader;
     public LedgerStats Stats { get; } = new();
 
-    private sealed record Work(Posting Posting, TaskCompletionSource<PostOutcome> Done);
+    // The request hash is computed on the caller's thread: the writer loop is the serial step, keep it lean.
+    private sealed record Work(Posting Posting, string Hash, TaskCompletionSource<PostOutcome> Done);
 
     public sealed class LedgerStats
     {
@@ -72,7 +73,10 @@ public sealed class Ledger : IHostedService
 
     public Task StartAsync(CancellationToken ct)
     {
-        _writer = Task.Run(WriteLoopAsync, CancellationToken.None);
+        // A thread of its own: the writer is the one serial step every posting passes through, so it must
+        // not queue behind request work on the thread pool, and it blocks in fsync by design.
+        _writer = new Thread(WriteLoop) { IsBackground = true, Name = "ledger writer", Priority = ThreadPriority.AboveNormal };
+        _writer.Start();
         return Task.CompletedTask;
     }
 
@@ -94,7 +98,7 @@ public sealed class Ledger : IHostedService
         Interlocked.Increment(ref _inFlight);
         try
         {
-            if (!_work.Writer.TryWrite(new Work(posting, done))) throw new ServiceStoppingException();
+            if (!_work.Writer.TryWrite(new Work(posting, posting.Hash(), done))) throw new ServiceStoppingException();
             return await done.Task;
         }
         finally
@@ -103,13 +107,13 @@ public sealed class Ledger : IHostedService
         }
     }
 
-    private async Task WriteLoopAsync()
+    private void WriteLoop()
     {
         var batch = new List<Work>(_maxBatch);
         var results = new List<PostOutcome>(_maxBatch);
         var changes = new List<BalanceChange>(_maxBatch);
         Writer? writer = null;
-        while (await _work.Reader.WaitToReadAsync())
+        while (_work.Reader.TryPeek(out _) || _work.Reader.WaitToReadAsync().AsTask().GetAwaiter().GetResult())
         {
             batch.Clear();
             while (batch.Count < _maxBatch && _work.Reader.TryRead(out var item)) batch.Add(item);
@@ -118,7 +122,7 @@ public sealed class Ledger : IHostedService
             var started = Stopwatch.GetTimestamp();
             try
             {
-                writer ??= new Writer(await _db.OpenAsync());
+                writer ??= new Writer(_db.OpenAsync().GetAwaiter().GetResult());
                 writer.Run(batch, results, changes);
             }
             catch (Exception ex)
@@ -133,10 +137,11 @@ public sealed class Ledger : IHostedService
             }
             Stats.Report(batch.Count, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
             foreach (var change in changes) _changes.Writer.TryWrite(change);
-            for (int i = 0; i < batch.Count; i++)
-                if (results[i] is PostOutcome.Committed { Replayed: false, Result: var r })
-                    _log.LogInformation("Committed {TransactionType} {TransactionId} for {UserId} by {PostedBy}: {Amount} {Currency}, balance {Balance} v{Version}, reference {Reference}",
-                        r.Type, r.TransactionId, r.UserId, batch[i].Posting.PostedBy, r.Amount, r.Currency, r.Balance, r.Version, r.Reference);
+            if (_log.IsEnabled(LogLevel.Information))
+                for (int i = 0; i < batch.Count; i++)
+                    if (results[i] is PostOutcome.Committed { Replayed: false, Result: var r })
+                        _log.LogInformation("Committed {TransactionType} {TransactionId} for {UserId} by {PostedBy}: {Amount} {Currency}, balance {Balance} v{Version}, reference {Reference}",
+                            r.Type, r.TransactionId, r.UserId, batch[i].Posting.PostedBy, r.Amount, r.Currency, r.Balance, r.Version, r.Reference);
             for (int i = 0; i < batch.Count; i++) batch[i].Done.TrySetResult(results[i]);
         }
         writer?.Dispose();
@@ -177,10 +182,13 @@ public sealed class Ledger : IHostedService
             _reversed = Prepare("SELECT EXISTS (SELECT 1 FROM ledger WHERE reverses = $id)", "$id");
             _role = Prepare("SELECT role FROM users WHERE id = $user", "$user");
             _wallet = Prepare("SELECT balance, version FROM wallets WHERE user_id = $user AND currency = $currency", "$user", "$currency");
+            // The WHERE makes the version step exactly one: anything else changes no row, and Apply refuses it.
             _upsert = Prepare("""
-                INSERT INTO wallets (user_id, currency, balance, version, updated_at) VALUES ($user, $currency, $balance, $version, $now)
-                ON CONFLICT (user_id, currency) DO UPDATE SET balance = excluded.balance, version = excluded.version, updated_at = excluded.updated_at
-                """, "$user", "$currency", "$balance", "$version", "$now");
+                INSERT INTO wallets (user_id, currency, balance, version, updated_at, last_transaction_id) VALUES ($user, $currency, $balance, $version, $now, $id)
+                ON CONFLICT (user_id, currency) DO UPDATE SET balance = excluded.balance, version = excluded.version,
+                    updated_at = excluded.updated_at, last_transaction_id = excluded.last_transaction_id
+                WHERE wallets.version = excluded.version - 1
+                """, "$user", "$currency", "$balance", "$version", "$now", "$id");
             _insert = Prepare("""
                 INSERT INTO ledger (transaction_id, user_id, type, amount, currency, balance_after, version, idempotency_key, request_hash, reference, reverses, posted_by, created_at)
                 VALUES ($id, $user, $type, $amount, $currency, $balance, $version, $key, $hash, $reference, $reverses, $by, $now)
@@ -213,7 +221,7 @@ public sealed class Ledger : IHostedService
                     _savepoint.ExecuteNonQuery();
                     try
                     {
-                        var (outcome, change) = Apply(work.Posting);
+                        var (outcome, change) = Apply(work.Posting, work.Hash);
                         results.Add(outcome);
                         if (change is not null) changes.Add(change);
                     }
@@ -243,9 +251,8 @@ public sealed class Ledger : IHostedService
                 r.GetInt64(6), r.GetString(7), r.IsDBNull(8) ? null : r.GetString(8), r.IsDBNull(9) ? null : r.GetString(9), r.GetString(10));
         }
 
-        private (PostOutcome, BalanceChange?) Apply(Posting p)
+        private (PostOutcome, BalanceChange?) Apply(Posting p, string hash)
         {
-            string hash = p.Hash();
             if (Row(With(_byKey, p.IdempotencyKey)) is { } earlier)
                 return (earlier.RequestHash == hash ? new PostOutcome.Committed(earlier.ToResult(), Replayed: true) : new PostOutcome.IdempotencyConflict(), null);
 
@@ -265,13 +272,14 @@ public sealed class Ledger : IHostedService
             {
                 userId = p.UserId!.Value;
                 currency = p.Currency!;
-                string? role = With(_role, userId.ToString()).ExecuteScalar() as string;
+                string? role = With(_role, userId.ToString()).ExecuteScalar() as string; // also: the user exists
                 if (role is null) return (new PostOutcome.Refused(404, "user_not_found", $"No user {userId}."), null);
                 if (role != Roles.Player) return (new PostOutcome.Refused(422, "not_a_player", "Only players have wallets."), null);
             }
 
+            string user = userId.ToString();
             long balance = 0, version = 0;
-            using (var r = With(_wallet, userId.ToString(), currency).ExecuteReader())
+            using (var r = With(_wallet, user, currency).ExecuteReader())
                 if (r.Read()) (balance, version) = (r.GetInt64(0), r.GetInt64(1));
             long after;
             if (TxTypes.IsCredit(p.Type))
@@ -288,8 +296,9 @@ public sealed class Ledger : IHostedService
             string now = Database.Now();
             string transactionId = Guid.CreateVersion7().ToString();
             version++;
-            With(_upsert, userId.ToString(), currency, after, version, now).ExecuteNonQuery();
-            With(_insert, transactionId, userId.ToString(), p.Type, amount, currency, after, version, p.IdempotencyKey, hash,
+            if (With(_upsert, user, currency, after, version, now, transactionId).ExecuteNonQuery() != 1)
+                throw new SqliteException($"Wallet {user}/{currency} is no longer at version {version - 1}.", 19); // a constraint, like UNIQUE: undo this posting only
+            With(_insert, transactionId, user, p.Type, amount, currency, after, version, p.IdempotencyKey, hash,
                 p.Reference, p.Reverses, p.PostedBy.ToString(), now).ExecuteNonQuery();
             var result = new TransactionResult(transactionId, userId, p.Type, Money.Format(amount, currency), currency,
                 Money.Format(after, currency), version, now, p.Reference, p.Reverses);
@@ -311,7 +320,7 @@ public sealed class Ledger : IHostedService
         await using var c = await _db.OpenAsync(ct);
         var rows = (await c.QueryAsync<BalanceChange>(new CommandDefinition("""
             SELECT w.user_id AS userid, w.currency, w.balance, w.version, l.transaction_id AS transactionid, l.type AS transactiontype, w.updated_at AS updatedat
-            FROM wallets w LEFT JOIN ledger l ON l.user_id = w.user_id AND l.currency = w.currency AND l.version = w.version
+            FROM wallets w LEFT JOIN ledger l ON l.transaction_id = w.last_transaction_id
             WHERE w.user_id = @userId ORDER BY w.currency
             """, new { userId }, cancellationToken: ct))).ToList();
         if (!rows.Any(r => r.Currency == Money.DefaultCurrency))

@@ -21,8 +21,9 @@ builder.Services.AddSingleton(sp => sp.GetRequiredService<IOptions<AuthOptions>>
 builder.Services.AddSingleton(sp => sp.GetRequiredService<IOptions<SocketOptions>>().Value);
 builder.Services.AddSingleton(TimeProvider.System);
 
-// Money: the database, the ledger's writer loop, and the socket fan-out that reads its commits.
+// Money: the database (and its background checkpoints), the ledger's writer loop, and the socket fan-out that reads its commits.
 builder.Services.AddSingleton<Database>();
+builder.Services.AddHostedService<Checkpointer>();
 builder.Services.AddSingleton<Ledger>();
 builder.Services.AddHostedService(sp => sp.GetRequiredService<Ledger>());
 builder.Services.AddSingleton<BalanceSocket>();

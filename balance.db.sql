@@ -10,13 +10,16 @@ CREATE TABLE IF NOT EXISTS users (
     created_at    TEXT NOT NULL
 );
 
--- One wallet per (player, currency), created by its first credit.
+-- One wallet per (player, currency), created by its first credit. The ledger writer moves `version` up by
+-- exactly one per posting, guarded in the UPDATE itself (WHERE version = new - 1), so a wallet's versions
+-- are unique and gapless without a second per-player index on the ledger.
 CREATE TABLE IF NOT EXISTS wallets (
-    user_id    TEXT    NOT NULL REFERENCES users (id),
-    currency   TEXT    NOT NULL,
-    balance    INTEGER NOT NULL CHECK (balance >= 0),
-    version    INTEGER NOT NULL CHECK (version > 0),
-    updated_at TEXT    NOT NULL,
+    user_id             TEXT    NOT NULL REFERENCES users (id),
+    currency            TEXT    NOT NULL,
+    balance             INTEGER NOT NULL CHECK (balance >= 0),
+    version             INTEGER NOT NULL CHECK (version > 0),
+    updated_at          TEXT    NOT NULL,
+    last_transaction_id TEXT,                      -- the ledger row that set this balance
     PRIMARY KEY (user_id, currency)
 ) WITHOUT ROWID;
 
@@ -35,8 +38,7 @@ CREATE TABLE IF NOT EXISTS ledger (
     reference       TEXT,
     reverses        TEXT UNIQUE REFERENCES ledger (transaction_id), -- a bet is rolled back at most once
     posted_by       TEXT    NOT NULL REFERENCES users (id),
-    created_at      TEXT    NOT NULL,
-    UNIQUE (user_id, currency, version)
+    created_at      TEXT    NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ledger_by_user ON ledger (user_id, seq);
 

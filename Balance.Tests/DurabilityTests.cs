@@ -163,6 +163,54 @@ public sealed class DurabilityTests
     }
 
     [Fact]
+    public async Task ADatabaseFromTheFirstSchemaIsUpgradedInPlaceAndKeepsEveryBalance()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "balance-tests", Guid.NewGuid().ToString("N"));
+        string db = Path.Combine(dir, "balance.db");
+        try
+        {
+            Login op, alice;
+            JsonElement[] balancesBefore;
+            await using (var app = new BalanceApplication(databasePath: db))
+            {
+                op = await app.LoginAsync("operator");
+                alice = await app.LoginAsync("alice");
+                await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "5.00", currency = "EUR" });
+                await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "bet", amount = "1.25", currency = "USD" });
+                using var mine = app.Http(alice.AccessToken);
+                balancesBefore = (await mine.GetFromJsonAsync<JsonElement[]>("/api/balances"))!;
+            }
+            // Put the file back in the first schema's shape: no wallets.last_transaction_id, and the ledger's
+            // UNIQUE (user_id, currency, version) that the first schema declared.
+            SqliteConnection.ClearAllPools();
+            await using (var c = new SqliteConnection($"Data Source={db};Pooling=False"))
+            {
+                c.Open();
+                using var cmd = c.CreateCommand();
+                cmd.CommandText = "ALTER TABLE wallets DROP COLUMN last_transaction_id; CREATE UNIQUE INDEX first_schema_wallet_version ON ledger (user_id, currency, version);";
+                cmd.ExecuteNonQuery();
+            }
+            await using (var app = new BalanceApplication(databasePath: db))
+            {
+                using var mine = app.Http(alice.AccessToken);
+                var balancesAfter = (await mine.GetFromJsonAsync<JsonElement[]>("/api/balances"))!;
+                Assert.Equal(balancesBefore.Select(b => b.ToString()), balancesAfter.Select(b => b.ToString())); // transaction_id and type included
+                Assert.All(balancesAfter, b => Assert.Equal(JsonValueKind.String, b.GetProperty("transaction_id").ValueKind));
+                var win = await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "win", amount = "2.00", currency = "USD" });
+                var usd = await mine.GetFromJsonAsync<JsonElement>("/api/balance?currency=USD");
+                Assert.Equal(win.GetProperty("transaction_id").GetString(), usd.GetProperty("transaction_id").GetString());
+                Assert.Equal(win.GetProperty("version").GetInt64(), usd.GetProperty("version").GetInt64());
+                LedgerAudit.Read(db).AssertConsistent();
+            }
+        }
+        finally
+        {
+            SqliteConnection.ClearAllPools();
+            try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+        }
+    }
+
+    [Fact]
     public async Task PlainRestartKeepsEveryBalanceVersionHistoryAndToken()
     {
         string dir = Path.Combine(Path.GetTempPath(), "balance-tests", Guid.NewGuid().ToString("N"));
