@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Net.WebSockets;
 using System.Text;
 using System.Text.Json;
@@ -78,7 +79,9 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
         public long Sent, Coalesced, Dropped;
         public int Open, Authenticated;
         public event Action<int>? Closed;
+        public event Action<double>? Pushed; // milliseconds from the commit to the message written to the socket
         internal void ReportClose(int code) => Closed?.Invoke(code);
+        internal void ReportPush(long committedAt) { if (committedAt != 0) Pushed?.Invoke(Stopwatch.GetElapsedTime(committedAt).TotalMilliseconds); }
     }
 
     public BalanceSocket(Ledger ledger, Tokens tokens, Sessions sessions, SocketOptions options, ILogger<BalanceSocket> log, ILoggerFactory loggers, TimeProvider time)
@@ -105,7 +108,7 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
             {
                 if (!_byPlayer.TryGetValue(change.UserId, out var sockets)) continue;
                 byte[] bytes = Serialize(change);
-                foreach (var socket in sockets) socket.Enqueue(bytes, change.Currency, change.Version);
+                foreach (var socket in sockets) socket.Enqueue(bytes, change.Currency, change.Version, change.CommittedAt);
             }
         }
         catch (OperationCanceledException) { }
@@ -268,9 +271,9 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
         private volatile bool _closing;
         private Dictionary<string, long>? _sentVersions;
 
-        private readonly record struct Outgoing(byte[] Bytes, string? Currency, long Version, int CloseCode = 0, string? Reason = null);
+        private readonly record struct Outgoing(byte[] Bytes, string? Currency, long Version, long CommittedAt = 0, int CloseCode = 0, string? Reason = null);
 
-        public void Enqueue(byte[] bytes, string? currency, long version)
+        public void Enqueue(byte[] bytes, string? currency, long version, long committedAt = 0)
         {
             TaskCompletionSource? wake;
             lock (_gate)
@@ -279,11 +282,11 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
                 int i = currency is null ? -1 : _outbox.FindIndex(o => o.Currency == currency);
                 if (i >= 0)
                 {
-                    if (_outbox[i].Version < version) _outbox[i] = new Outgoing(bytes, currency, version);
+                    if (_outbox[i].Version < version) _outbox[i] = new Outgoing(bytes, currency, version, committedAt);
                     Interlocked.Increment(ref hub.Stats.Coalesced);
                     return;
                 }
-                _outbox.Add(new Outgoing(bytes, currency, version));
+                _outbox.Add(new Outgoing(bytes, currency, version, committedAt));
                 wake = _wake;
                 _wake = null;
             }
@@ -299,7 +302,7 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
                 byte[] error = v2 && errorCode is not null
                     ? JsonSerializer.SerializeToUtf8Bytes(new Dictionary<string, string> { ["type"] = "error", ["code"] = errorCode, ["message"] = message ?? errorCode })
                     : [];
-                _close = new Outgoing(error, null, 0, code, CloseCodes.Reason(code));
+                _close = new Outgoing(error, null, 0, 0, code, CloseCodes.Reason(code));
                 _closing = true;
                 wake = _wake;
                 _wake = null;
@@ -336,6 +339,7 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
                 if (next.Currency is not null)
                 {
                     Interlocked.Increment(ref hub.Stats.Sent);
+                    hub.Stats.ReportPush(next.CommittedAt);
                     LogPush(hub._audit, UserId, next.Currency, next.Version, Id, null);
                 }
             }
@@ -369,7 +373,7 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
             CloseCode = CloseCodes.SlowConsumer;
             lock (_gate)
             {
-                _close ??= new Outgoing([], null, 0, CloseCodes.SlowConsumer, "slow_consumer");
+                _close ??= new Outgoing([], null, 0, 0, CloseCodes.SlowConsumer, "slow_consumer");
                 _closing = true;
             }
             hub._log.LogWarning("Socket {SocketId} of {UserId} is a slow consumer; closing 4003", Id, UserId);

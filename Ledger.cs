@@ -28,7 +28,12 @@ public sealed record TransactionResult(
     long Version, string CreatedAt, string? Reference, string? Reverses);
 
 // A committed change of one wallet; what the sockets are told.
-public sealed record BalanceChange(Guid UserId, string Currency, long Balance, long Version, string? TransactionId, string? TransactionType, string? UpdatedAt);
+public sealed record BalanceChange(Guid UserId, string Currency, long Balance, long Version, string? TransactionId, string? TransactionType, string? UpdatedAt)
+{
+    // Stopwatch timestamp of the durable commit (0 for a balance read from the database): what the
+    // socket's commit → send delay is measured from.
+    public long CommittedAt { get; set; }
+}
 
 public abstract record PostOutcome
 {
@@ -135,8 +140,13 @@ public sealed class Ledger : IHostedService
                 writer = null;
                 continue;
             }
-            Stats.Report(batch.Count, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
-            foreach (var change in changes) _changes.Writer.TryWrite(change);
+            long committed = Stopwatch.GetTimestamp();
+            Stats.Report(batch.Count, Stopwatch.GetElapsedTime(started, committed).TotalMilliseconds);
+            foreach (var change in changes)
+            {
+                change.CommittedAt = committed;
+                _changes.Writer.TryWrite(change);
+            }
             if (_log.IsEnabled(LogLevel.Information))
                 for (int i = 0; i < batch.Count; i++)
                     if (results[i] is PostOutcome.Committed { Replayed: false, Result: var r })

@@ -25,5 +25,10 @@ public sealed class BalanceMetrics
         var latency = meter.CreateHistogram<double>("balance.ledger.commit.duration", "ms", "Time from the start of a batch to its durable commit.");
         var size = meter.CreateHistogram<int>("balance.ledger.batch.size", "{transaction}", "Postings per committed batch (group commit).");
         l.Committed += (n, ms) => { latency.Record(ms); size.Record(n); };
+        // Fine buckets at the low end: the promise is a few milliseconds from commit to screen.
+        var push = meter.CreateHistogram<double>("balance.push.delay", "ms",
+            "From the durable commit of a change to its balance message written to a socket (for a coalesced message, from the newest change).",
+            tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.1, 0.25, 0.5, 1, 2, 3, 4, 5, 7.5, 10, 15, 25, 50, 100, 250, 500, 1000, 2500, 5000] });
+        s.Pushed += push.Record;
     }
 }

@@ -18,7 +18,7 @@ public sealed class OperabilityTests
         using var http = app.Http();
         string text = "";
         // The exporter caches a scrape briefly; poll until the numbers show the work above.
-        for (int i = 0; i < 50 && !(text.Contains("balance_messages_sent_total") && text.Contains("balance_sockets_authenticated")); i++)
+        for (int i = 0; i < 50 && !(text.Contains("balance_messages_sent_total") && text.Contains("balance_sockets_authenticated") && text.Contains("balance_push_delay_milliseconds_count")); i++)
         {
             var response = await http.GetAsync("/metrics");
             Assert.Equal(HttpStatusCode.OK, response.StatusCode);
@@ -30,6 +30,10 @@ public sealed class OperabilityTests
         Assert.Contains("balance_sockets_open", text);
         Assert.Contains("balance_sockets_authenticated", text);
         Assert.Contains("balance_messages_sent_total", text);
+        // Commit → socket delay, with buckets fine enough to tell a few milliseconds apart; the snapshot sent at
+        // auth is not a commit and is not counted, the deposit's push is.
+        Assert.Contains("balance_push_delay_milliseconds_bucket{otel_scope_name=\"Balance\",le=\"5\"}", text);
+        Assert.Matches(@"balance_push_delay_milliseconds_count\{[^}]*\} 1\b", text);
     }
 
     [Fact]

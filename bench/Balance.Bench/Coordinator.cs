@@ -28,6 +28,7 @@ public sealed class Phase
     public Latency? Delivery { get; set; }
     public Latency? AllSockets { get; set; }
     public Latency? AfterResponse { get; set; } // socket arrival − HTTP response arrival (≤ 0 counted as 0): commit → socket is between this and Delivery
+    public PushDelay? CommitToSocket { get; set; } // the service's own histogram: durable commit → message written to the socket
     public long Deliveries { get; set; }
     public long Superseded { get; set; }
     public long Missing { get; set; }
@@ -166,6 +167,7 @@ public static class Coordinator
     private static async Task<Phase> RunPhaseAsync(Report report, Options o, string name, Target target, int pid, double? rate, TimeSpan duration, bool record = true)
     {
         Console.Write($"{target.Name} {name}: {(rate is { } r ? $"open loop {r:F0}/s" : $"closed loop, {o.Concurrency} in flight")}, {duration.TotalSeconds:F0}s ... ");
+        var pushBefore = target.Name == "balance" ? await PushDelay.ScrapeAsync(o.Service) : null;
         var usage = new Usage(pid, [Environment.ProcessId, .. Harness]);
         var txs = rate is { } perSecond ? await target.OpenLoopAsync(perSecond, duration, o.MaxInFlight) : await target.ClosedLoopAsync(o.Concurrency, duration);
         var (cpu, harnessCpu, busy, rss, seconds) = usage.Stop();
@@ -173,15 +175,22 @@ public static class Coordinator
         var response = Histogram();
         foreach (var t in ok) response.RecordValue(Math.Max(1, (long)Proc.Micros(t.End - t.Start)));
         double span = txs.Length == 0 ? seconds : Proc.Micros(txs.Max(t => t.End) - txs.Min(t => t.Start)) / 1e6;
+        PushDelay? pushDelay = null;
+        if (pushBefore is not null)
+        {
+            await Task.Delay(1500); // the last pushes land, and the exporter's scrape cache expires
+            pushDelay = PushDelay.Between(pushBefore, await PushDelay.ScrapeAsync(o.Service));
+        }
         var phase = new Phase
         {
+            CommitToSocket = pushDelay,
             Name = name, Target = target.Name, Load = rate is null ? $"closed {o.Concurrency}" : "open", OfferedPerSecond = rate ?? 0,
             Seconds = span, Ok = ok.Length, Failed = txs.Count(t => t.Status is not (200 or 201 or -1)), NotSent = txs.Count(t => t.Status == -1),
             TxPerSecond = ok.Length / span, Response = Latency.From(response),
             ServerCpuSeconds = cpu, ServerCpuPercent = 100 * cpu / seconds, MachineBusyPercent = busy, ServerRssBytes = rss, Txs = ok,
             HarnessCpuPercent = 100 * harnessCpu / seconds,
         };
-        Console.WriteLine($"{phase.TxPerSecond:F0} tx/s, {phase.Failed} failed, {phase.NotSent} not sent, response p99 {phase.Response.P99Ms:F2} ms, server CPU {phase.ServerCpuPercent:F0}%, harness CPU {phase.HarnessCpuPercent:F0}%, machine {busy:F0}% busy");
+        Console.WriteLine($"{phase.TxPerSecond:F0} tx/s, {phase.Failed} failed, {phase.NotSent} not sent, response p99 {phase.Response.P99Ms:F2} ms{(pushDelay is null ? "" : $", commit → socket p99 ≤ {pushDelay.P99Ms} ms")}, server CPU {phase.ServerCpuPercent:F0}%, harness CPU {phase.HarnessCpuPercent:F0}%, machine {busy:F0}% busy");
         if (record) report.Phases.Add(phase);
         return phase;
     }
@@ -312,14 +321,14 @@ public static class Coordinator
         foreach (var s in r.Sockets)
             sb.AppendLine($"| {s.Target} | {s.Open} | {s.Failed} | {s.Workers} | {s.Players} | {s.ConnectSeconds:F1} | {s.RssBeforeBytes / 1048576.0:F0} | {s.RssAfterBytes / 1048576.0:F0} | {s.RssBytesPerSocket / 1024:F1} |");
         sb.AppendLine();
-        sb.AppendLine("| target | phase | load | tx/s | failed | resp p50 / p99 / p99.9 / max ms | delivery p50 / p99 / p99.9 / max ms | all-sockets p99 ms | after-response p50 / p99 ms | deliveries/s | superseded | missing | server CPU % | deliveries/CPU-s | harness CPU % | machine busy % |");
-        sb.AppendLine("|---|---|---|---:|---:|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+        sb.AppendLine("| target | phase | load | tx/s | failed | resp p50 / p99 / p99.9 / max ms | delivery p50 / p99 / p99.9 / max ms | all-sockets p99 ms | after-response p50 / p99 ms | commit → socket (server) p50 / p99 / p99.9 ms | deliveries/s | superseded | missing | server CPU % | deliveries/CPU-s | harness CPU % | machine busy % |");
+        sb.AppendLine("|---|---|---|---:|---:|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var p in r.Phases)
         {
             string load = p.OfferedPerSecond > 0 ? $"open {p.OfferedPerSecond:F0}/s" : p.Load;
             string d = p.Delivery is { Count: > 0 } l ? $"{l.P50Ms:F2} / {l.P99Ms:F2} / {l.P999Ms:F2} / {l.MaxMs:F1}" : "-";
             string failed = p.NotSent > 0 ? $"{p.Failed}+{p.NotSent} unsent" : $"{p.Failed}";
-            sb.AppendLine($"| {p.Target} | {p.Name} | {load} | {p.TxPerSecond:F0} | {failed} | {p.Response.P50Ms:F2} / {p.Response.P99Ms:F2} / {p.Response.P999Ms:F2} / {p.Response.MaxMs:F1} | {d} | {(p.AllSockets is { Count: > 0 } a ? a.P99Ms.ToString("F2", CultureInfo.InvariantCulture) : "-")} | {(p.AfterResponse is { Count: > 0 } ar ? $"{ar.P50Ms:F2} / {ar.P99Ms:F2}" : "-")} | {p.DeliveriesPerSecond:F0} | {p.Superseded} | {p.Missing} | {p.ServerCpuPercent:F0} | {(p.DeliveriesPerCpuSecond > 0 ? p.DeliveriesPerCpuSecond.ToString("F0", CultureInfo.InvariantCulture) : "-")} | {p.HarnessCpuPercent:F0} | {p.MachineBusyPercent:F0} |");
+            sb.AppendLine($"| {p.Target} | {p.Name} | {load} | {p.TxPerSecond:F0} | {failed} | {p.Response.P50Ms:F2} / {p.Response.P99Ms:F2} / {p.Response.P999Ms:F2} / {p.Response.MaxMs:F1} | {d} | {(p.AllSockets is { Count: > 0 } a ? a.P99Ms.ToString("F2", CultureInfo.InvariantCulture) : "-")} | {(p.AfterResponse is { Count: > 0 } ar ? $"{ar.P50Ms:F2} / {ar.P99Ms:F2}" : "-")} | {(p.CommitToSocket is { } cs ? cs.ToString() : "-")} | {p.DeliveriesPerSecond:F0} | {p.Superseded} | {p.Missing} | {p.ServerCpuPercent:F0} | {(p.DeliveriesPerCpuSecond > 0 ? p.DeliveriesPerCpuSecond.ToString("F0", CultureInfo.InvariantCulture) : "-")} | {p.HarnessCpuPercent:F0} | {p.MachineBusyPercent:F0} |");
         }
         sb.AppendLine();
         foreach (var (k, v) in r.Ratios) sb.AppendLine($"ratio {k}: {v:F2}");
