@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Threading.Tasks.Sources;
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Net.WebSockets;
@@ -249,7 +250,7 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
 
     // ---- one socket ----
 
-    private sealed class Connection(BalanceSocket hub, WebSocket ws, bool v2, string ip, long id, long authDeadline)
+    private sealed class Connection(BalanceSocket hub, WebSocket ws, bool v2, string ip, long id, long authDeadline) : IValueTaskSource
     {
         private static readonly byte[] Ping = """{"type":"ping"}"""u8.ToArray();
 
@@ -263,40 +264,86 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
         private long _tokensAt = hub._time.GetUtcNow().UtcTicks;
 
         // The outbox: bounded by design. A balance for a currency that is still waiting is replaced by the
-        // newer one (only the newest balance per currency is kept); control frames queue in order.
-        private readonly object _gate = new();
-        private readonly List<Outgoing> _outbox = new(2);
-        private TaskCompletionSource? _wake;
+        // newer one (only the newest balance per currency is kept); control frames queue in order. Sized for
+        // the usual case, one waiting message, held inline; a second one (another currency, a ping) spills into
+        // a small list. The send loop waits on this object itself (IValueTaskSource): no allocation per wake,
+        // and an idle socket holds no task. Fifteen thousand idle sockets make every field count.
+        private object Gate => this;
+        private Outgoing _head;
+        private bool _hasHead;
+        private List<Outgoing>? _more;
+        private ManualResetValueTaskSourceCore<bool> _signal = new() { RunContinuationsAsynchronously = true };
+        private bool _waiting;
         private Outgoing? _close;
         private volatile bool _closing;
-        private Dictionary<string, long>? _sentVersions;
+        private string? _sentCurrency; // the newest version sent, per currency: one inline, others in a dictionary
+        private long _sentVersion;
+        private Dictionary<string, long>? _sentOther;
 
         private readonly record struct Outgoing(byte[] Bytes, string? Currency, long Version, long CommittedAt = 0, int CloseCode = 0, string? Reason = null);
 
         public void Enqueue(byte[] bytes, string? currency, long version, long committedAt = 0)
         {
-            TaskCompletionSource? wake;
-            lock (_gate)
+            bool wake;
+            lock (Gate)
             {
                 if (_close is not null) return;
-                int i = currency is null ? -1 : _outbox.FindIndex(o => o.Currency == currency);
-                if (i >= 0)
+                var item = new Outgoing(bytes, currency, version, committedAt);
+                if (currency is not null && _hasHead && _head.Currency == currency)
                 {
-                    if (_outbox[i].Version < version) _outbox[i] = new Outgoing(bytes, currency, version, committedAt);
+                    if (_head.Version < version) _head = item;
                     Interlocked.Increment(ref hub.Stats.Coalesced);
                     return;
                 }
-                _outbox.Add(new Outgoing(bytes, currency, version, committedAt));
-                wake = _wake;
-                _wake = null;
+                int i = currency is null || _more is null ? -1 : _more.FindIndex(o => o.Currency == currency);
+                if (i >= 0)
+                {
+                    if (_more![i].Version < version) _more[i] = item;
+                    Interlocked.Increment(ref hub.Stats.Coalesced);
+                    return;
+                }
+                if (!_hasHead) (_head, _hasHead) = (item, true);
+                else (_more ??= new List<Outgoing>(2)).Add(item);
+                wake = _waiting;
+                _waiting = false;
             }
-            wake?.TrySetResult();
+            if (wake) _signal.SetResult(true);
+        }
+
+        void IValueTaskSource.GetResult(short token) => _signal.GetResult(token);
+        ValueTaskSourceStatus IValueTaskSource.GetStatus(short token) => _signal.GetStatus(token);
+        void IValueTaskSource.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+            _signal.OnCompleted(continuation, state, token, flags);
+
+        // Under Gate. Returns false when there is nothing to send.
+        private bool TryTake(out Outgoing next)
+        {
+            if (!_hasHead) { next = default; return false; }
+            next = _head;
+            if (_more is { Count: > 0 }) { _head = _more[0]; _more.RemoveAt(0); }
+            else (_head, _hasHead) = (default, false);
+            return true;
+        }
+
+        // Versions only go up on a socket: a balance older than one already sent for its currency is dropped.
+        private bool IsNewer(string currency, long version)
+        {
+            if (_sentCurrency is null || _sentCurrency == currency)
+            {
+                if (_sentCurrency is not null && _sentVersion >= version) return false;
+                (_sentCurrency, _sentVersion) = (currency, version);
+                return true;
+            }
+            _sentOther ??= new Dictionary<string, long>(1);
+            if (_sentOther.TryGetValue(currency, out long sent) && sent >= version) return false;
+            _sentOther[currency] = version;
+            return true;
         }
 
         public void Close(int code, string? errorCode, string? message)
         {
-            TaskCompletionSource? wake;
-            lock (_gate)
+            bool wake;
+            lock (Gate)
             {
                 if (_close is not null) return;
                 byte[] error = v2 && errorCode is not null
@@ -304,10 +351,10 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
                     : [];
                 _close = new Outgoing(error, null, 0, 0, code, CloseCodes.Reason(code));
                 _closing = true;
-                wake = _wake;
-                _wake = null;
+                wake = _waiting;
+                _waiting = false;
             }
-            wake?.TrySetResult();
+            if (wake) _signal.SetResult(true);
         }
 
         public async Task SendLoopAsync()
@@ -316,24 +363,23 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
             while (true)
             {
                 Outgoing next;
-                Task? wait = null;
-                lock (_gate)
+                short token = 0;
+                bool wait = false;
+                lock (Gate)
                 {
-                    if (_outbox.Count > 0) { next = _outbox[0]; _outbox.RemoveAt(0); }
+                    if (TryTake(out next)) { }
                     else if (_close is { } close) next = close;
-                    else { next = default; wait = (_wake = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).Task; }
+                    else { _signal.Reset(); (_waiting, wait, token) = (true, true, _signal.Version); }
                 }
-                if (wait is not null) { await wait; continue; }
+                if (wait) { await new ValueTask(this, token); continue; }
                 if (next.CloseCode != 0) { await SendCloseAsync(next); return; }
                 if (next.Currency is not null)
                 {
-                    _sentVersions ??= new Dictionary<string, long>(1);
-                    if (_sentVersions.TryGetValue(next.Currency, out long sent) && sent >= next.Version) // versions only go up
+                    if (!IsNewer(next.Currency, next.Version))
                     {
                         Interlocked.Increment(ref hub.Stats.Dropped);
                         continue;
                     }
-                    _sentVersions[next.Currency] = next.Version;
                 }
                 if (!await SendAsync(next.Bytes)) return;
                 if (next.Currency is not null)
@@ -371,7 +417,7 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
             long started = Volatile.Read(ref _sendStarted);
             if (started == 0 || now - started <= hub._options.SendTimeout.Ticks || CloseCode == CloseCodes.SlowConsumer) return;
             CloseCode = CloseCodes.SlowConsumer;
-            lock (_gate)
+            lock (Gate)
             {
                 _close ??= new Outgoing([], null, 0, 0, CloseCodes.SlowConsumer, "slow_consumer");
                 _closing = true;
