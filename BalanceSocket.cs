@@ -151,6 +151,12 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
 
     // ---- the endpoint ----
 
+    public const string Path = "/ws/balance/player";
+
+    // The socket's address, matched like a route: any case, one optional trailing slash.
+    public static bool IsSocketPath(HttpContext http) =>
+        http.Request.Path.StartsWithSegments(Path, StringComparison.OrdinalIgnoreCase, out var rest) && (!rest.HasValue || rest.Value == "/");
+
     public bool OriginAllowed(HttpContext http, IHostEnvironment env)
     {
         string? origin = http.Request.Headers.Origin;

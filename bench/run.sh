@@ -33,9 +33,13 @@ echo "== building (Release)"
 dotnet build -c Release Balance.slnx -nologo -v q -clp:ErrorsOnly
 
 echo "== starting the service on :$SERVICE_PORT and the SignalR peer on :$PEER_PORT (temp dir $WORK)"
-# Development: demo operator account. Limits raised for the benchmark only: sockets per player,
-# unauthenticated sockets per source address, login attempts per address (setup logs in every player).
-env ${SERVICE_ENV:-} ASPNETCORE_ENVIRONMENT=Development Logging__LogLevel__Default=Warning \
+# Production, as deployed: a signing key and a bootstrap operator from configuration (fresh for each run).
+# Limits raised for the benchmark only: sockets per player, unauthenticated sockets per source address,
+# login attempts per address (setup logs in every player).
+OPERATOR_PASSWORD=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+env ${SERVICE_ENV:-} ASPNETCORE_ENVIRONMENT=Production Logging__LogLevel__Default=Warning \
+  Auth__SigningKey="base64:$(head -c 48 /dev/urandom | base64 -w0)" \
+  Auth__BootstrapOperator__Username=operator Auth__BootstrapOperator__Password="$OPERATOR_PASSWORD" \
   ConnectionStrings__Balance="Data Source=$WORK/balance.db" \
   Balance__Socket__MaxSocketsPerPlayer=64 Balance__Socket__MaxUnauthenticatedPerIp=100000 \
   Auth__LoginAttemptsPerMinutePerIp=1000000 Auth__AccessTokenLifetime=01:00:00 \
@@ -52,5 +56,6 @@ echo "== running the harness"
 timeout 3600 bench/Balance.Bench/bin/Release/net10.0/Balance.Bench \
   --service "http://127.0.0.1:$SERVICE_PORT" --service-pid "$SERVICE_PID" \
   --peer "http://127.0.0.1:$PEER_PORT" --peer-pid "$PEER_PID" \
+  --operator operator --password "$OPERATOR_PASSWORD" \
   --work-dir "$WORK/harness" --out bench/results/latest.json "$@"
 echo "== service log tail"; tail -n 5 "$WORK/service.log" || true
