@@ -40,6 +40,8 @@ builder.Services.AddOptions<JwtBearerOptions>(JwtBearerDefaults.AuthenticationSc
 {
     o.MapInboundClaims = false;
     o.TokenValidationParameters = tokens.Parameters;
+    o.TokenHandlers.Clear();
+    o.TokenHandlers.Add(tokens.RequestHandler);
     o.Events = new JwtBearerEvents
     {
         OnTokenValidated = ctx =>

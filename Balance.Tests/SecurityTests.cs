@@ -110,6 +110,25 @@ public sealed class SecurityTests
     }
 
     [Fact]
+    public async Task ARememberedTokenGetsItsOwnIdentityEachTimeAndAChangedByteIsValidatedInFull()
+    {
+        var tokens = new Tokens(new AuthOptions(), System.Security.Cryptography.RandomNumberGenerator.GetBytes(64));
+        string token = tokens.CreateAccessToken(Guid.NewGuid(), "player", "session-1").Token;
+        var first = await tokens.RequestHandler.ValidateTokenAsync(token, tokens.Parameters);
+        var second = await tokens.RequestHandler.ValidateTokenAsync(token, tokens.Parameters);
+        Assert.True(first.IsValid);
+        Assert.True(second.IsValid);
+        Assert.NotSame(first.ClaimsIdentity, second.ClaimsIdentity);
+        Assert.Equal(first.ClaimsIdentity.Claims.Select(c => (c.Type, c.Value)), second.ClaimsIdentity.Claims.Select(c => (c.Type, c.Value)));
+        Assert.True(new System.Security.Claims.ClaimsPrincipal(second.ClaimsIdentity).IsInRole("player"));
+        // The same payload under a changed signature byte is not the remembered text: it fails validation.
+        char last = token[^2] == 'A' ? 'B' : 'A';
+        string tampered = token[..^2] + last + token[^1];
+        Assert.False((await tokens.RequestHandler.ValidateTokenAsync(tampered, tokens.Parameters)).IsValid);
+        Assert.True((await tokens.RequestHandler.ValidateTokenAsync(token, tokens.Parameters)).IsValid);
+    }
+
+    [Fact]
     public async Task AnAccessTokenStopsWorkingOnceExpiredByMoreThanTheSkew()
     {
         await using var app = new BalanceApplication(new() { ["Auth:AccessTokenLifetime"] = "00:00:08", ["Auth:ClockSkew"] = "00:00:01" });
