@@ -165,100 +165,84 @@ public sealed class DurabilityTests
     [Fact]
     public async Task ADatabaseFromTheFirstSchemaIsUpgradedInPlaceAndKeepsEveryBalance()
     {
-        string dir = Path.Combine(Path.GetTempPath(), "balance-tests", Guid.NewGuid().ToString("N"));
-        string db = Path.Combine(dir, "balance.db");
-        try
+        using var temp = new TempDatabase();
+        string db = temp.FilePath;
+        Login op, alice;
+        JsonElement[] balancesBefore;
+        await using (var app = new BalanceApplication(databasePath: db))
         {
-            Login op, alice;
-            JsonElement[] balancesBefore;
-            await using (var app = new BalanceApplication(databasePath: db))
-            {
-                op = await app.LoginAsync("operator");
-                alice = await app.LoginAsync("alice");
-                await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "5.00", currency = "EUR" });
-                await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "bet", amount = "1.25", currency = "USD" });
-                using var mine = app.Http(alice.AccessToken);
-                balancesBefore = (await mine.GetFromJsonAsync<JsonElement[]>("/api/balances"))!;
-            }
-            // Put the file back in the first schema's shape: no wallets.last_transaction_id, and the ledger's
-            // UNIQUE (user_id, currency, version) that the first schema declared.
-            SqliteConnection.ClearAllPools();
-            await using (var c = new SqliteConnection($"Data Source={db};Pooling=False"))
-            {
-                c.Open();
-                using var cmd = c.CreateCommand();
-                cmd.CommandText = "ALTER TABLE wallets DROP COLUMN last_transaction_id; CREATE UNIQUE INDEX first_schema_wallet_version ON ledger (user_id, currency, version);";
-                cmd.ExecuteNonQuery();
-            }
-            await using (var app = new BalanceApplication(databasePath: db))
-            {
-                using var mine = app.Http(alice.AccessToken);
-                var balancesAfter = (await mine.GetFromJsonAsync<JsonElement[]>("/api/balances"))!;
-                Assert.Equal(balancesBefore.Select(b => b.ToString()), balancesAfter.Select(b => b.ToString())); // transaction_id and type included
-                Assert.All(balancesAfter, b => Assert.Equal(JsonValueKind.String, b.GetProperty("transaction_id").ValueKind));
-                var win = await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "win", amount = "2.00", currency = "USD" });
-                var usd = await mine.GetFromJsonAsync<JsonElement>("/api/balance?currency=USD");
-                Assert.Equal(win.GetProperty("transaction_id").GetString(), usd.GetProperty("transaction_id").GetString());
-                Assert.Equal(win.GetProperty("version").GetInt64(), usd.GetProperty("version").GetInt64());
-                LedgerAudit.Read(db).AssertConsistent();
-            }
+            op = await app.LoginAsync("operator");
+            alice = await app.LoginAsync("alice");
+            await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "5.00", currency = "EUR" });
+            await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "bet", amount = "1.25", currency = "USD" });
+            using var mine = app.Http(alice.AccessToken);
+            balancesBefore = (await mine.GetFromJsonAsync<JsonElement[]>("/api/balances"))!;
         }
-        finally
+        // Put the file back in the first schema's shape: no wallets.last_transaction_id, and the ledger's
+        // UNIQUE (user_id, currency, version) that the first schema declared.
+        SqliteConnection.ClearAllPools();
+        await using (var c = new SqliteConnection($"Data Source={db};Pooling=False"))
         {
-            SqliteConnection.ClearAllPools();
-            try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+            c.Open();
+            using var cmd = c.CreateCommand();
+            cmd.CommandText = "ALTER TABLE wallets DROP COLUMN last_transaction_id; CREATE UNIQUE INDEX first_schema_wallet_version ON ledger (user_id, currency, version);";
+            cmd.ExecuteNonQuery();
+        }
+        await using (var app = new BalanceApplication(databasePath: db))
+        {
+            using var mine = app.Http(alice.AccessToken);
+            var balancesAfter = (await mine.GetFromJsonAsync<JsonElement[]>("/api/balances"))!;
+            Assert.Equal(balancesBefore.Select(b => b.ToString()), balancesAfter.Select(b => b.ToString())); // transaction_id and type included
+            Assert.All(balancesAfter, b => Assert.Equal(JsonValueKind.String, b.GetProperty("transaction_id").ValueKind));
+            var win = await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "win", amount = "2.00", currency = "USD" });
+            var usd = await mine.GetFromJsonAsync<JsonElement>("/api/balance?currency=USD");
+            Assert.Equal(win.GetProperty("transaction_id").GetString(), usd.GetProperty("transaction_id").GetString());
+            Assert.Equal(win.GetProperty("version").GetInt64(), usd.GetProperty("version").GetInt64());
+            LedgerAudit.Read(db).AssertConsistent();
         }
     }
 
     [Fact]
     public async Task PlainRestartKeepsEveryBalanceVersionHistoryAndToken()
     {
-        string dir = Path.Combine(Path.GetTempPath(), "balance-tests", Guid.NewGuid().ToString("N"));
-        string db = Path.Combine(dir, "balance.db");
-        try
+        using var temp = new TempDatabase();
+        string db = temp.FilePath;
+        Login op, alice;
+        List<JsonElement> before;
+        JsonElement[] balancesBefore;
+        string key = InvariantTests.NewKey();
+        string firstId;
+        await using (var app = new BalanceApplication(databasePath: db))
         {
-            Login op, alice;
-            List<JsonElement> before;
-            JsonElement[] balancesBefore;
-            string key = InvariantTests.NewKey();
-            string firstId;
-            await using (var app = new BalanceApplication(databasePath: db))
-            {
-                op = await app.LoginAsync("operator");
-                alice = await app.LoginAsync("alice");
-                firstId = (await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "0.01", currency = "USD" }, key)).GetProperty("transaction_id").GetString()!;
-                await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "0.00012345", currency = "BTC" });
-                await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "1200", currency = "JPY" });
-                var bet = await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "bet", amount = "40.00", currency = "USD" });
-                await app.PostOkAsync(op.AccessToken, new { type = "rollback", reverses = bet.GetProperty("transaction_id").GetString() });
-                await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "withdrawal", amount = "300", currency = "JPY" });
-                using var http = app.Http(op.AccessToken);
-                before = await InvariantTests.PageHistoryAsync(http, null, 2);
-                using var mine = app.Http(alice.AccessToken);
-                balancesBefore = (await mine.GetFromJsonAsync<JsonElement[]>("/api/balances"))!;
-            }
-            await using (var app = new BalanceApplication(databasePath: db))
-            {
-                using var mine = app.Http(alice.AccessToken); // tokens survive a restart in Development
-                var balancesAfter = (await mine.GetFromJsonAsync<JsonElement[]>("/api/balances"))!;
-                Assert.Equal(balancesBefore.Select(b => b.ToString()), balancesAfter.Select(b => b.ToString()));
-                using var http = app.Http(op.AccessToken);
-                var after = await InvariantTests.PageHistoryAsync(http, null, 2);
-                Assert.Equal(before.Select(b => b.ToString()), after.Select(b => b.ToString()));
-                // The key still binds: a replay after the restart is the same transaction, not a new one.
-                var replay = await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "0.01", currency = "USD" }, key);
-                Assert.Equal(firstId, replay.GetProperty("transaction_id").GetString());
-                await using var socket = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
-                var seen = new List<JsonElement>();
-                for (int i = 0; i < balancesAfter.Length; i++) seen.Add(await socket.ReceiveMessageAsync(Patience.Long));
-                Assert.Equal(balancesAfter.Select(b => b.GetProperty("balance").GetString()).Order(), seen.Select(b => b.GetProperty("balance").GetString()).Order());
-                LedgerAudit.Read(db).AssertConsistent();
-            }
+            op = await app.LoginAsync("operator");
+            alice = await app.LoginAsync("alice");
+            firstId = (await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "0.01", currency = "USD" }, key)).GetProperty("transaction_id").GetString()!;
+            await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "0.00012345", currency = "BTC" });
+            await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "1200", currency = "JPY" });
+            var bet = await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "bet", amount = "40.00", currency = "USD" });
+            await app.PostOkAsync(op.AccessToken, new { type = "rollback", reverses = bet.GetProperty("transaction_id").GetString() });
+            await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "withdrawal", amount = "300", currency = "JPY" });
+            using var http = app.Http(op.AccessToken);
+            before = await InvariantTests.PageHistoryAsync(http, null, 2);
+            using var mine = app.Http(alice.AccessToken);
+            balancesBefore = (await mine.GetFromJsonAsync<JsonElement[]>("/api/balances"))!;
         }
-        finally
+        await using (var app = new BalanceApplication(databasePath: db))
         {
-            SqliteConnection.ClearAllPools();
-            try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+            using var mine = app.Http(alice.AccessToken); // tokens survive a restart in Development
+            var balancesAfter = (await mine.GetFromJsonAsync<JsonElement[]>("/api/balances"))!;
+            Assert.Equal(balancesBefore.Select(b => b.ToString()), balancesAfter.Select(b => b.ToString()));
+            using var http = app.Http(op.AccessToken);
+            var after = await InvariantTests.PageHistoryAsync(http, null, 2);
+            Assert.Equal(before.Select(b => b.ToString()), after.Select(b => b.ToString()));
+            // The key still binds: a replay after the restart is the same transaction, not a new one.
+            var replay = await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "0.01", currency = "USD" }, key);
+            Assert.Equal(firstId, replay.GetProperty("transaction_id").GetString());
+            await using var socket = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
+            var seen = new List<JsonElement>();
+            for (int i = 0; i < balancesAfter.Length; i++) seen.Add(await socket.ReceiveMessageAsync(Patience.Long));
+            Assert.Equal(balancesAfter.Select(b => b.GetProperty("balance").GetString()).Order(), seen.Select(b => b.GetProperty("balance").GetString()).Order());
+            LedgerAudit.Read(db).AssertConsistent();
         }
     }
 
@@ -483,5 +467,18 @@ public sealed class ServiceProcess : IAsyncDisposable
         Kill();
         _process.Dispose();
         return ValueTask.CompletedTask;
+    }
+}
+
+// A fresh directory for one test's database file, removed (after SQLite lets go of it) at the end of the test.
+public sealed class TempDatabase : IDisposable
+{
+    private readonly string _directory = Path.Combine(Path.GetTempPath(), "balance-tests", Guid.NewGuid().ToString("N"));
+    public string FilePath => Path.Combine(_directory, "balance.db");
+
+    public void Dispose()
+    {
+        SqliteConnection.ClearAllPools();
+        try { Directory.Delete(_directory, recursive: true); } catch (IOException) { }
     }
 }
