@@ -140,19 +140,31 @@ public sealed class Ledger : IHostedService
                 writer = null;
                 continue;
             }
-            long committed = Stopwatch.GetTimestamp();
-            Stats.Report(batch.Count, Stopwatch.GetElapsedTime(started, committed).TotalMilliseconds);
-            foreach (var change in changes)
+            // Committed: whatever happens below, every request of the batch gets its answer, and the thread lives on
+            // (a dead writer thread would leave every later request waiting forever).
+            try
             {
-                change.CommittedAt = committed;
-                _changes.Writer.TryWrite(change);
+                long committed = Stopwatch.GetTimestamp();
+                Stats.Report(batch.Count, Stopwatch.GetElapsedTime(started, committed).TotalMilliseconds);
+                foreach (var change in changes)
+                {
+                    change.CommittedAt = committed;
+                    _changes.Writer.TryWrite(change);
+                }
+                if (_log.IsEnabled(LogLevel.Information))
+                    for (int i = 0; i < batch.Count; i++)
+                        if (results[i] is PostOutcome.Committed { Replayed: false, Result: var r })
+                            _log.LogInformation("Committed {TransactionType} {TransactionId} for {UserId} by {PostedBy}: {Amount} {Currency}, balance {Balance} v{Version}, reference {Reference}",
+                                r.Type, r.TransactionId, r.UserId, batch[i].Posting.PostedBy, r.Amount, r.Currency, r.Balance, r.Version, r.Reference);
             }
-            if (_log.IsEnabled(LogLevel.Information))
-                for (int i = 0; i < batch.Count; i++)
-                    if (results[i] is PostOutcome.Committed { Replayed: false, Result: var r })
-                        _log.LogInformation("Committed {TransactionType} {TransactionId} for {UserId} by {PostedBy}: {Amount} {Currency}, balance {Balance} v{Version}, reference {Reference}",
-                            r.Type, r.TransactionId, r.UserId, batch[i].Posting.PostedBy, r.Amount, r.Currency, r.Balance, r.Version, r.Reference);
-            for (int i = 0; i < batch.Count; i++) batch[i].Done.TrySetResult(results[i]);
+            catch (Exception ex)
+            {
+                _log.LogCritical(ex, "After committing {Count} postings, publishing or logging them failed", batch.Count);
+            }
+            finally
+            {
+                for (int i = 0; i < batch.Count; i++) batch[i].Done.TrySetResult(results[i]);
+            }
         }
         writer?.Dispose();
     }
