@@ -141,7 +141,7 @@ public sealed class RememberingTokenHandler(JsonWebTokenHandler inner, TimeSpan 
                 {
                     IsValid = true,
                     SecurityToken = hit.Token,
-                    ClaimsIdentity = new ClaimsIdentity(hit.Claims, hit.AuthenticationType, hit.NameType, hit.RoleType),
+                    ClaimsIdentity = new CaseSensitiveClaimsIdentity(hit.Claims, hit.AuthenticationType, hit.NameType, hit.RoleType), // as a miss returns
                 };
             _valid.TryRemove(token, out _);
         }

@@ -423,13 +423,17 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
             long started = Volatile.Read(ref _sendStarted);
             if (started == 0 || now - started <= hub._options.SendTimeout.Ticks || CloseCode == CloseCodes.SlowConsumer) return;
             CloseCode = CloseCodes.SlowConsumer;
+            bool wake;
             lock (Gate)
             {
                 _close ??= new Outgoing([], null, 0, 0, CloseCodes.SlowConsumer, "slow_consumer");
                 _closing = true;
+                wake = _waiting; // the stuck send may have finished meanwhile and the loop gone idle: let it end
+                _waiting = false;
             }
             hub._log.LogWarning("Socket {SocketId} of {UserId} is a slow consumer; closing 4003", Id, UserId);
             ws.Abort();
+            if (wake) _signal.SetResult(true);
         }
 
         private async Task SendCloseAsync(Outgoing close)

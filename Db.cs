@@ -87,16 +87,22 @@ public sealed class Checkpointer(Database db, ILogger<Checkpointer> log) : Backg
     protected override async Task ExecuteAsync(CancellationToken ct)
     {
         bool failing = false;
+        int yieldTicks = 0;
         using var timer = new PeriodicTimer(Every);
         SqliteConnection? connection = null;
         try
         {
             while (await timer.WaitForNextTickAsync(ct))
             {
+                if (yieldTicks > 0) { yieldTicks--; continue; }
                 try
                 {
                     connection ??= await db.OpenAsync(ct);
-                    await connection.ExecuteAsync("PRAGMA wal_checkpoint(PASSIVE)");
+                    var (_, walPages, _) = await connection.QuerySingleAsync<(long Busy, long Log, long Checkpointed)>("PRAGMA wal_checkpoint(PASSIVE)");
+                    // Only one checkpoint runs at a time, and the writer's own (the backstop) fails at once while this
+                    // one runs: past the backstop, step aside for a few ticks so the writer's checkpoint can finish
+                    // and let the WAL restart, instead of chasing a WAL that keeps growing under steady load.
+                    if (walPages >= BackstopPages) yieldTicks = 4;
                     if (failing) log.LogInformation("Background WAL checkpoints work again");
                     failing = false;
                 }

@@ -52,7 +52,8 @@ public sealed class Ledger : IHostedService
     private readonly Database _db;
     private readonly ILogger _log;
     private readonly int _maxBatch;
-    private readonly Channel<Work> _work = Channel.CreateUnbounded<Work>(new UnboundedChannelOptions { SingleReader = true });
+    // Synchronous continuations: a posting wakes the writer thread directly, not through a thread-pool work item.
+    private readonly Channel<Work> _work = Channel.CreateUnbounded<Work>(new UnboundedChannelOptions { SingleReader = true, AllowSynchronousContinuations = true });
     private readonly Channel<BalanceChange> _changes = Channel.CreateUnbounded<BalanceChange>(new UnboundedChannelOptions { SingleWriter = true }); // multi-reader mode keeps Count, which shutdown reads
     private Thread? _writer;
 
@@ -145,12 +146,12 @@ public sealed class Ledger : IHostedService
             try
             {
                 long committed = Stopwatch.GetTimestamp();
-                Stats.Report(batch.Count, Stopwatch.GetElapsedTime(started, committed).TotalMilliseconds);
                 foreach (var change in changes)
                 {
                     change.CommittedAt = committed;
                     _changes.Writer.TryWrite(change);
                 }
+                Stats.Report(batch.Count, Stopwatch.GetElapsedTime(started, committed).TotalMilliseconds);
                 if (_log.IsEnabled(LogLevel.Information))
                     for (int i = 0; i < batch.Count; i++)
                         if (results[i] is PostOutcome.Committed { Replayed: false, Result: var r })
@@ -342,7 +343,7 @@ public sealed class Ledger : IHostedService
         await using var c = await _db.OpenAsync(ct);
         var rows = (await c.QueryAsync<BalanceChange>(new CommandDefinition("""
             SELECT w.user_id AS userid, w.currency, w.balance, w.version, l.transaction_id AS transactionid, l.type AS transactiontype, w.updated_at AS updatedat
-            FROM wallets w LEFT JOIN ledger l ON l.transaction_id = w.last_transaction_id
+            FROM wallets w LEFT JOIN ledger l ON l.transaction_id = w.last_transaction_id AND l.version = w.version -- never a stale row
             WHERE w.user_id = @userId ORDER BY w.currency
             """, new { userId }, cancellationToken: ct))).ToList();
         if (!rows.Any(r => r.Currency == Money.DefaultCurrency))
