@@ -84,6 +84,11 @@ public sealed class Checkpointer(Database db, ILogger<Checkpointer> log) : Backg
     public const int BackstopPages = 16_000;
     private static readonly TimeSpan Every = TimeSpan.FromMilliseconds(50);
 
+    // Frames in the WAL at the last background checkpoint (-1 before the first): should stay near or below
+    // BackstopPages; a WAL that keeps growing means checkpoints cannot keep up (balance.wal.pages).
+    public long WalPages => Volatile.Read(ref _walPages);
+    private long _walPages = -1;
+
     protected override async Task ExecuteAsync(CancellationToken ct)
     {
         bool failing = false;
@@ -102,6 +107,7 @@ public sealed class Checkpointer(Database db, ILogger<Checkpointer> log) : Backg
                     // Only one checkpoint runs at a time, and the writer's own (the backstop) fails at once while this
                     // one runs: past the backstop, step aside for a few ticks so the writer's checkpoint can finish
                     // and let the WAL restart, instead of chasing a WAL that keeps growing under steady load.
+                    Volatile.Write(ref _walPages, walPages);
                     if (walPages >= BackstopPages) yieldTicks = 4;
                     if (failing) log.LogInformation("Background WAL checkpoints work again");
                     failing = false;

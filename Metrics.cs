@@ -8,7 +8,7 @@ public sealed class BalanceMetrics
 {
     public const string MeterName = "Balance";
 
-    public BalanceMetrics(IMeterFactory factory, Ledger ledger, BalanceSocket sockets)
+    public BalanceMetrics(IMeterFactory factory, Ledger ledger, BalanceSocket sockets, Checkpointer checkpoints)
     {
         var meter = factory.Create(MeterName);
         var s = sockets.Stats;
@@ -20,6 +20,8 @@ public sealed class BalanceMetrics
         meter.CreateObservableCounter("balance.messages.dropped", () => Volatile.Read(ref s.Dropped), "{message}", "Balances not sent because the socket had already seen a newer version.");
         meter.CreateObservableCounter("balance.ledger.commits", () => Volatile.Read(ref l.Transactions), "{transaction}", "Postings answered by a committed batch.");
         meter.CreateObservableCounter("balance.ledger.batches", () => Volatile.Read(ref l.Batches), "{batch}", "SQLite transactions committed by the writer loop.");
+        meter.CreateObservableGauge("balance.wal.pages", () => checkpoints.WalPages, "{page}",
+            $"Frames in SQLite's WAL at the last background checkpoint; it restarts near {Checkpointer.BackstopPages}. Growing without bound means checkpoints fall behind.");
         var closes = meter.CreateCounter<long>("balance.sockets.closed", "{socket}", "Socket closes by close code.");
         s.Closed += code => closes.Add(1, new KeyValuePair<string, object?>("code", code));
         var latency = meter.CreateHistogram<double>("balance.ledger.commit.duration", "ms", "Time from the start of a batch to its durable commit.");

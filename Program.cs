@@ -23,7 +23,8 @@ builder.Services.AddSingleton(TimeProvider.System);
 
 // Money: the database (and its background checkpoints), the ledger's writer loop, and the socket fan-out that reads its commits.
 builder.Services.AddSingleton<Database>();
-builder.Services.AddHostedService<Checkpointer>();
+builder.Services.AddSingleton<Checkpointer>();
+builder.Services.AddHostedService(sp => sp.GetRequiredService<Checkpointer>());
 builder.Services.AddSingleton<Ledger>();
 builder.Services.AddHostedService(sp => sp.GetRequiredService<Ledger>());
 builder.Services.AddSingleton<BalanceSocket>();

@@ -28,6 +28,7 @@ public sealed class OperabilityTests
         Assert.Contains("balance_ledger_commits_total", text);
         Assert.Contains("balance_ledger_commit_duration_milliseconds_bucket", text);
         Assert.Contains("balance_sockets_open", text);
+        Assert.Matches(@"balance_wal_pages\{[^}]*\} \d+", text); // the background checkpointer has run (every 50 ms)
         Assert.Contains("balance_sockets_authenticated", text);
         Assert.Contains("balance_messages_sent_total", text);
         // Commit → socket delay, with buckets fine enough to tell a few milliseconds apart; the snapshot sent at
