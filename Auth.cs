@@ -50,6 +50,7 @@ public sealed class Tokens
     {
         _options = options;
         _key = new SymmetricSecurityKey(key);
+        RequestHandler = new RememberingTokenHandler(_handler, options.ClockSkew);
         Parameters = new TokenValidationParameters
         {
             ValidIssuer = options.Issuer,
@@ -94,8 +95,7 @@ public sealed class Tokens
     public Task<TokenValidationResult> ValidateAsync(string token) => _handler.ValidateTokenAsync(token, Parameters);
 
     // What JwtBearer validates REST requests with: the same handler, remembering tokens that passed.
-    public TokenHandler RequestHandler => _requestHandler ??= new RememberingTokenHandler(_handler, _options.ClockSkew);
-    private TokenHandler? _requestHandler;
+    public TokenHandler RequestHandler { get; }
 
     public static byte[] LoadSigningKey(AuthOptions options, Database db, IHostEnvironment env)
     {

@@ -104,10 +104,10 @@ public sealed class Checkpointer(Database db, ILogger<Checkpointer> log) : Backg
                 {
                     connection ??= await db.OpenAsync(ct);
                     var (_, walPages, _) = await connection.QuerySingleAsync<(long Busy, long Log, long Checkpointed)>("PRAGMA wal_checkpoint(PASSIVE)");
+                    Volatile.Write(ref _walPages, walPages);
                     // Only one checkpoint runs at a time, and the writer's own (the backstop) fails at once while this
                     // one runs: past the backstop, step aside for a few ticks so the writer's checkpoint can finish
                     // and let the WAL restart, instead of chasing a WAL that keeps growing under steady load.
-                    Volatile.Write(ref _walPages, walPages);
                     if (walPages >= BackstopPages) yieldTicks = 4;
                     if (failing) log.LogInformation("Background WAL checkpoints work again");
                     failing = false;

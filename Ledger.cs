@@ -280,7 +280,7 @@ public sealed class Ledger : IHostedService
                 return (earlier.RequestHash == hash ? new PostOutcome.Committed(earlier.ToResult(), Replayed: true) : new PostOutcome.IdempotencyConflict(), null);
 
             Guid userId;
-            string currency;
+            string user, currency;
             long amount = p.Amount;
             if (p.Type == TxTypes.Rollback)
             {
@@ -290,17 +290,18 @@ public sealed class Ledger : IHostedService
                 if (p.UserId is { } given && given != bet.UserId) return (new PostOutcome.Refused(422, "user_mismatch", "user_id is not the owner of that bet."), null);
                 if (Convert.ToInt64(With(_reversed, bet.TransactionId).ExecuteScalar()) != 0) return (new PostOutcome.AlreadyReversed(bet.TransactionId), null);
                 (userId, currency, amount) = (bet.UserId, bet.Currency, bet.Amount);
+                user = userId.ToString();
             }
             else
             {
                 userId = p.UserId!.Value;
+                user = userId.ToString();
                 currency = p.Currency!;
-                string? role = With(_role, userId.ToString()).ExecuteScalar() as string; // also: the user exists
+                string? role = With(_role, user).ExecuteScalar() as string; // also: the user exists
                 if (role is null) return (new PostOutcome.Refused(404, "user_not_found", $"No user {userId}."), null);
                 if (role != Roles.Player) return (new PostOutcome.Refused(422, "not_a_player", "Only players have wallets."), null);
             }
 
-            string user = userId.ToString();
             long balance = 0, version = 0;
             using (var r = With(_wallet, user, currency).ExecuteReader())
                 if (r.Read()) (balance, version) = (r.GetInt64(0), r.GetInt64(1));

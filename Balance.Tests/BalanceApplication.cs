@@ -18,14 +18,13 @@ public sealed class BalanceApplication : WebApplicationFactory<Program>
     public static readonly TimeSpan ReceiveTimeout = TimeSpan.FromSeconds(10); // generous: CI may share two cores
     public string DatabasePath { get; }
     private readonly Dictionary<string, string?> _settings;
-    private readonly bool _ownsDatabase;
+    private readonly TempDatabase? _ownDatabase; // when the test did not bring a database file of its own
     private readonly int _port;
 
     // port 0 picks a free one; a fixed port lets a test restart the service where a client expects it.
     public BalanceApplication(Dictionary<string, string?>? settings = null, string? databasePath = null, int port = 0)
     {
-        _ownsDatabase = databasePath is null;
-        DatabasePath = databasePath ?? Path.Combine(Path.GetTempPath(), "balance-tests", Guid.NewGuid().ToString("N"), "balance.db");
+        DatabasePath = databasePath ?? (_ownDatabase = new TempDatabase()).FilePath;
         _settings = settings ?? new();
         _port = port;
         // The address goes in through configuration, not UseKestrel(port): the factory would rewrite the
@@ -109,11 +108,7 @@ public sealed class BalanceApplication : WebApplicationFactory<Program>
     public override async ValueTask DisposeAsync()
     {
         await base.DisposeAsync();
-        if (_ownsDatabase)
-        {
-            Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
-            try { Directory.Delete(Path.GetDirectoryName(DatabasePath)!, recursive: true); } catch (IOException) { }
-        }
+        _ownDatabase?.Dispose();
     }
 }
 
@@ -200,5 +195,18 @@ public sealed class TestSocket(ClientWebSocket ws) : IAsyncDisposable
             try { await ws.CloseAsync(WebSocketCloseStatus.NormalClosure, "bye", cts.Token); } catch (Exception) { }
         }
         ws.Dispose();
+    }
+}
+
+// A fresh directory for one test's database file, removed (after SQLite lets go of it) at the end of the test.
+public sealed class TempDatabase : IDisposable
+{
+    private readonly string _directory = Path.Combine(Path.GetTempPath(), "balance-tests", Guid.NewGuid().ToString("N"));
+    public string FilePath => Path.Combine(_directory, "balance.db");
+
+    public void Dispose()
+    {
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        try { Directory.Delete(_directory, recursive: true); } catch (IOException) { }
     }
 }

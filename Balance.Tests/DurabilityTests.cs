@@ -17,149 +17,141 @@ public sealed class DurabilityTests
     [Fact]
     public async Task SigkillMidLoadLosesNoAcknowledgedTransactionAndLeavesNothingHalfWritten()
     {
-        string dir = Path.Combine(Path.GetTempPath(), "balance-tests", Guid.NewGuid().ToString("N"));
-        string db = Path.Combine(dir, "balance.db");
-        try
+        using var temp = new TempDatabase();
+        string db = temp.FilePath;
+        var answered = new ConcurrentDictionary<string, JsonElement>(); // key → the 201 body
+        var unanswered = new ConcurrentDictionary<string, object>();    // key → body of a request cut off by the crash
+        var bodies = new ConcurrentDictionary<string, object>();
+        List<string> players = [];
+        string opToken;
+        Login firstPlayer;
+
+        await using (var service = await ServiceProcess.StartAsync(db))
         {
-            var answered = new ConcurrentDictionary<string, JsonElement>(); // key → the 201 body
-            var unanswered = new ConcurrentDictionary<string, object>();    // key → body of a request cut off by the crash
-            var bodies = new ConcurrentDictionary<string, object>();
-            List<string> players = [];
-            string opToken;
-            Login firstPlayer;
-
-            await using (var service = await ServiceProcess.StartAsync(db))
-            {
-                opToken = (await service.LoginAsync("operator")).AccessToken;
-                using (var http = service.Http(opToken))
-                    for (int i = 0; i < 3; i++)
-                    {
-                        var created = await http.PostAsJsonAsync("/api/users", new { username = $"crash{i}", password = "password123", role = "player" });
-                        Assert.Equal(HttpStatusCode.Created, created.StatusCode);
-                        players.Add((await created.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("user_id").GetString()!);
-                    }
-
-                // A socket open through the crash: it sees the connection drop, then reconnects with the same token.
-                firstPlayer = await service.LoginAsync("crash0", "password123");
-                using var watcher = new ClientWebSocket();
-                using (var cts = new CancellationTokenSource(Patience.Long))
+            opToken = (await service.LoginAsync("operator")).AccessToken;
+            using (var http = service.Http(opToken))
+                for (int i = 0; i < 3; i++)
                 {
-                    await watcher.ConnectAsync(service.SocketUri, cts.Token);
-                    await watcher.SendAsync(Encoding.UTF8.GetBytes(JsonSerializer.Serialize(new { type = "auth", access_token = firstPlayer.AccessToken })), WebSocketMessageType.Text, true, cts.Token);
-                    Assert.Equal("0.00", (await ReceiveJsonAsync(watcher, cts.Token)).GetProperty("balance").GetString());
+                    var created = await http.PostAsJsonAsync("/api/users", new { username = $"crash{i}", password = "password123", role = "player" });
+                    Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+                    players.Add((await created.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("user_id").GetString()!);
                 }
-                using var watching = new CancellationTokenSource();
-                var watched = Task.Run(async () =>
-                {
-                    try { while (true) await ReceiveJsonAsync(watcher, watching.Token); }
-                    catch (Exception ex) when (ex is WebSocketException or Xunit.Sdk.XunitException) { return "dropped"; }
-                    catch (OperationCanceledException) { return "still open"; }
-                });
 
-                using var stop = new CancellationTokenSource();
-                int committed = 0;
-                var load = Enumerable.Range(0, 12).Select(w => Task.Run(async () =>
+            // A socket open through the crash: it sees the connection drop, then reconnects with the same token.
+            firstPlayer = await service.LoginAsync("crash0", "password123");
+            using var watcher = new ClientWebSocket();
+            using (var cts = new CancellationTokenSource(Patience.Long))
+            {
+                await watcher.ConnectAsync(service.SocketUri, cts.Token);
+                await watcher.SendAsync(Encoding.UTF8.GetBytes(JsonSerializer.Serialize(new { type = "auth", access_token = firstPlayer.AccessToken })), WebSocketMessageType.Text, true, cts.Token);
+                Assert.Equal("0.00", (await ReceiveJsonAsync(watcher, cts.Token)).GetProperty("balance").GetString());
+            }
+            using var watching = new CancellationTokenSource();
+            var watched = Task.Run(async () =>
+            {
+                try { while (true) await ReceiveJsonAsync(watcher, watching.Token); }
+                catch (Exception ex) when (ex is WebSocketException or Xunit.Sdk.XunitException) { return "dropped"; }
+                catch (OperationCanceledException) { return "still open"; }
+            });
+
+            using var stop = new CancellationTokenSource();
+            int committed = 0;
+            var load = Enumerable.Range(0, 12).Select(w => Task.Run(async () =>
+            {
+                var random = new Random(4242 + w);
+                using var http = service.Http(opToken);
+                while (!stop.IsCancellationRequested)
                 {
-                    var random = new Random(4242 + w);
-                    using var http = service.Http(opToken);
-                    while (!stop.IsCancellationRequested)
+                    string currency = random.Next(2) == 0 ? "USD" : "EUR";
+                    string type = random.Next(10) < 6 ? "deposit" : "bet";
+                    object body = new { user_id = players[random.Next(players.Count)], type, amount = Money.Format(random.Next(1, 5000), currency), currency };
+                    string key = InvariantTests.NewKey();
+                    bodies[key] = body;
+                    try
                     {
-                        string currency = random.Next(2) == 0 ? "USD" : "EUR";
-                        string type = random.Next(10) < 6 ? "deposit" : "bet";
-                        object body = new { user_id = players[random.Next(players.Count)], type, amount = Money.Format(random.Next(1, 5000), currency), currency };
-                        string key = InvariantTests.NewKey();
-                        bodies[key] = body;
-                        try
+                        var response = await InvariantTests.Post(http, key, body);
+                        if (response.StatusCode == HttpStatusCode.Created)
                         {
-                            var response = await InvariantTests.Post(http, key, body);
-                            if (response.StatusCode == HttpStatusCode.Created)
-                            {
-                                answered[key] = await response.Content.ReadFromJsonAsync<JsonElement>();
-                                Interlocked.Increment(ref committed);
-                            }
-                            else Assert.Equal(HttpStatusCode.Conflict, response.StatusCode); // insufficient funds: nothing written
+                            answered[key] = await response.Content.ReadFromJsonAsync<JsonElement>();
+                            Interlocked.Increment(ref committed);
                         }
-                        catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException or IOException or JsonException)
-                        {
-                            unanswered[key] = body; // the crash cut it off: it may or may not have committed
-                            return;
-                        }
+                        else Assert.Equal(HttpStatusCode.Conflict, response.StatusCode); // insufficient funds: nothing written
                     }
-                })).ToList();
-
-                // Kill only once the load is well under way, so that requests are in flight.
-                var deadline = DateTime.UtcNow.AddSeconds(60);
-                while (Volatile.Read(ref committed) < 300 && DateTime.UtcNow < deadline) await Task.Delay(10);
-                Assert.True(Volatile.Read(ref committed) >= 300, "the load never got going");
-                service.Kill();
-                await Task.WhenAll(load).WaitAsync(TimeSpan.FromSeconds(60));
-                stop.Cancel();
-                watching.CancelAfter(Patience.Long);
-                Assert.Equal("dropped", await watched);
-            }
-
-            // Straight from the file: nothing half-written, the wallets are their ledgers.
-            SqliteConnection.ClearAllPools();
-            var audit = LedgerAudit.Read(db);
-            audit.AssertConsistent();
-            var byKey = audit.Rows.ToDictionary(r => r.IdempotencyKey);
-            foreach (var (key, body) in answered)
-            {
-                Assert.True(byKey.TryGetValue(key, out var row), $"acknowledged transaction {body} was lost in the crash");
-                Assert.Equal(body.GetProperty("transaction_id").GetString(), row.TransactionId);
-                Assert.Equal(body.GetProperty("version").GetInt64(), row.Version);
-                Assert.Equal(body.GetProperty("balance").GetString(), Money.Format(row.BalanceAfter, row.Currency));
-            }
-            foreach (var row in audit.Rows)
-                Assert.True(row.IdempotencyKey.StartsWith("demo-", StringComparison.Ordinal) || bodies.ContainsKey(row.IdempotencyKey), $"a row nobody posted: {row}");
-
-            // The same database after a restart: the same money, and a cut-off request retried with its key has one effect.
-            await using (var service = await ServiceProcess.StartAsync(db))
-            {
-                using var http = service.Http(opToken); // the Development key is kept beside the database
-                foreach (var (key, body) in unanswered)
-                {
-                    var response = await InvariantTests.Post(http, key, body);
-                    if (byKey.TryGetValue(key, out var row))
+                    catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException or IOException or JsonException)
                     {
-                        Assert.Equal(HttpStatusCode.Created, response.StatusCode);
-                        Assert.Equal(row.TransactionId, (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("transaction_id").GetString());
-                        Assert.Equal("true", response.Headers.TryGetValues("Idempotent-Replayed", out var v) ? v.Single() : null);
+                        unanswered[key] = body; // the crash cut it off: it may or may not have committed
+                        return;
                     }
-                    else Assert.True(response.StatusCode is HttpStatusCode.Created or HttpStatusCode.Conflict, $"{response.StatusCode}");
                 }
-                var after = LedgerAudit.Read(db);
-                after.AssertConsistent();
-                Assert.Equal(after.Rows.Count, after.Rows.Select(r => r.IdempotencyKey).Distinct().Count());
+            })).ToList();
 
-                // A socket reconnecting after the crash gets the durable balance of every wallet.
-                for (int i = 0; i < players.Count; i++)
-                {
-                    var login = i == 0 ? firstPlayer : await service.LoginAsync($"crash{i}", "password123");
-                    using var socket = new ClientWebSocket();
-                    using var cts = new CancellationTokenSource(Patience.Long);
-                    await socket.ConnectAsync(service.SocketUri, cts.Token);
-                    await socket.SendAsync(Encoding.UTF8.GetBytes(JsonSerializer.Serialize(new { type = "auth", access_token = login.AccessToken, data = new { } })), WebSocketMessageType.Text, true, cts.Token);
-                    var wallets = after.Wallets.Where(w => w.UserId == players[i]).ToList();
-                    var expected = wallets.Select(w => (w.Currency, Money.Format(w.Balance, w.Currency), w.Version)).ToHashSet();
-                    if (!wallets.Any(w => w.Currency == "USD")) expected.Add(("USD", "0.00", 0));
-                    var got = new HashSet<(string, string, long)>();
-                    while (got.Count < expected.Count)
-                    {
-                        var m = await ReceiveJsonAsync(socket, cts.Token);
-                        got.Add((m.GetProperty("currency").GetString()!, m.GetProperty("balance").GetString()!, m.GetProperty("version").GetInt64()));
-                    }
-                    Assert.Equal(expected.OrderBy(e => e.Item1), got.OrderBy(e => e.Item1));
-                }
-            }
-            SqliteConnection.ClearAllPools();
-            Assert.Equal("ok", LedgerAudit.Read(db).IntegrityCheck);
+            // Kill only once the load is well under way, so that requests are in flight.
+            var deadline = DateTime.UtcNow.AddSeconds(60);
+            while (Volatile.Read(ref committed) < 300 && DateTime.UtcNow < deadline) await Task.Delay(10);
+            Assert.True(Volatile.Read(ref committed) >= 300, "the load never got going");
+            service.Kill();
+            await Task.WhenAll(load).WaitAsync(TimeSpan.FromSeconds(60));
+            stop.Cancel();
+            watching.CancelAfter(Patience.Long);
+            Assert.Equal("dropped", await watched);
         }
-        finally
+
+        // Straight from the file: nothing half-written, the wallets are their ledgers.
+        SqliteConnection.ClearAllPools();
+        var audit = LedgerAudit.Read(db);
+        audit.AssertConsistent();
+        var byKey = audit.Rows.ToDictionary(r => r.IdempotencyKey);
+        foreach (var (key, body) in answered)
         {
-            SqliteConnection.ClearAllPools();
-            try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+            Assert.True(byKey.TryGetValue(key, out var row), $"acknowledged transaction {body} was lost in the crash");
+            Assert.Equal(body.GetProperty("transaction_id").GetString(), row.TransactionId);
+            Assert.Equal(body.GetProperty("version").GetInt64(), row.Version);
+            Assert.Equal(body.GetProperty("balance").GetString(), Money.Format(row.BalanceAfter, row.Currency));
         }
+        foreach (var row in audit.Rows)
+            Assert.True(row.IdempotencyKey.StartsWith("demo-", StringComparison.Ordinal) || bodies.ContainsKey(row.IdempotencyKey), $"a row nobody posted: {row}");
+
+        // The same database after a restart: the same money, and a cut-off request retried with its key has one effect.
+        await using (var service = await ServiceProcess.StartAsync(db))
+        {
+            using var http = service.Http(opToken); // the Development key is kept beside the database
+            foreach (var (key, body) in unanswered)
+            {
+                var response = await InvariantTests.Post(http, key, body);
+                if (byKey.TryGetValue(key, out var row))
+                {
+                    Assert.Equal(HttpStatusCode.Created, response.StatusCode);
+                    Assert.Equal(row.TransactionId, (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("transaction_id").GetString());
+                    Assert.Equal("true", response.Headers.TryGetValues("Idempotent-Replayed", out var v) ? v.Single() : null);
+                }
+                else Assert.True(response.StatusCode is HttpStatusCode.Created or HttpStatusCode.Conflict, $"{response.StatusCode}");
+            }
+            var after = LedgerAudit.Read(db);
+            after.AssertConsistent();
+            Assert.Equal(after.Rows.Count, after.Rows.Select(r => r.IdempotencyKey).Distinct().Count());
+
+            // A socket reconnecting after the crash gets the durable balance of every wallet.
+            for (int i = 0; i < players.Count; i++)
+            {
+                var login = i == 0 ? firstPlayer : await service.LoginAsync($"crash{i}", "password123");
+                using var socket = new ClientWebSocket();
+                using var cts = new CancellationTokenSource(Patience.Long);
+                await socket.ConnectAsync(service.SocketUri, cts.Token);
+                await socket.SendAsync(Encoding.UTF8.GetBytes(JsonSerializer.Serialize(new { type = "auth", access_token = login.AccessToken, data = new { } })), WebSocketMessageType.Text, true, cts.Token);
+                var wallets = after.Wallets.Where(w => w.UserId == players[i]).ToList();
+                var expected = wallets.Select(w => (w.Currency, Money.Format(w.Balance, w.Currency), w.Version)).ToHashSet();
+                if (!wallets.Any(w => w.Currency == "USD")) expected.Add(("USD", "0.00", 0));
+                var got = new HashSet<(string, string, long)>();
+                while (got.Count < expected.Count)
+                {
+                    var m = await ReceiveJsonAsync(socket, cts.Token);
+                    got.Add((m.GetProperty("currency").GetString()!, m.GetProperty("balance").GetString()!, m.GetProperty("version").GetInt64()));
+                }
+                Assert.Equal(expected.OrderBy(e => e.Item1), got.OrderBy(e => e.Item1));
+            }
+        }
+        SqliteConnection.ClearAllPools();
+        Assert.Equal("ok", LedgerAudit.Read(db).IntegrityCheck);
     }
 
     [Fact]
@@ -467,18 +459,5 @@ public sealed class ServiceProcess : IAsyncDisposable
         Kill();
         _process.Dispose();
         return ValueTask.CompletedTask;
-    }
-}
-
-// A fresh directory for one test's database file, removed (after SQLite lets go of it) at the end of the test.
-public sealed class TempDatabase : IDisposable
-{
-    private readonly string _directory = Path.Combine(Path.GetTempPath(), "balance-tests", Guid.NewGuid().ToString("N"));
-    public string FilePath => Path.Combine(_directory, "balance.db");
-
-    public void Dispose()
-    {
-        SqliteConnection.ClearAllPools();
-        try { Directory.Delete(_directory, recursive: true); } catch (IOException) { }
     }
 }

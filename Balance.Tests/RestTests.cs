@@ -397,7 +397,8 @@ public sealed class RestTests
     [Fact]
     public async Task ARestartOnTheSameDatabaseKeepsEveryBalanceAndToken()
     {
-        string path = Path.Combine(Path.GetTempPath(), "balance-tests", Guid.NewGuid().ToString("N"), "balance.db");
+        using var temp = new TempDatabase();
+        string path = temp.FilePath;
         Login alice;
         await using (var app = new BalanceApplication(databasePath: path))
         {
