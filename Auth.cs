@@ -15,7 +15,12 @@ public sealed class AuthOptions
 {
     public string? SigningKey { get; set; }
     public TimeSpan AccessTokenLifetime { get; set; } = TimeSpan.FromMinutes(15);
+    // A login slides: each refresh extends it by RefreshTokenLifetime (the idle limit), never past SessionLifetime
+    // from the login (the absolute cap); then the user logs in again.
     public TimeSpan RefreshTokenLifetime { get; set; } = TimeSpan.FromDays(7);
+    public TimeSpan SessionLifetime { get; set; } = TimeSpan.FromDays(30);
+    // A refresh whose answer was lost may be repeated with the spent token for this long (see Logins.RefreshAsync).
+    public TimeSpan RefreshReuseGrace { get; set; } = TimeSpan.FromSeconds(5);
     public TimeSpan ClockSkew { get; set; } = TimeSpan.FromSeconds(30);
     public string Issuer { get; set; } = "balance";
     public string Audience { get; set; } = "balance";
@@ -42,13 +47,15 @@ public sealed record AccessToken(string Token, DateTimeOffset ExpiresAt);
 public sealed class Tokens
 {
     private readonly AuthOptions _options;
+    private readonly TimeProvider _time;
     private readonly SymmetricSecurityKey _key;
     private readonly JsonWebTokenHandler _handler = new() { MapInboundClaims = false };
     public TokenValidationParameters Parameters { get; }
 
-    public Tokens(AuthOptions options, byte[] key)
+    public Tokens(AuthOptions options, byte[] key, TimeProvider time)
     {
         _options = options;
+        _time = time;
         _key = new SymmetricSecurityKey(key);
         RequestHandler = new RememberingTokenHandler(_handler, options.ClockSkew);
         Parameters = new TokenValidationParameters
@@ -69,10 +76,12 @@ public sealed class Tokens
         };
     }
 
-    public AccessToken CreateAccessToken(Guid userId, string role, string sessionId)
+    /// Never valid past `notAfter`, the end of its login.
+    public AccessToken CreateAccessToken(Guid userId, string role, string sessionId, DateTime notAfter)
     {
-        var now = DateTime.UtcNow;
+        var now = _time.GetUtcNow().UtcDateTime;
         var expires = now + _options.AccessTokenLifetime;
+        if (expires > notAfter) expires = notAfter;
         string token = _handler.CreateToken(new SecurityTokenDescriptor
         {
             Issuer = _options.Issuer,
@@ -159,18 +168,20 @@ public sealed class RememberingTokenHandler(JsonWebTokenHandler inner, TimeSpan 
 
 // Login sessions. Revocation is checked on every request and socket, so it is kept in memory
 // (loaded at start) and announced to whoever holds open sockets of that session.
-public sealed class Sessions(Database db)
+public sealed class Sessions(Database db, AuthOptions options, TimeProvider time)
 {
     private readonly ConcurrentDictionary<string, byte> _revoked = new(StringComparer.Ordinal);
     public event Action<string>? Revoked;
 
     public bool IsRevoked(string? sessionId) => sessionId is null || _revoked.ContainsKey(sessionId);
 
+    // Every ended login whose newest access token could still pass validation (its expiry, plus the clock skew).
     public async Task LoadAsync()
     {
         await using var connection = await db.OpenAsync();
         foreach (string id in await connection.QueryAsync<string>(
-                     "SELECT id FROM sessions WHERE revoked_at IS NOT NULL AND expires_at > @now", new { now = Database.Now() }))
+                     "SELECT id FROM sessions WHERE revoked_at IS NOT NULL AND access_expires_at > @cutoff",
+                     new { cutoff = Logins.Stamp((time.GetUtcNow() - options.ClockSkew).UtcDateTime) }))
             _revoked.TryAdd(id, 0);
     }
 
@@ -266,55 +277,75 @@ public sealed class Users(Database db)
 }
 
 // Logins, refresh-token rotation with reuse detection, logout.
-public sealed class Logins(Database db, Tokens tokens, Sessions sessions, AuthOptions options, ILogger<Logins> log)
+public sealed class Logins(Database db, Tokens tokens, Sessions sessions, AuthOptions options, TimeProvider time, ILogger<Logins> log)
 {
     public async Task<TokenPair> StartAsync(UserRecord user)
     {
         string sessionId = Guid.NewGuid().ToString("N");
         string refresh = NewRefreshToken();
-        string now = Database.Now();
+        DateTime now = time.GetUtcNow().UtcDateTime, ends = now + options.SessionLifetime;
+        var access = tokens.CreateAccessToken(user.Id, user.Role, sessionId, ends);
         await using var connection = await db.OpenAsync();
         await using var tx = await connection.BeginTransactionAsync();
         await connection.ExecuteAsync(
-            "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES (@sessionId, @userId, @now, @expires)",
-            new { sessionId, userId = user.Id, now, expires = Stamp(DateTime.UtcNow + options.RefreshTokenLifetime) }, tx);
-        await InsertRefreshAsync(connection, tx, refresh, sessionId);
+            "INSERT INTO sessions (id, user_id, created_at, expires_at, access_expires_at) VALUES (@sessionId, @userId, @now, @ends, @accessExpires)",
+            new { sessionId, userId = user.Id, now = Stamp(now), ends = Stamp(ends), accessExpires = Stamp(access.ExpiresAt.UtcDateTime) }, tx);
+        await InsertRefreshAsync(connection, tx, refresh, sessionId, Min(now + options.RefreshTokenLifetime, ends));
         await tx.CommitAsync();
         log.LogInformation("Login {UserId} started session {SessionId}", user.Id, sessionId);
-        return Pair(user.Id, user.Role, sessionId, refresh);
+        return Pair(user.Id, user.Role, access, refresh, now);
     }
 
     public enum RefreshOutcome { Ok, Unknown, Reused, Expired, Revoked }
 
+    // Rotation: a refresh token is spent by its first use and replaced by a new one. A spent token presented again
+    // means someone holds a copy, and the whole login ends — except within RefreshReuseGrace of the rotation when
+    // its successor was never used: then the answer was lost on the way (a dropped connection, a closed tab), and
+    // the client gets a fresh pair while the unseen successor is spent, so only one of the two can go on.
     public async Task<(RefreshOutcome, TokenPair?)> RefreshAsync(string refreshToken)
     {
         string hash = Hash(refreshToken);
-        string now = Database.Now();
+        DateTime now = time.GetUtcNow().UtcDateTime;
         await using var connection = await db.OpenAsync();
         await using var tx = await connection.BeginTransactionAsync(); // BEGIN IMMEDIATE: one winner per token
-        var row = await connection.QuerySingleOrDefaultAsync<(string SessionId, string ExpiresAt, string? UsedAt, string? RevokedAt, Guid UserId, string Role)>(
+        var row = await connection.QuerySingleOrDefaultAsync<(string SessionId, string ExpiresAt, string? UsedAt, string? ReplacedBy, string? SuccessorUsedAt,
+            string? RevokedAt, string SessionEnds, Guid UserId, string Role)>(
             """
-            SELECT r.session_id, r.expires_at, r.used_at, s.revoked_at, s.user_id, u.role
+            SELECT r.session_id, r.expires_at, r.used_at, r.replaced_by, n.used_at, s.revoked_at, s.expires_at, s.user_id, u.role
             FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id JOIN users u ON u.id = s.user_id
+            LEFT JOIN refresh_tokens n ON n.token_hash = r.replaced_by
             WHERE r.token_hash = @hash
             """, new { hash }, tx);
         if (row.SessionId is null) return (RefreshOutcome.Unknown, null);
         if (row.RevokedAt is not null) return (RefreshOutcome.Revoked, null);
         if (row.UsedAt is not null)
         {
-            // A spent token came back: someone holds a copy. End the whole login.
-            await connection.ExecuteAsync("UPDATE sessions SET revoked_at = @now WHERE id = @id", new { now, id = row.SessionId }, tx);
-            await tx.CommitAsync();
-            sessions.MarkRevoked(row.SessionId);
-            log.LogWarning("Refresh token reuse for user {UserId}; session {SessionId} revoked", row.UserId, row.SessionId);
-            return (RefreshOutcome.Reused, null);
+            bool answerLost = row.ReplacedBy is not null && row.SuccessorUsedAt is null && now - Parse(row.UsedAt) <= options.RefreshReuseGrace;
+            if (!answerLost)
+            {
+                await connection.ExecuteAsync("UPDATE sessions SET revoked_at = @now WHERE id = @id", new { now = Stamp(now), id = row.SessionId }, tx);
+                await tx.CommitAsync();
+                sessions.MarkRevoked(row.SessionId);
+                log.LogWarning("Refresh token reuse for user {UserId}; session {SessionId} revoked", row.UserId, row.SessionId);
+                return (RefreshOutcome.Reused, null);
+            }
+            // Spent without a successor of its own: presented later, it counts as reuse.
+            await connection.ExecuteAsync("UPDATE refresh_tokens SET used_at = @now WHERE token_hash = @successor",
+                new { now = Stamp(now), successor = row.ReplacedBy }, tx);
+            log.LogInformation("Refresh retried within the grace for user {UserId}, session {SessionId}", row.UserId, row.SessionId);
         }
-        if (string.CompareOrdinal(row.ExpiresAt, now) <= 0) return (RefreshOutcome.Expired, null);
+        DateTime ends = Parse(row.SessionEnds);
+        if (Parse(row.ExpiresAt) <= now || ends <= now) return (RefreshOutcome.Expired, null);
         string next = NewRefreshToken();
-        await connection.ExecuteAsync("UPDATE refresh_tokens SET used_at = @now WHERE token_hash = @hash", new { now, hash }, tx);
-        await InsertRefreshAsync(connection, tx, next, row.SessionId);
+        var access = tokens.CreateAccessToken(row.UserId, row.Role, row.SessionId, ends);
+        // used_at keeps the first rotation's time: retries cannot stretch the grace.
+        await connection.ExecuteAsync("UPDATE refresh_tokens SET used_at = COALESCE(used_at, @now), replaced_by = @next WHERE token_hash = @hash",
+            new { now = Stamp(now), next = Hash(next), hash }, tx);
+        await connection.ExecuteAsync("UPDATE sessions SET access_expires_at = @accessExpires WHERE id = @id",
+            new { accessExpires = Stamp(access.ExpiresAt.UtcDateTime), id = row.SessionId }, tx);
+        await InsertRefreshAsync(connection, tx, next, row.SessionId, Min(now + options.RefreshTokenLifetime, ends));
         await tx.CommitAsync();
-        return (RefreshOutcome.Ok, Pair(row.UserId, row.Role, row.SessionId, next));
+        return (RefreshOutcome.Ok, Pair(row.UserId, row.Role, access, next, now));
     }
 
     /// Ends the caller's session and the session of the given refresh token if it is the caller's too.
@@ -331,25 +362,24 @@ public sealed class Logins(Database db, Tokens tokens, Sessions sessions, AuthOp
             if (other is not null && other != sessionId) ended.Add(other);
         }
         await connection.ExecuteAsync("UPDATE sessions SET revoked_at = @now WHERE id IN @ended AND revoked_at IS NULL",
-            new { now = Database.Now(), ended }, tx);
+            new { now = Stamp(time.GetUtcNow().UtcDateTime), ended }, tx);
         await tx.CommitAsync();
         foreach (string id in ended) sessions.MarkRevoked(id);
         log.LogInformation("Logout {UserId} ended session {SessionId}", userId, sessionId);
     }
 
-    private TokenPair Pair(Guid userId, string role, string sessionId, string refresh)
-    {
-        var access = tokens.CreateAccessToken(userId, role, sessionId);
-        return new TokenPair(access.Token, refresh, "Bearer", (int)options.AccessTokenLifetime.TotalSeconds, userId, role);
-    }
+    private static TokenPair Pair(Guid userId, string role, AccessToken access, string refresh, DateTime now) =>
+        new(access.Token, refresh, "Bearer", (int)Math.Round((access.ExpiresAt.UtcDateTime - now).TotalSeconds), userId, role);
 
-    private Task InsertRefreshAsync(System.Data.Common.DbConnection connection, System.Data.Common.DbTransaction tx, string token, string sessionId) =>
+    private static Task InsertRefreshAsync(System.Data.Common.DbConnection connection, System.Data.Common.DbTransaction tx, string token, string sessionId, DateTime expires) =>
         connection.ExecuteAsync("INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES (@hash, @sessionId, @expires)",
-            new { hash = Hash(token), sessionId, expires = Stamp(DateTime.UtcNow + options.RefreshTokenLifetime) }, tx);
+            new { hash = Hash(token), sessionId, expires = Stamp(expires) }, tx);
 
+    private static DateTime Min(DateTime a, DateTime b) => a < b ? a : b;
     private static string NewRefreshToken() => Base64UrlEncoder.Encode(RandomNumberGenerator.GetBytes(32));
     private static string Hash(string token) => Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(token)));
-    private static string Stamp(DateTime utc) => utc.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", System.Globalization.CultureInfo.InvariantCulture);
+    public static string Stamp(DateTime utc) => utc.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", System.Globalization.CultureInfo.InvariantCulture);
+    private static DateTime Parse(string stamp) => DateTime.Parse(stamp, System.Globalization.CultureInfo.InvariantCulture, System.Globalization.DateTimeStyles.AdjustToUniversal | System.Globalization.DateTimeStyles.AssumeUniversal);
 }
 
 public static class AuthApi

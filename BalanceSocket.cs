@@ -262,7 +262,7 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
 
         public readonly long Id = id;
         public Guid UserId;
-        public string? SessionId;
+        public volatile string? SessionId;
         public bool Authenticated;
         public int CloseCode = 1006;
         private long _expiresAt, _lastSeen = hub._time.GetUtcNow().UtcTicks, _lastPing = hub._time.GetUtcNow().UtcTicks;
@@ -567,6 +567,9 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
                 Close(CloseCodes.InvalidToken, "invalid_token", "The access token is not valid.");
                 return false;
             }
+            // The session is recorded before it is checked: a logout marks the session revoked before it looks for
+            // its sockets, so either this check sees the revocation or the logout sees this socket's session.
+            if (role == Roles.Player && !(Authenticated && userId != UserId)) SessionId = sid;
             if (role != Roles.Player || hub._sessions.IsRevoked(sid) || (Authenticated && userId != UserId))
             {
                 Close(CloseCodes.Forbidden, "forbidden", Authenticated && userId != UserId
@@ -581,7 +584,6 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
                 return false;
             }
             Volatile.Write(ref _expiresAt, expires);
-            SessionId = sid;
             if (Authenticated)
             {
                 if (v2) Enqueue(AuthOk(userId, expires), null, 0);

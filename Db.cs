@@ -64,6 +64,20 @@ public sealed class Database
                 """, transaction: tx);
             await tx.CommitAsync();
         }
+        // Databases made before logins were remembered past their first expiry: a session's access tokens could be
+        // valid as long as its newest refresh token, so that is the conservative start of access_expires_at.
+        if (!(await connection.QueryAsync<string>("SELECT name FROM pragma_table_info('sessions')")).Contains("access_expires_at"))
+        {
+            await using var tx = await connection.BeginTransactionAsync();
+            await connection.ExecuteAsync("""
+                ALTER TABLE sessions ADD COLUMN access_expires_at TEXT;
+                UPDATE sessions SET access_expires_at = COALESCE(
+                    (SELECT MAX(r.expires_at) FROM refresh_tokens r WHERE r.session_id = sessions.id), expires_at);
+                """, transaction: tx);
+            await tx.CommitAsync();
+        }
+        if (!(await connection.QueryAsync<string>("SELECT name FROM pragma_table_info('refresh_tokens')")).Contains("replaced_by"))
+            await connection.ExecuteAsync("ALTER TABLE refresh_tokens ADD COLUMN replaced_by TEXT");
     }
 
     public static string Now() => DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", System.Globalization.CultureInfo.InvariantCulture);

@@ -14,7 +14,8 @@ SqlMapper.AddTypeHandler(new GuidHandler());
 // Options, bound once and checked at start.
 builder.Services.AddOptions<AuthOptions>().BindConfiguration("Auth")
     .Validate(o => o.ClockSkew >= TimeSpan.Zero && o.ClockSkew <= TimeSpan.FromSeconds(30), "Auth:ClockSkew must be between 0 and 00:00:30.")
-    .Validate(o => o.AccessTokenLifetime > TimeSpan.Zero && o.RefreshTokenLifetime > TimeSpan.Zero, "Token lifetimes must be positive.")
+    .Validate(o => o.AccessTokenLifetime > TimeSpan.Zero && o.RefreshTokenLifetime > TimeSpan.Zero && o.SessionLifetime > TimeSpan.Zero, "Token and session lifetimes must be positive.")
+    .Validate(o => o.RefreshReuseGrace >= TimeSpan.Zero && o.RefreshReuseGrace <= TimeSpan.FromMinutes(1), "Auth:RefreshReuseGrace must be between 0 and 00:01:00.")
     .ValidateOnStart();
 builder.Services.AddOptions<SocketOptions>().BindConfiguration("Balance:Socket").ValidateOnStart();
 builder.Services.AddSingleton(sp => sp.GetRequiredService<IOptions<AuthOptions>>().Value);
@@ -34,7 +35,8 @@ if (builder.Environment.IsDevelopment()) builder.Services.AddHostedService<Demo>
 
 // Tokens: one set of validation rules for REST and the socket; sessions can be revoked.
 builder.Services.AddSingleton(sp => new Tokens(sp.GetRequiredService<AuthOptions>(),
-    Tokens.LoadSigningKey(sp.GetRequiredService<AuthOptions>(), sp.GetRequiredService<Database>(), sp.GetRequiredService<IHostEnvironment>())));
+    Tokens.LoadSigningKey(sp.GetRequiredService<AuthOptions>(), sp.GetRequiredService<Database>(), sp.GetRequiredService<IHostEnvironment>()),
+    sp.GetRequiredService<TimeProvider>()));
 builder.Services.AddSingleton<Sessions>().AddSingleton<Users>().AddSingleton<Logins>().AddSingleton<LoginThrottle>();
 builder.Services.AddAuthentication(JwtBearerDefaults.AuthenticationScheme).AddJwtBearer();
 builder.Services.AddOptions<JwtBearerOptions>(JwtBearerDefaults.AuthenticationScheme).Configure<Tokens, Sessions>((o, tokens, sessions) =>

@@ -42,19 +42,26 @@ CREATE TABLE IF NOT EXISTS ledger (
 );
 CREATE INDEX IF NOT EXISTS ledger_by_user ON ledger (user_id, seq);
 
--- A login session: every access and refresh token carries its id (sid).
+-- A login session: every access and refresh token carries its id (sid). A login slides: each refresh extends it
+-- by Auth:RefreshTokenLifetime, up to `expires_at`, its absolute end, set once at login (Auth:SessionLifetime).
+-- `access_expires_at` is when the newest access token issued for it expires: a revoked session is remembered
+-- (loaded at every start) until then, so no token of an ended login works again after a restart.
 CREATE TABLE IF NOT EXISTS sessions (
-    id         TEXT PRIMARY KEY,
-    user_id    TEXT NOT NULL REFERENCES users (id),
-    created_at TEXT NOT NULL,
-    expires_at TEXT NOT NULL,
-    revoked_at TEXT
+    id                TEXT PRIMARY KEY,
+    user_id           TEXT NOT NULL REFERENCES users (id),
+    created_at        TEXT NOT NULL,
+    expires_at        TEXT NOT NULL,
+    revoked_at        TEXT,
+    access_expires_at TEXT
 );
 
--- Refresh tokens are stored as SHA-256 hashes; a used one is kept to detect reuse.
+-- Refresh tokens are stored as SHA-256 hashes; a used one is kept to detect reuse. `replaced_by` is the hash of
+-- the token it was rotated into: within Auth:RefreshReuseGrace of that rotation, a spent token whose successor
+-- was never used (the answer was lost) is rotated again, and the unseen successor is spent.
 CREATE TABLE IF NOT EXISTS refresh_tokens (
-    token_hash TEXT PRIMARY KEY,
-    session_id TEXT NOT NULL REFERENCES sessions (id),
-    expires_at TEXT NOT NULL,
-    used_at    TEXT
+    token_hash  TEXT PRIMARY KEY,
+    session_id  TEXT NOT NULL REFERENCES sessions (id),
+    expires_at  TEXT NOT NULL,
+    used_at     TEXT,
+    replaced_by TEXT
 ) WITHOUT ROWID;

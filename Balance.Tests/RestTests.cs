@@ -60,7 +60,8 @@ public sealed class RestTests
     [Fact]
     public async Task RefreshRotatesAndASpentTokenRevokesTheWholeLogin()
     {
-        await using var app = new BalanceApplication();
+        // No grace: any second use of a spent token is reuse (the grace has tests of its own in SessionTests).
+        await using var app = new BalanceApplication(new() { ["Auth:RefreshReuseGrace"] = "00:00:00" });
         var alice = await app.LoginAsync("alice");
         using var http = app.Http();
         var first = await http.PostAsJsonAsync("/api/auth/refresh", new { refresh_token = alice.RefreshToken });

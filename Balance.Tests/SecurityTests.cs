@@ -112,8 +112,8 @@ public sealed class SecurityTests
     [Fact]
     public async Task ARememberedTokenGetsItsOwnIdentityEachTimeAndAChangedByteIsValidatedInFull()
     {
-        var tokens = new Tokens(new AuthOptions(), System.Security.Cryptography.RandomNumberGenerator.GetBytes(64));
-        string token = tokens.CreateAccessToken(Guid.NewGuid(), "player", "session-1").Token;
+        var tokens = new Tokens(new AuthOptions(), System.Security.Cryptography.RandomNumberGenerator.GetBytes(64), TimeProvider.System);
+        string token = tokens.CreateAccessToken(Guid.NewGuid(), "player", "session-1", DateTime.MaxValue).Token;
         var first = await tokens.RequestHandler.ValidateTokenAsync(token, tokens.Parameters);
         var second = await tokens.RequestHandler.ValidateTokenAsync(token, tokens.Parameters);
         Assert.True(first.IsValid);
@@ -274,7 +274,8 @@ public sealed class SecurityTests
     [Fact]
     public async Task RefreshTokenReuseEndsTheWholeLoginAndClosesItsSockets()
     {
-        await using var app = new BalanceApplication();
+        // No grace: any second use of a spent token is reuse (the grace has tests of its own in SessionTests).
+        await using var app = new BalanceApplication(new() { ["Auth:RefreshReuseGrace"] = "00:00:00" });
         var stolen = await app.LoginAsync("alice");
         var other = await app.LoginAsync("alice");
         var op = await app.LoginAsync("operator");
