@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Security.Claims;
 using System.Security.Cryptography;
 using System.Text;
+using System.Threading.RateLimiting;
 using Dapper;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Identity;
@@ -191,45 +192,50 @@ public sealed class Sessions(Database db, AuthOptions options, TimeProvider time
     }
 }
 
-// Counts failed logins per username and attempts per client address.
-public sealed class LoginThrottle(AuthOptions options, TimeProvider time)
+// Login throttles on the framework's partitioned rate limiters: attempts per client address (a window of a minute),
+// and failed logins per username (a window of FailedLoginWindow that counts failures only, alike for real and unknown
+// names). The limiter creates a partition on first use and drops it once idle: nothing on the login path scans them.
+// Per node: with several nodes behind a balancer, each node counts its own (the README says so).
+public sealed class LoginThrottle : IDisposable
 {
-    private readonly ConcurrentDictionary<string, Window> _failures = new(StringComparer.OrdinalIgnoreCase);
-    private readonly ConcurrentDictionary<string, Window> _attempts = new(StringComparer.Ordinal);
+    private readonly PartitionedRateLimiter<string> _attempts;
+    private readonly PartitionedRateLimiter<string> _failures;
 
-    private sealed class Window(DateTimeOffset start) { public DateTimeOffset Start = start; public int Count; }
-
-    public TimeSpan? CheckAttempt(string ip)
+    public LoginThrottle(AuthOptions options)
     {
-        Sweep();
-        return Hit(_attempts, ip, TimeSpan.FromMinutes(1), options.LoginAttemptsPerMinutePerIp, count: true);
+        _attempts = Windows(options.LoginAttemptsPerMinutePerIp, TimeSpan.FromMinutes(1));
+        _failures = Windows(options.FailedLoginsPerUsername, options.FailedLoginWindow);
     }
 
-    public TimeSpan? CheckUsername(string username) =>
-        Hit(_failures, username, options.FailedLoginWindow, options.FailedLoginsPerUsername, count: false);
-
-    public void Failed(string username) => Hit(_failures, username, options.FailedLoginWindow, int.MaxValue, count: true);
-    public void Succeeded(string username) => _failures.TryRemove(username, out _);
-
-    private TimeSpan? Hit(ConcurrentDictionary<string, Window> map, string key, TimeSpan length, int limit, bool count)
-    {
-        var now = time.GetUtcNow();
-        var window = map.GetOrAdd(key, _ => new Window(now));
-        lock (window)
+    private static PartitionedRateLimiter<string> Windows(int limit, TimeSpan window) =>
+        PartitionedRateLimiter.Create<string, string>(key => RateLimitPartition.GetFixedWindowLimiter(key, _ => new FixedWindowRateLimiterOptions
         {
-            if (now - window.Start >= length) { window.Start = now; window.Count = 0; }
-            if (window.Count >= limit) return window.Start + length - now;
-            if (count) window.Count++;
-            return null;
-        }
+            PermitLimit = limit,
+            Window = window,
+            QueueLimit = 0,
+            AutoReplenishment = false, // the partitioned limiter's one timer replenishes every partition
+        }));
+
+    /// Counts an attempt from this address; the wait when it is over the limit.
+    public TimeSpan? CheckAttempt(string ip) => WaitOf(_attempts.AttemptAcquire(ip));
+
+    /// Counts nothing: whether this username may try a password now.
+    public TimeSpan? CheckUsername(string username) => WaitOf(_failures.AttemptAcquire(Key(username), 0));
+
+    public void Failed(string username) => _failures.AttemptAcquire(Key(username)).Dispose();
+
+    private static string Key(string username) => username.ToUpperInvariant(); // usernames are case-insensitive
+
+    private static TimeSpan? WaitOf(RateLimitLease lease)
+    {
+        using (lease)
+            return lease.IsAcquired ? null : lease.TryGetMetadata(MetadataName.RetryAfter, out var wait) ? wait : TimeSpan.FromMinutes(1);
     }
 
-    private void Sweep()
+    public void Dispose()
     {
-        if (_attempts.Count + _failures.Count < 10_000) return; // bounded memory under a spray of addresses or usernames
-        var cutoff = time.GetUtcNow() - options.FailedLoginWindow;
-        foreach (var (key, window) in _attempts) if (window.Start < cutoff) _attempts.TryRemove(key, out _);
-        foreach (var (key, window) in _failures) if (window.Start < cutoff) _failures.TryRemove(key, out _);
+        _attempts.Dispose();
+        _failures.Dispose();
     }
 }
 
@@ -369,7 +375,7 @@ public sealed class Logins(Database db, Tokens tokens, Sessions sessions, AuthOp
     }
 
     private static TokenPair Pair(Guid userId, string role, AccessToken access, string refresh, DateTime now) =>
-        new(access.Token, refresh, "Bearer", (int)Math.Round((access.ExpiresAt.UtcDateTime - now).TotalSeconds), userId, role);
+        new(access.Token, refresh, "Bearer", (int)Math.Ceiling((access.ExpiresAt.UtcDateTime - now).TotalSeconds), userId, role);
 
     private static Task InsertRefreshAsync(System.Data.Common.DbConnection connection, System.Data.Common.DbTransaction tx, string token, string sessionId, DateTime expires) =>
         connection.ExecuteAsync("INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES (@hash, @sessionId, @expires)",
@@ -415,7 +421,6 @@ public static class AuthApi
             log.LogWarning("Failed login from {RemoteIp}", ip);
             return Problems.Unauthorized("invalid_credentials", "Username or password is wrong.");
         }
-        throttle.Succeeded(body.Username);
         return TypedResults.Ok(await logins.StartAsync(user));
     }
 

@@ -5,6 +5,7 @@ using System.Diagnostics;
 using System.Net.WebSockets;
 using System.Text;
 using System.Text.Json;
+using System.Threading.RateLimiting;
 using Microsoft.IdentityModel.JsonWebTokens;
 using Microsoft.IdentityModel.Tokens;
 
@@ -15,11 +16,22 @@ public sealed class SocketOptions
     public TimeSpan AuthTimeout { get; set; } = TimeSpan.FromSeconds(10);
     public TimeSpan HeartbeatInterval { get; set; } = TimeSpan.FromSeconds(15);
     public TimeSpan SendTimeout { get; set; } = TimeSpan.FromSeconds(10);
+    // WebSocket-level pings for every socket (guide protocol included): a peer that does not answer one within
+    // KeepAliveTimeout is dropped, so a phone that lost its signal does not keep its place under MaxSocketsPerPlayer.
+    public TimeSpan KeepAliveInterval { get; set; } = TimeSpan.FromSeconds(15);
+    public TimeSpan KeepAliveTimeout { get; set; } = TimeSpan.FromSeconds(15);
     public int MaxSocketsPerPlayer { get; set; } = 10;
     public int MaxUnauthenticatedPerIp { get; set; } = 200;
     public double MessagesPerSecond { get; set; } = 5;
     public int MessageBurst { get; set; } = 20;
     public string[] AllowedOrigins { get; set; } = [];
+    // Opening a socket costs a token check and a database read (the snapshot): a client reconnecting in a tight loop
+    // is slowed down first, per address (HTTP 429 + Retry-After on the upgrade) and per player (429 with header auth;
+    // close 4004 after the auth message, before the snapshot read). Token buckets: a burst, then a steady rate.
+    public int ConnectBurstPerAddress { get; set; } = 200;
+    public double ConnectsPerSecondPerAddress { get; set; } = 50;
+    public int ConnectBurstPerPlayer { get; set; } = 20;
+    public double ConnectsPerSecondPerPlayer { get; set; } = 2;
 
     // A browser origin other than the service's own: configured ones, and in Development any loopback one.
     // Shared by the socket's Origin check and CORS for the REST routes.
@@ -30,7 +42,7 @@ public sealed class SocketOptions
 
 public static class CloseCodes
 {
-    public const int GoingAway = 1001, PolicyViolation = 1008, TooBig = 1009;
+    public const int GoingAway = 1001, PolicyViolation = 1008, TooBig = 1009, InternalError = 1011;
     public const int TokenExpired = 4001, AuthTimeout = 4002, SlowConsumer = 4003, TooManyConnections = 4004;
     public const int BadRequest = 4500, InvalidToken = 4501, Forbidden = 4503;
 
@@ -39,6 +51,7 @@ public static class CloseCodes
         GoingAway => "server_going_away",
         PolicyViolation => "rate_limited",
         TooBig => "frame_too_large",
+        InternalError => "unavailable",
         TokenExpired => "token_expired",
         AuthTimeout => "auth_timeout",
         SlowConsumer => "slow_consumer",
@@ -72,12 +85,14 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
     private readonly ConcurrentDictionary<string, int> _pendingByIp = new();
     private long _nextId;
     private volatile bool _stopping;
+    private readonly PartitionedRateLimiter<string> _connectsByAddress;
+    private readonly PartitionedRateLimiter<Guid> _connectsByPlayer;
 
     public SocketStats Stats { get; } = new();
 
     public sealed class SocketStats
     {
-        public long Sent, Coalesced, Dropped;
+        public long Sent, Coalesced, Dropped, DeadPeers, SnapshotFailures, HousekeepingFailures, ConnectsLimited;
         public int Open, Authenticated;
         public event Action<int>? Closed;
         public event Action<double>? Pushed; // milliseconds from the commit to the message written to the socket
@@ -89,6 +104,8 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
     {
         (_ledger, _tokens, _sessions, _options, _log, _time) = (ledger, tokens, sessions, options, log, time);
         _audit = loggers.CreateLogger("Balance.Audit");
+        _connectsByAddress = ConnectLimiter<string>(options.ConnectBurstPerAddress, options.ConnectsPerSecondPerAddress);
+        _connectsByPlayer = ConnectLimiter<Guid>(options.ConnectBurstPerPlayer, options.ConnectsPerSecondPerPlayer);
         _sessions.Revoked += sid =>
         {
             foreach (var c in _all.Keys) if (c.SessionId == sid) c.Close(CloseCodes.Forbidden, "session_revoked", "This login has ended.");
@@ -96,6 +113,34 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
     }
 
     public int OpenSockets => _all.Count;
+
+    // One token bucket per key; the partitioned limiter replenishes them all from one timer and drops idle ones.
+    private static PartitionedRateLimiter<TKey> ConnectLimiter<TKey>(int burst, double perSecond) where TKey : notnull =>
+        PartitionedRateLimiter.Create<TKey, TKey>(key => RateLimitPartition.GetTokenBucketLimiter(key, _ => new TokenBucketRateLimiterOptions
+        {
+            TokenLimit = burst,
+            TokensPerPeriod = Math.Max(1, (int)Math.Round(perSecond / 10)),
+            ReplenishmentPeriod = TimeSpan.FromSeconds(Math.Max(1, (int)Math.Round(perSecond / 10)) / perSecond),
+            QueueLimit = 0,
+            AutoReplenishment = false,
+        }));
+
+    // Null when allowed; otherwise how long to wait.
+    private TimeSpan? TryConnect<TKey>(PartitionedRateLimiter<TKey> limiter, TKey key)
+    {
+        using var lease = limiter.AttemptAcquire(key);
+        if (lease.IsAcquired) return null;
+        Interlocked.Increment(ref Stats.ConnectsLimited);
+        return lease.TryGetMetadata(MetadataName.RetryAfter, out var wait) && wait > TimeSpan.Zero ? wait : TimeSpan.FromSeconds(1);
+    }
+
+    private static Task TooFastAsync(HttpContext http, TimeSpan wait)
+    {
+        int seconds = Math.Max(1, (int)Math.Ceiling(wait.TotalSeconds));
+        http.Response.Headers.RetryAfter = seconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        return Results.Problem(statusCode: 429, detail: $"Reconnecting too fast; try again in {seconds} s.",
+            extensions: new Dictionary<string, object?> { ["code"] = "too_many_connections" }).ExecuteAsync(http);
+    }
 
     // ---- fan-out: committed change → every socket of that player, serialized once ----
 
@@ -126,7 +171,17 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
             while (await timer.WaitForNextTickAsync(ct))
             {
                 long now = _time.GetUtcNow().UtcTicks;
-                foreach (var (c, _) in _all) c.Tick(now); // enumerating the dictionary itself copies nothing
+                foreach (var (c, _) in _all) // enumerating the dictionary itself copies nothing
+                {
+                    // One socket's failure must not end deadlines, expiry, heartbeats and slow-consumer checks for all.
+                    try { c.Tick(now); }
+                    catch (Exception ex)
+                    {
+                        Interlocked.Increment(ref Stats.HousekeepingFailures);
+                        try { _log.LogError(ex, "Housekeeping of socket {SocketId} failed; closing it", c.Id); } catch (Exception) { }
+                        c.Abort();
+                    }
+                }
             }
         }
         catch (OperationCanceledException) { }
@@ -187,6 +242,25 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
             return;
         }
         string ip = http.Connection.RemoteIpAddress?.ToString() ?? "unknown";
+        if (TryConnect(_connectsByAddress, ip) is { } addressWait)
+        {
+            await TooFastAsync(http, addressWait);
+            return;
+        }
+        bool v2 = http.WebSockets.WebSocketRequestedProtocols.Contains(SubProtocolV2);
+        string? headerToken = http.Request.Headers.Authorization.ToString() is { } h && h.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? h[7..].Trim() : null;
+        // With the token on the upgrade, the player is known before the upgrade: refuse in HTTP, as for the address.
+        TokenValidationResult? headerAuth = null;
+        if (headerToken is not null)
+        {
+            headerAuth = await _tokens.ValidateAsync(headerToken);
+            if (headerAuth.IsValid && Guid.TryParse(((JsonWebToken)headerAuth.SecurityToken).Subject, out var player)
+                && TryConnect(_connectsByPlayer, player) is { } playerWait)
+            {
+                await TooFastAsync(http, playerWait);
+                return;
+            }
+        }
         if (_pendingByIp.AddOrUpdate(ip, 1, (_, n) => n + 1) > _options.MaxUnauthenticatedPerIp)
         {
             Release(ip);
@@ -194,8 +268,6 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
             await Results.Problem(statusCode: 429, detail: "Too many unauthenticated sockets from this address.", extensions: new Dictionary<string, object?> { ["code"] = "too_many_connections" }).ExecuteAsync(http);
             return;
         }
-        bool v2 = http.WebSockets.WebSocketRequestedProtocols.Contains(SubProtocolV2);
-        string? headerToken = http.Request.Headers.Authorization.ToString() is { } h && h.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? h[7..].Trim() : null;
         WebSocket ws;
         try
         {
@@ -213,8 +285,8 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
         try
         {
             var sending = connection.SendLoopAsync();
-            if (headerToken is null || await connection.AuthenticateAsync(headerToken))
-                await connection.ReceiveLoopAsync(http.RequestAborted);
+            if (headerToken is null || await connection.AuthenticateAsync(headerToken, headerAuth))
+                await connection.ReceiveLoopAsync();
             connection.Close(CloseCodes.GoingAway, null, null); // ends the send loop if the peer left first
             await sending;
         }
@@ -346,12 +418,13 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
             return true;
         }
 
-        public void Close(int code, string? errorCode, string? message)
+        /// True when this call started the close.
+        public bool Close(int code, string? errorCode, string? message)
         {
             bool wake;
             lock (Gate)
             {
-                if (_close is not null) return;
+                if (_close is not null) return false;
                 byte[] error = v2 && errorCode is not null
                     ? JsonSerializer.SerializeToUtf8Bytes(new Dictionary<string, string> { ["type"] = "error", ["code"] = errorCode, ["message"] = message ?? errorCode })
                     : [];
@@ -361,6 +434,7 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
                 _waiting = false;
             }
             if (wake) _signal.SetResult(true);
+            return true;
         }
 
         public async Task SendLoopAsync()
@@ -454,12 +528,20 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
             }
         }
 
+        // Housekeeping failed for this socket: let it go rather than leave it unsupervised.
+        public void Abort()
+        {
+            if (CloseCode == 1006) CloseCode = CloseCodes.InternalError;
+            ws.Abort();
+        }
+
         public void Tick(long now)
         {
             SlowCheck(now);
             if (!Authenticated)
             {
-                if (now > authDeadline) Close(CloseCodes.AuthTimeout, "auth_timeout", "No auth message within the deadline.");
+                if (now > authDeadline && Close(CloseCodes.AuthTimeout, "auth_timeout", "No auth message within the deadline."))
+                    hub._log.LogInformation("Socket {SocketId} from {RemoteIp} sent no auth within {AuthTimeout}; closing 4002", Id, ip, hub._options.AuthTimeout);
                 return;
             }
             if (now >= Volatile.Read(ref _expiresAt)) { Close(CloseCodes.TokenExpired, "token_expired", "The access token expired; send a fresh one or reconnect."); return; }
@@ -469,7 +551,15 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
             if (now - _lastPing >= interval) { _lastPing = now; Enqueue(Ping, null, 0); }
         }
 
-        public async Task ReceiveLoopAsync(CancellationToken aborted)
+        // No pong within KeepAliveTimeout: the runtime aborts the socket, and the pending read fails as cancelled (on
+        // Kestrel, "aborted by the application") — with no close of ours under way. A peer that leaves instead fails the
+        // read with a WebSocketException (closed without a close frame, or reset).
+        private bool IsKeepAliveTimeout(Exception ex) =>
+            ex is OperationCanceledException && ws.State == WebSocketState.Aborted && CloseCode == 1006 && !_closing && !hub._stopping;
+
+        // The read is not tied to RequestAborted: a peer that leaves fails the read anyway, and the runtime's
+        // keep-alive fault only reaches the read when nothing else cancels it first.
+        public async Task ReceiveLoopAsync()
         {
             byte[]? buffer = null;
             try
@@ -477,7 +567,7 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
                 while (ws.State == WebSocketState.Open)
                 {
                     // A zero-byte read waits for data without holding a buffer: idle sockets stay small.
-                    var peek = await ws.ReceiveAsync(Memory<byte>.Empty, aborted);
+                    var peek = await ws.ReceiveAsync(Memory<byte>.Empty, CancellationToken.None);
                     if (peek.MessageType == WebSocketMessageType.Close) return;
                     if (peek.MessageType == WebSocketMessageType.Binary) { Close(CloseCodes.BadRequest, "bad_request", "Binary frames are not accepted; send JSON text."); return; }
                     if (peek.EndOfMessage) { Close(CloseCodes.BadRequest, "bad_request", "Empty message."); return; }
@@ -487,7 +577,7 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
                     do
                     {
                         if (count == MaxMessageBytes) { Close(CloseCodes.TooBig, "frame_too_large", $"Messages are limited to {MaxMessageBytes} bytes."); return; }
-                        result = await ws.ReceiveAsync(buffer.AsMemory(count, MaxMessageBytes - count), aborted);
+                        result = await ws.ReceiveAsync(buffer.AsMemory(count, MaxMessageBytes - count), CancellationToken.None);
                         count += result.Count;
                     } while (!result.EndOfMessage && result.MessageType != WebSocketMessageType.Close);
                     if (result.MessageType == WebSocketMessageType.Close) return;
@@ -499,6 +589,11 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
                     buffer = null;
                     if (!keepGoing) return;
                 }
+            }
+            catch (Exception ex) when (IsKeepAliveTimeout(ex))
+            {
+                Interlocked.Increment(ref hub.Stats.DeadPeers);
+                hub._log.LogInformation("Socket {SocketId} of {UserId} stopped answering pings; dropped", Id, UserId);
             }
             catch (Exception ex) when (ex is WebSocketException or OperationCanceledException or IOException or ObjectDisposedException)
             {
@@ -549,9 +644,10 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
             }
         }
 
-        public async Task<bool> AuthenticateAsync(string token)
+        /// `validated`: the token was already checked on the upgrade, and the player's connect rate with it.
+        public async Task<bool> AuthenticateAsync(string token, TokenValidationResult? validated = null)
         {
-            var result = await hub._tokens.ValidateAsync(token);
+            var result = validated ?? await hub._tokens.ValidateAsync(token);
             if (!result.IsValid)
             {
                 bool expired = result.Exception is SecurityTokenExpiredException;
@@ -590,6 +686,11 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
                 return true;
             }
             UserId = userId;
+            if (validated is null && hub.TryConnect(hub._connectsByPlayer, userId) is { } wait)
+            {
+                Close(CloseCodes.TooManyConnections, "too_many_connections", $"Reconnecting too fast; try again in {Math.Max(1, (int)Math.Ceiling(wait.TotalSeconds))} s.");
+                return false;
+            }
             if (!hub.Register(this))
             {
                 Close(CloseCodes.TooManyConnections, "too_many_connections", $"At most {hub._options.MaxSocketsPerPlayer} sockets per player.");
@@ -601,7 +702,17 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
             if (v2) Enqueue(AuthOk(userId, expires), null, 0);
             // Registered first, snapshot second: a change committed in between is queued, and the version
             // check in the send loop drops whichever copy is older.
-            foreach (var wallet in await hub._ledger.WalletsAsync(userId))
+            IReadOnlyList<BalanceChange> wallets;
+            try { wallets = await hub._ledger.WalletsAsync(userId); }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                // Without its snapshot the socket would show nothing, or a stale number: close, and the client retries.
+                Interlocked.Increment(ref hub.Stats.SnapshotFailures);
+                hub._log.LogWarning(ex, "Socket {SocketId} of {UserId}: the balance snapshot could not be read; closing 1011", Id, userId);
+                Close(CloseCodes.InternalError, "unavailable", "Balances cannot be read right now; reconnect shortly.");
+                return false;
+            }
+            foreach (var wallet in wallets)
                 Enqueue(Serialize(wallet), wallet.Currency, wallet.Version);
             hub._log.LogInformation("Socket {SocketId} authenticated for {UserId}", Id, userId);
             return true;

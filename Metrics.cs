@@ -17,6 +17,10 @@ public sealed class BalanceMetrics
         meter.CreateObservableUpDownCounter("balance.sockets.authenticated", () => Volatile.Read(ref s.Authenticated), "{socket}", "Sockets that passed auth.");
         meter.CreateObservableCounter("balance.messages.sent", () => Volatile.Read(ref s.Sent), "{message}", "Balance messages written to sockets.");
         meter.CreateObservableCounter("balance.messages.coalesced", () => Volatile.Read(ref s.Coalesced), "{message}", "Balances replaced by a newer one while waiting in a socket's outbox.");
+        meter.CreateObservableCounter("balance.sockets.dead_peers", () => Volatile.Read(ref s.DeadPeers), "{socket}", "Sockets dropped because the peer stopped answering WebSocket pings.");
+        meter.CreateObservableCounter("balance.sockets.snapshot_failures", () => Volatile.Read(ref s.SnapshotFailures), "{socket}", "Sockets closed 1011 because their balance snapshot could not be read.");
+        meter.CreateObservableCounter("balance.sockets.housekeeping_failures", () => Volatile.Read(ref s.HousekeepingFailures), "{socket}", "Sockets whose housekeeping tick threw (logged; the socket is dropped, the others go on).");
+        meter.CreateObservableCounter("balance.sockets.connects_limited", () => Volatile.Read(ref s.ConnectsLimited), "{socket}", "Socket opens refused for reconnecting too fast (per address or per player).");
         meter.CreateObservableCounter("balance.messages.dropped", () => Volatile.Read(ref s.Dropped), "{message}", "Balances not sent because the socket had already seen a newer version.");
         meter.CreateObservableCounter("balance.ledger.commits", () => Volatile.Read(ref l.Transactions), "{transaction}", "Postings answered by a committed batch.");
         meter.CreateObservableCounter("balance.ledger.batches", () => Volatile.Read(ref l.Batches), "{batch}", "SQLite transactions committed by the writer loop.");

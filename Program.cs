@@ -17,7 +17,9 @@ builder.Services.AddOptions<AuthOptions>().BindConfiguration("Auth")
     .Validate(o => o.AccessTokenLifetime > TimeSpan.Zero && o.RefreshTokenLifetime > TimeSpan.Zero && o.SessionLifetime > TimeSpan.Zero, "Token and session lifetimes must be positive.")
     .Validate(o => o.RefreshReuseGrace >= TimeSpan.Zero && o.RefreshReuseGrace <= TimeSpan.FromMinutes(1), "Auth:RefreshReuseGrace must be between 0 and 00:01:00.")
     .ValidateOnStart();
-builder.Services.AddOptions<SocketOptions>().BindConfiguration("Balance:Socket").ValidateOnStart();
+builder.Services.AddOptions<SocketOptions>().BindConfiguration("Balance:Socket")
+    .Validate(o => o.KeepAliveInterval > TimeSpan.Zero && o.KeepAliveTimeout > TimeSpan.Zero, "Balance:Socket:KeepAliveInterval and KeepAliveTimeout must be positive.")
+    .ValidateOnStart();
 builder.Services.AddSingleton(sp => sp.GetRequiredService<IOptions<AuthOptions>>().Value);
 builder.Services.AddSingleton(sp => sp.GetRequiredService<IOptions<SocketOptions>>().Value);
 builder.Services.AddSingleton(TimeProvider.System);
@@ -69,6 +71,10 @@ builder.Services.Configure<JsonOptions>(o =>
     o.SerializerOptions.MaxDepth = 16;
 });
 builder.Services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
+builder.Services.AddOptions<ProxyOptions>().BindConfiguration("ForwardedHeaders")
+    .Validate(o => o.IsValid(out _), "ForwardedHeaders:KnownProxies must be IP addresses and ForwardedHeaders:KnownNetworks CIDR networks (10.0.0.0/8).")
+    .ValidateOnStart();
+builder.Services.AddOptions<ForwardedHeadersOptions>().Configure<IOptions<ProxyOptions>>((o, proxies) => proxies.Value.ApplyTo(o));
 builder.Services.AddProblemDetails(o => o.CustomizeProblemDetails = Problems.Configure);
 builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = 64 * 1024);
 builder.Services.AddCors();
@@ -83,6 +89,11 @@ builder.Services.AddOpenApi();
 
 var app = builder.Build();
 
+// First of all, so every rule below (socket caps, login limits, /metrics, audit lines, HTTPS) sees the real client.
+// Only with proxies configured: the framework's middleware with empty lists would trust forwarded headers from anyone.
+if (app.Services.GetRequiredService<IOptions<ProxyOptions>>().Value.AnyConfigured) app.UseForwardedHeaders();
+if (!app.Environment.IsDevelopment()) app.UseHsts(); // only ever sent over HTTPS
+
 await app.Services.GetRequiredService<Database>().InitializeAsync();
 await app.Services.GetRequiredService<Sessions>().LoadAsync();
 app.Services.GetRequiredService<BalanceMetrics>();
@@ -91,8 +102,9 @@ app.Services.GetRequiredService<BalanceMetrics>();
 // middleware it passes through keeps its state alive for that long (about 1 KB per socket, with 15,000 open);
 // it needs none of them: it checks the Origin, authenticates and answers its errors itself.
 var sockets = app.Services.GetRequiredService<BalanceSocket>();
+var socketOptions = app.Services.GetRequiredService<SocketOptions>();
 app.MapWhen(BalanceSocket.IsSocketPath, ws => ws
-    .UseWebSockets(new WebSocketOptions { KeepAliveInterval = TimeSpan.FromSeconds(30) })
+    .UseWebSockets(new WebSocketOptions { KeepAliveInterval = socketOptions.KeepAliveInterval, KeepAliveTimeout = socketOptions.KeepAliveTimeout })
     .Run(http => sockets.HandleAsync(http, app.Environment)));
 
 app.UseExceptionHandler(new ExceptionHandlerOptions { StatusCodeSelector = Problems.StatusFor });

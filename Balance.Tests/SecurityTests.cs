@@ -533,6 +533,8 @@ public sealed class SlowConsumerTests
             ["Balance:Socket:SendTimeout"] = "00:00:04",
             ["Balance:Socket:MaxSocketsPerPlayer"] = "1100",
             ["Balance:Socket:MaxUnauthenticatedPerIp"] = "2000",
+            ["Balance:Socket:ConnectBurstPerAddress"] = "2000",
+            ["Balance:Socket:ConnectBurstPerPlayer"] = "2000",
         }) { ConfigureTestServices = SmallServerBuffers };
         var alice = await app.LoginAsync("alice");
         var op = await app.LoginAsync("operator");
