@@ -19,6 +19,8 @@ builder.Services.AddOptions<AuthOptions>().BindConfiguration("Auth")
     .ValidateOnStart();
 builder.Services.AddOptions<SocketOptions>().BindConfiguration("Balance:Socket")
     .Validate(o => o.KeepAliveInterval > TimeSpan.Zero && o.KeepAliveTimeout > TimeSpan.Zero, "Balance:Socket:KeepAliveInterval and KeepAliveTimeout must be positive.")
+    .Validate(o => o.ConnectBurstPerAddress >= 1 && o.ConnectBurstPerPlayer >= 1 && o.ConnectsPerSecondPerAddress > 0 && o.ConnectsPerSecondPerPlayer > 0,
+        "Balance:Socket:ConnectBurstPerAddress/PerPlayer must be at least 1 and ConnectsPerSecondPerAddress/PerPlayer positive.")
     .ValidateOnStart();
 builder.Services.AddSingleton(sp => sp.GetRequiredService<IOptions<AuthOptions>>().Value);
 builder.Services.AddSingleton(sp => sp.GetRequiredService<IOptions<SocketOptions>>().Value);

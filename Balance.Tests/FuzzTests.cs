@@ -205,4 +205,64 @@ public sealed class FuzzTests
         audit.AssertConsistent();
         Assert.Equal(2, audit.Rows.Count);
     }
+
+    [Fact]
+    public async Task RandomForwardedHeadersFromAKnownProxyNeverBreakTheServiceOrItsRules()
+    {
+        var r = new Random(Seed + 2);
+        await using var app = new BalanceApplication(new()
+        {
+            ["ForwardedHeaders:KnownProxies:0"] = "127.0.0.1",
+            ["Auth:LoginAttemptsPerMinutePerIp"] = "100000",
+            ["Auth:FailedLoginsPerUsername"] = "100000",
+        });
+        var bob = await app.LoginAsync("bob");
+        string[] values =
+        [
+            .. Hostile, "203.0.113.5", "2001:db8::1", "[2001:db8::1]:443", "203.0.113.5:8080", "unknown", "_hidden", "203.0.113.5, 198.51.100.1",
+            new string(',', 500), "127.0.0.1, 127.0.0.1, 127.0.0.1", "http", "https", "HTTPS", "ftp", "evil.example:99999", "casino.example", "a b c",
+        ];
+        string[] names = ["X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Prefix", "Forwarded", "X-Real-IP"];
+        using var http = app.Http();
+        var failures = new List<string>();
+        for (int i = 0; i < 300; i++)
+        {
+            var headers = Enumerable.Range(0, r.Next(1, 4)).Select(_ => (names[r.Next(names.Length)], values[r.Next(values.Length)]))
+                .Where(h => h.Item2.All(c => c is >= ' ' and <= '~')).ToList(); // what HTTP/1.1 clients can send at all
+            int kind = r.Next(4);
+            if (kind == 3)
+            {
+                using var ws = new ClientWebSocket();
+                ws.Options.CollectHttpResponseDetails = true;
+                try
+                {
+                    foreach (var (name, value) in headers) ws.Options.SetRequestHeader(name, value);
+                    using var cts = new CancellationTokenSource(BalanceApplication.ReceiveTimeout);
+                    await ws.ConnectAsync(app.SocketUri, cts.Token);
+                }
+                catch (ArgumentException) { continue; } // a value the client itself will not send
+                catch (WebSocketException) { }
+                if ((int)ws.HttpStatusCode >= 500) failures.Add($"socket {(int)ws.HttpStatusCode} with {string.Join("; ", headers)}");
+                ws.Abort();
+                continue;
+            }
+            using var request = kind switch
+            {
+                0 => new HttpRequestMessage(HttpMethod.Post, "/api/auth/login") { Content = JsonContent.Create(new { username = "bob", password = r.Next(2) == 0 ? "demo1234" : "wrong-password" }) },
+                1 => new HttpRequestMessage(HttpMethod.Get, "/api/balance") { Headers = { Authorization = new AuthenticationHeaderValue("Bearer", bob.AccessToken) } },
+                _ => new HttpRequestMessage(HttpMethod.Get, r.Next(2) == 0 ? "/healthz" : "/metrics"),
+            };
+            if (!headers.All(h => request.Headers.TryAddWithoutValidation(h.Item1, h.Item2))) continue;
+            var response = await http.SendAsync(request);
+            if ((int)response.StatusCode >= 500) failures.Add($"{request.RequestUri} {(int)response.StatusCode} with {string.Join("; ", headers)}");
+        }
+        Assert.True(failures.Count == 0, string.Join("\n", failures.Take(20)));
+
+        // Still serving, with its rules: the box itself reads /metrics, a forwarded remote client does not.
+        using (var local = app.Http()) Assert.Equal(HttpStatusCode.OK, (await local.GetAsync("/metrics")).StatusCode);
+        using var remote = new HttpRequestMessage(HttpMethod.Get, "/metrics") { Headers = { { "X-Forwarded-For", "203.0.113.77" } } };
+        Assert.Equal(HttpStatusCode.Unauthorized, (await http.SendAsync(remote)).StatusCode);
+        await using var check = await app.OpenAuthenticatedSocketAsync(bob.AccessToken);
+        Assert.Equal("0.00", (await check.ReceiveMessageAsync(Patience.Long)).GetProperty("balance").GetString());
+    }
 }

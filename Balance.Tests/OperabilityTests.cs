@@ -84,6 +84,23 @@ public sealed class ProductionStartTests
         Assert.Contains("ClockSkew", ex.ToString());
     }
 
+    [Theory]
+    [InlineData("Auth:RefreshReuseGrace", "00:05:00", "RefreshReuseGrace")]
+    [InlineData("Auth:RefreshReuseGrace", "-00:00:01", "RefreshReuseGrace")]
+    [InlineData("Auth:SessionLifetime", "00:00:00", "lifetimes")]
+    [InlineData("Balance:Socket:KeepAliveInterval", "00:00:00", "KeepAliveInterval")]
+    [InlineData("Balance:Socket:KeepAliveTimeout", "-00:00:05", "KeepAliveTimeout")]
+    [InlineData("Balance:Socket:ConnectsPerSecondPerPlayer", "0", "Connect")]
+    [InlineData("Balance:Socket:ConnectBurstPerAddress", "-1", "Connect")]
+    [InlineData("ForwardedHeaders:KnownProxies:0", "proxy.internal", "ForwardedHeaders")]
+    [InlineData("ForwardedHeaders:KnownNetworks:0", "10.0.0.1", "ForwardedHeaders")]
+    public void ANonsensicalSettingIsRefusedAtStartByName(string key, string value, string named)
+    {
+        using var app = new BalanceApplication(new() { [key] = value });
+        var ex = Assert.ThrowsAny<Exception>(() => app.BaseAddress);
+        Assert.Contains(named, ex.ToString());
+    }
+
     private sealed class ProductionApplication(Dictionary<string, string?> settings) : IDisposable, IAsyncDisposable
     {
         private readonly BalanceApplication _inner = new(new(settings) { ["environment"] = "Production" });

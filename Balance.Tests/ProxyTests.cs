@@ -40,8 +40,12 @@ public sealed class ProxyTests
     [Fact]
     public async Task BehindAKnownProxyLimitsAndTheMetricsRuleUseTheForwardedClient()
     {
-        await using var app = new BalanceApplication(new(BehindLocalProxy) { ["Auth:LoginAttemptsPerMinutePerIp"] = "3" });
-        for (int i = 0; i < 3; i++) Assert.Equal(HttpStatusCode.OK, await LoginFromAsync(app, "203.0.113.1"));
+        var logs = new CapturingLoggerProvider();
+        await using var app = new BalanceApplication(new(BehindLocalProxy) { ["Auth:LoginAttemptsPerMinutePerIp"] = "3" })
+        { ConfigureTestServices = s => s.AddSingleton<Microsoft.Extensions.Logging.ILoggerProvider>(logs) };
+        Assert.Equal(HttpStatusCode.Unauthorized, await LoginFromAsync(app, "203.0.113.1", password: "wrong-password"));
+        Assert.Contains(logs.Lines, line => line.Contains("Failed login from 203.0.113.1")); // audit lines name the client, not the proxy
+        for (int i = 0; i < 2; i++) Assert.Equal(HttpStatusCode.OK, await LoginFromAsync(app, "203.0.113.1"));
         Assert.Equal(HttpStatusCode.TooManyRequests, await LoginFromAsync(app, "203.0.113.1"));
         // Another client behind the same proxy has its own allowance.
         Assert.Equal(HttpStatusCode.OK, await LoginFromAsync(app, "203.0.113.2"));

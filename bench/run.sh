@@ -34,14 +34,16 @@ dotnet build -c Release Balance.slnx -nologo -v q -clp:ErrorsOnly
 
 echo "== starting the service on :$SERVICE_PORT and the SignalR peer on :$PEER_PORT (temp dir $WORK)"
 # Production, as deployed: a signing key and a bootstrap operator from configuration (fresh for each run).
-# Limits raised for the benchmark only: sockets per player, unauthenticated sockets per source address,
-# login attempts per address (setup logs in every player).
+# Limits raised for the benchmark only: sockets per player, unauthenticated sockets and socket opens per source
+# address (thousands of sockets come from a few 127.0.0.x addresses), login attempts per address (setup logs in
+# every player).
 OPERATOR_PASSWORD=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
 env ${SERVICE_ENV:-} ASPNETCORE_ENVIRONMENT=Production Logging__LogLevel__Default=Warning \
   Auth__SigningKey="base64:$(head -c 48 /dev/urandom | base64 -w0)" \
   Auth__BootstrapOperator__Username=operator Auth__BootstrapOperator__Password="$OPERATOR_PASSWORD" \
   ConnectionStrings__Balance="Data Source=$WORK/balance.db" \
   Balance__Socket__MaxSocketsPerPlayer=64 Balance__Socket__MaxUnauthenticatedPerIp=100000 \
+  Balance__Socket__ConnectBurstPerAddress=100000 Balance__Socket__ConnectBurstPerPlayer=1000 \
   Auth__LoginAttemptsPerMinutePerIp=1000000 Auth__AccessTokenLifetime=01:00:00 \
   dotnet bin/Release/net10.0/Balance.dll --urls "http://127.0.0.1:$SERVICE_PORT" >"$WORK/service.log" 2>&1 &
 PIDS+=($!); SERVICE_PID=$!
