@@ -178,8 +178,12 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
                     catch (Exception ex)
                     {
                         Interlocked.Increment(ref Stats.HousekeepingFailures);
-                        try { _log.LogError(ex, "Housekeeping of socket {SocketId} failed; closing it", c.Id); } catch (Exception) { }
-                        c.Abort();
+                        try
+                        {
+                            _log.LogError(ex, "Housekeeping of socket {SocketId} failed; closing it", c.Id);
+                            c.Abort();
+                        }
+                        catch (Exception) { } // a logger that throws here too must not end the loop either
                     }
                 }
             }
@@ -198,6 +202,13 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
         while (_ledger.Changes.Count > 0 && !limit.IsCancellationRequested) await Task.Delay(10, CancellationToken.None);
         foreach (var c in _all.Keys) c.Close(CloseCodes.GoingAway, "server_going_away", "The server is restarting; reconnect.");
         while (!_all.IsEmpty && !limit.IsCancellationRequested) await Task.Delay(10, CancellationToken.None);
+    }
+
+    public override void Dispose()
+    {
+        _connectsByAddress.Dispose();
+        _connectsByPlayer.Dispose();
+        base.Dispose();
     }
 
     public Task StartingAsync(CancellationToken ct) => Task.CompletedTask;
