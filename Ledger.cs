@@ -3,46 +3,14 @@ using System.Diagnostics;
 using System.Security.Cryptography;
 using System.Text;
 using System.Threading.Channels;
+using Balance.Auth;
+using Balance.Postings;
+using Balance.Storage.Sqlite;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Dapper;
 using Microsoft.Data.Sqlite;
 
 namespace Balance;
-
-public static class TxTypes
-{
-    public const string Deposit = "deposit", Withdrawal = "withdrawal", Bet = "bet", Win = "win", Rollback = "rollback";
-    public static bool IsCredit(string type) => type is Deposit or Win or Rollback;
-    public static bool IsKnown(string? type) => type is Deposit or Withdrawal or Bet or Win or Rollback;
-}
-
-// A validated request, amounts already in minor units.
-public sealed record Posting(Guid? UserId, string Type, long Amount, string? Currency, string? Reference, string? Reverses, Guid PostedBy, string IdempotencyKey)
-{
-    // What "the same body" means for idempotency: every field that changes the effect.
-    public string Hash() => Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(
-        $"{Type}\n{UserId}\n{Amount}\n{Currency}\n{Reference}\n{Reverses}")));
-}
-
-public sealed record TransactionResult(
-    string TransactionId, Guid UserId, string Type, string Amount, string Currency, string Balance,
-    long Version, string CreatedAt, string? Reference, string? Reverses);
-
-// A committed change of one wallet; what the sockets are told.
-public sealed record BalanceChange(Guid UserId, string Currency, long Balance, long Version, string? TransactionId, string? TransactionType, string? UpdatedAt)
-{
-    // Stopwatch timestamp of the durable commit (0 for a balance read from the database): what the
-    // socket's commit → send delay is measured from.
-    public long CommittedAt { get; set; }
-}
-
-public abstract record PostOutcome
-{
-    public sealed record Committed(TransactionResult Result, bool Replayed) : PostOutcome;
-    public sealed record InsufficientFunds(string Balance, string Currency) : PostOutcome;
-    public sealed record IdempotencyConflict : PostOutcome;
-    public sealed record AlreadyReversed(string TransactionId) : PostOutcome;
-    public sealed record Refused(int Status, string Code, string Detail) : PostOutcome;
-}
 
 // Money: the rules and the SQL. Every posting goes through one writer loop that batches whatever is
 // waiting into one SQLite transaction (group commit), answers each request only after that commit is
@@ -373,4 +341,15 @@ public sealed class Ledger : IHostedService
     }
 }
 
-public sealed class ServiceStoppingException() : Exception("The service is shutting down.");
+public static class LedgerRegistration
+{
+    // Money: the store and the ledger's writer loop; its committed changes are read by the socket hub.
+    public static WebApplicationBuilder AddLedger(this WebApplicationBuilder builder)
+    {
+        builder.Services.TryAddSingleton(TimeProvider.System);
+        builder.Services.AddSqliteStorage();
+        builder.Services.AddSingleton<Ledger>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<Ledger>());
+        return builder;
+    }
+}

@@ -95,7 +95,7 @@ public sealed class SocketFaultTests
                 Assert.Equal(1011, (int?)guide.Socket.CloseStatus);
                 Assert.Equal("unavailable", guide.Socket.CloseStatusDescription);
             }
-            await using (var v2 = await app.OpenAuthenticatedSocketAsync(alice.AccessToken, BalanceSocket.SubProtocolV2))
+            await using (var v2 = await app.OpenAuthenticatedSocketAsync(alice.AccessToken, SocketEndpoint.SubProtocolV2))
             {
                 Assert.Equal("auth_ok", (await v2.ReceiveMessageAsync()).GetProperty("type").GetString());
                 var error = await v2.ReceiveMessageAsync();

@@ -1,6 +1,11 @@
 using System.Security.Cryptography;
 using System.Text.Json;
 using Balance;
+using Balance.Api;
+using Balance.Auth;
+using Balance.Postings;
+using Balance.Sockets;
+using Balance.Storage.Sqlite;
 using Dapper;
 using Microsoft.AspNetCore.Authentication.JwtBearer;
 using Microsoft.AspNetCore.Authorization;

@@ -1,6 +1,9 @@
 using System.Diagnostics.Metrics;
+using Balance.Auth;
+using Balance.Postings;
+using Balance.Storage.Sqlite;
 
-namespace Balance;
+namespace Balance.Operability;
 
 // The service's numbers as System.Diagnostics.Metrics instruments (meter "Balance"): read with
 // `dotnet-counters monitor -n Balance --counters Balance`, or scraped in Prometheus format at /metrics.

@@ -1,24 +1,11 @@
 using System.Text.Json;
-using System.Text.Json.Serialization;
+using Balance.Postings;
 using Microsoft.AspNetCore.Diagnostics;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.Data.Sqlite;
 
-namespace Balance;
-
-// The balance JSON shared by GET /api/balance and the socket.
-public sealed record BalanceMessage(
-    string Type, Guid UserId, string Balance, string Currency, long Version,
-    string? TransactionId, string? TransactionType, string? UpdatedAt)
-{
-    public static BalanceMessage From(BalanceChange c) =>
-        new("balance", c.UserId, Money.Format(c.Balance, c.Currency), c.Currency, c.Version, c.TransactionId, c.TransactionType, c.UpdatedAt);
-}
-
-[JsonSourceGenerationOptions(JsonSerializerDefaults.Web, PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower)]
-[JsonSerializable(typeof(BalanceMessage))]
-public sealed partial class WireJson : JsonSerializerContext;
+namespace Balance.Api;
 
 // Problem details with a stable machine `code`, and the mapping of failures to them.
 public static class Problems
@@ -78,34 +65,4 @@ public static class Problems
         SqliteException or ServiceStoppingException => StatusCodes.Status503ServiceUnavailable,
         _ => StatusCodes.Status500InternalServerError,
     };
-}
-
-// Behind a proxy or load balancer: X-Forwarded-For / -Proto / -Host are honoured only from these peers (addresses and
-// CIDR networks), so a client cannot name its own address to dodge a per-address limit. Both empty by default.
-public sealed class ProxyOptions
-{
-    public string[] KnownProxies { get; set; } = [];
-    public string[] KnownNetworks { get; set; } = [];
-
-    public bool AnyConfigured => KnownProxies.Length > 0 || KnownNetworks.Length > 0;
-
-    public bool IsValid(out string error)
-    {
-        string? bad = KnownProxies.FirstOrDefault(p => !System.Net.IPAddress.TryParse(p, out _));
-        bad ??= KnownNetworks.FirstOrDefault(n => !System.Net.IPNetwork.TryParse(n, out _));
-        error = bad is null ? "" : $"ForwardedHeaders: '{bad}' is not an IP address (KnownProxies) or a CIDR network such as 10.0.0.0/8 (KnownNetworks).";
-        return bad is null;
-    }
-
-    public void ApplyTo(Microsoft.AspNetCore.Builder.ForwardedHeadersOptions o)
-    {
-        o.ForwardedHeaders = Microsoft.AspNetCore.HttpOverrides.ForwardedHeaders.XForwardedFor
-            | Microsoft.AspNetCore.HttpOverrides.ForwardedHeaders.XForwardedProto
-            | Microsoft.AspNetCore.HttpOverrides.ForwardedHeaders.XForwardedHost;
-        o.KnownProxies.Clear(); // the framework trusts loopback by default: a local client could then spoof any address
-        o.KnownIPNetworks.Clear();
-        foreach (string p in KnownProxies) o.KnownProxies.Add(System.Net.IPAddress.Parse(p));
-        foreach (string n in KnownNetworks) o.KnownIPNetworks.Add(System.Net.IPNetwork.Parse(n));
-        o.ForwardLimit = null; // a chain of known proxies is walked back to the first address that is not one
-    }
 }

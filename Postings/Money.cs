@@ -1,6 +1,6 @@
 using System.Globalization;
 
-namespace Balance;
+namespace Balance.Postings;
 
 // Amounts travel as decimal strings with exactly the currency's decimals and are stored as
 // integer minor units. Parsing is by hand on purpose: no floating point, no exponents, no signs.

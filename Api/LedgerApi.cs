@@ -1,8 +1,11 @@
 using System.Security.Claims;
+using Balance.Auth;
+using Balance.Postings;
+using Balance.Sockets;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Mvc;
 
-namespace Balance;
+namespace Balance.Api;
 
 public sealed record TransactionBody(Guid? UserId, string? Type, string? Amount, string? Currency, string? Reference, string? Reverses);
 public sealed record TransactionPage(IReadOnlyList<TransactionResult> Items, string? NextBefore);

@@ -1,0 +1,57 @@
+using Balance.Sockets;
+using Microsoft.AspNetCore.Http.Json;
+using Microsoft.Extensions.Options;
+
+namespace Balance.Api;
+
+public static class HttpRegistration
+{
+    // HTTP: strict snake_case JSON, problem details with a `code` everywhere, small bodies, CORS for allowed origins,
+    // forwarded headers from known proxies only.
+    public static WebApplicationBuilder AddBalanceHttp(this WebApplicationBuilder builder)
+    {
+        var services = builder.Services;
+        services.Configure<JsonOptions>(o =>
+        {
+            o.SerializerOptions.PropertyNamingPolicy = System.Text.Json.JsonNamingPolicy.SnakeCaseLower;
+            o.SerializerOptions.NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.Strict;
+            o.SerializerOptions.MaxDepth = 16;
+        });
+        services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
+        services.AddOptions<ProxyOptions>().BindConfiguration("ForwardedHeaders")
+            .Validate(o => o.IsValid(out _), "ForwardedHeaders:KnownProxies must be IP addresses and ForwardedHeaders:KnownNetworks CIDR networks (10.0.0.0/8).")
+            .ValidateOnStart();
+        services.AddOptions<ForwardedHeadersOptions>().Configure<IOptions<ProxyOptions>>((o, proxies) => proxies.Value.ApplyTo(o));
+        services.AddProblemDetails(o => o.CustomizeProblemDetails = Problems.Configure);
+        builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = 64 * 1024);
+        services.AddCors();
+        services.AddOptions<Microsoft.AspNetCore.Cors.Infrastructure.CorsOptions>().Configure<SocketOptions, IHostEnvironment>((o, sockets, env) =>
+            o.AddDefaultPolicy(p => p.SetIsOriginAllowed(origin => sockets.AllowsCrossOrigin(origin, env.IsDevelopment()))
+                .AllowAnyHeader().AllowAnyMethod().WithExposedHeaders("ETag", "Retry-After", "Idempotent-Replayed")));
+        return builder;
+    }
+
+    // First of all, so every rule after it (socket caps, login limits, /metrics, audit lines, HTTPS) sees the real
+    // client — and only with proxies configured: the framework's middleware with empty lists trusts anyone's headers.
+    public static WebApplication UseForwardedClient(this WebApplication app)
+    {
+        if (app.Services.GetRequiredService<IOptions<ProxyOptions>>().Value.AnyConfigured) app.UseForwardedHeaders();
+        if (!app.Environment.IsDevelopment()) app.UseHsts(); // only ever sent over HTTPS
+        return app;
+    }
+
+    // The REST pipeline: errors as problem details, the static client and demo, CORS, then who the caller is.
+    public static WebApplication UseBalanceHttp(this WebApplication app)
+    {
+        app.UseExceptionHandler(new ExceptionHandlerOptions { StatusCodeSelector = Problems.StatusFor });
+        app.UseStatusCodePages();
+        app.UseDefaultFiles();
+        var contentTypes = new Microsoft.AspNetCore.StaticFiles.FileExtensionContentTypeProvider();
+        contentTypes.Mappings[".ts"] = "application/typescript; charset=utf-8"; // the client's .d.ts files, not MPEG video
+        app.UseStaticFiles(new StaticFileOptions { ContentTypeProvider = contentTypes });
+        app.UseCors();
+        app.UseAuthentication();
+        app.UseAuthorization();
+        return app;
+    }
+}

@@ -1,0 +1,50 @@
+using Balance.Storage.Sqlite;
+using Microsoft.AspNetCore.Authentication.JwtBearer;
+using Microsoft.Extensions.Options;
+
+namespace Balance.Auth;
+
+public static class AuthRegistration
+{
+    // Tokens: one set of validation rules for REST and the socket; logins are sessions that can be ended.
+    public static WebApplicationBuilder AddBalanceAuth(this WebApplicationBuilder builder)
+    {
+        var services = builder.Services;
+        services.AddOptions<AuthOptions>().BindConfiguration("Auth")
+            .Validate(o => o.ClockSkew >= TimeSpan.Zero && o.ClockSkew <= TimeSpan.FromSeconds(30), "Auth:ClockSkew must be between 0 and 00:00:30.")
+            .Validate(o => o.AccessTokenLifetime > TimeSpan.Zero && o.RefreshTokenLifetime > TimeSpan.Zero && o.SessionLifetime > TimeSpan.Zero, "Token and session lifetimes must be positive.")
+            .Validate(o => o.RefreshReuseGrace >= TimeSpan.Zero && o.RefreshReuseGrace <= TimeSpan.FromMinutes(1), "Auth:RefreshReuseGrace must be between 0 and 00:01:00.")
+            .ValidateOnStart();
+        services.AddSingleton(sp => sp.GetRequiredService<IOptions<AuthOptions>>().Value);
+        services.AddSingleton(sp => new Tokens(sp.GetRequiredService<AuthOptions>(),
+            Tokens.LoadSigningKey(sp.GetRequiredService<AuthOptions>(), sp.GetRequiredService<Database>(), sp.GetRequiredService<IHostEnvironment>()),
+            sp.GetRequiredService<TimeProvider>()));
+        services.AddSingleton<Sessions>().AddSingleton<Users>().AddSingleton<Logins>().AddSingleton<LoginThrottle>();
+        services.AddAuthentication(JwtBearerDefaults.AuthenticationScheme).AddJwtBearer();
+        services.AddOptions<JwtBearerOptions>(JwtBearerDefaults.AuthenticationScheme).Configure<Tokens, Sessions>((o, tokens, sessions) =>
+        {
+            o.MapInboundClaims = false;
+            o.TokenValidationParameters = tokens.Parameters;
+            o.TokenHandlers.Clear();
+            o.TokenHandlers.Add(tokens.RequestHandler);
+            o.Events = new JwtBearerEvents
+            {
+                OnTokenValidated = ctx =>
+                {
+                    if (sessions.IsRevoked(ctx.Principal?.FindFirst("sid")?.Value)) ctx.Fail("The login session has ended.");
+                    return Task.CompletedTask;
+                },
+            };
+        });
+        services.AddAuthorizationBuilder()
+            .AddPolicy(Roles.Player, p => p.RequireRole(Roles.Player))
+            .AddPolicy(Roles.Operator, p => p.RequireRole(Roles.Operator))
+            // Scrapers on the box itself, or an operator from anywhere.
+            .AddPolicy("metrics", p => p.RequireAssertion(c => c.User.IsInRole(Roles.Operator)
+                || (c.Resource is HttpContext h && h.Connection.RemoteIpAddress is { } ip && System.Net.IPAddress.IsLoopback(ip))));
+        return builder;
+    }
+
+    /// Ended logins are remembered across restarts: loaded before the first request.
+    public static Task LoadSessionsAsync(this WebApplication app) => app.Services.GetRequiredService<Sessions>().LoadAsync();
+}

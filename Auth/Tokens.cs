@@ -1,0 +1,103 @@
+using System.Collections.Concurrent;
+using System.Security.Claims;
+using System.Security.Cryptography;
+using System.Text;
+using System.Threading.RateLimiting;
+using Balance.Storage.Sqlite;
+using Dapper;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Identity;
+using Microsoft.AspNetCore.Mvc;
+using Microsoft.IdentityModel.JsonWebTokens;
+using Microsoft.IdentityModel.Tokens;
+
+namespace Balance.Auth;
+
+public sealed record AccessToken(string Token, DateTimeOffset ExpiresAt);
+
+// Signing key, token creation and the one set of validation rules used by REST and the socket.
+public sealed class Tokens
+{
+    private readonly AuthOptions _options;
+    private readonly TimeProvider _time;
+    private readonly SymmetricSecurityKey _key;
+    private readonly JsonWebTokenHandler _handler = new() { MapInboundClaims = false };
+    public TokenValidationParameters Parameters { get; }
+
+    public Tokens(AuthOptions options, byte[] key, TimeProvider time)
+    {
+        _options = options;
+        _time = time;
+        _key = new SymmetricSecurityKey(key);
+        RequestHandler = new RememberingTokenHandler(_handler, options.ClockSkew);
+        Parameters = new TokenValidationParameters
+        {
+            ValidIssuer = options.Issuer,
+            ValidAudience = options.Audience,
+            IssuerSigningKey = _key,
+            ValidAlgorithms = [SecurityAlgorithms.HmacSha256], // pinned: no "none", no RS/HS confusion
+            ValidateIssuer = true,
+            ValidateAudience = true,
+            ValidateLifetime = true,
+            ValidateIssuerSigningKey = true,
+            RequireExpirationTime = true,
+            RequireSignedTokens = true,
+            ClockSkew = options.ClockSkew,
+            NameClaimType = JwtRegisteredClaimNames.Sub,
+            RoleClaimType = "role",
+        };
+    }
+
+    /// Never valid past `notAfter`, the end of its login.
+    public AccessToken CreateAccessToken(Guid userId, string role, string sessionId, DateTime notAfter)
+    {
+        var now = _time.GetUtcNow().UtcDateTime;
+        var expires = now + _options.AccessTokenLifetime;
+        if (expires > notAfter) expires = notAfter;
+        string token = _handler.CreateToken(new SecurityTokenDescriptor
+        {
+            Issuer = _options.Issuer,
+            Audience = _options.Audience,
+            IssuedAt = now,
+            NotBefore = now,
+            Expires = expires,
+            SigningCredentials = new SigningCredentials(_key, SecurityAlgorithms.HmacSha256),
+            Claims = new Dictionary<string, object>
+            {
+                [JwtRegisteredClaimNames.Sub] = userId.ToString(),
+                ["role"] = role,
+                ["sid"] = sessionId,
+                [JwtRegisteredClaimNames.Jti] = Guid.NewGuid().ToString("N"),
+            },
+        });
+        return new AccessToken(token, new DateTimeOffset(expires).AddTicks(-(expires.Ticks % TimeSpan.TicksPerSecond)));
+    }
+
+    public Task<TokenValidationResult> ValidateAsync(string token) => _handler.ValidateTokenAsync(token, Parameters);
+
+    // What JwtBearer validates REST requests with: the same handler, remembering tokens that passed.
+    public TokenHandler RequestHandler { get; }
+
+    public static byte[] LoadSigningKey(AuthOptions options, Database db, IHostEnvironment env)
+    {
+        if (!string.IsNullOrEmpty(options.SigningKey))
+        {
+            byte[] configured = options.SigningKey.StartsWith("base64:", StringComparison.Ordinal)
+                ? Convert.FromBase64String(options.SigningKey["base64:".Length..])
+                : Encoding.UTF8.GetBytes(options.SigningKey);
+            if (configured.Length < 32)
+                throw new InvalidOperationException("Auth:SigningKey must be at least 32 bytes.");
+            return configured;
+        }
+        if (!env.IsDevelopment())
+            throw new InvalidOperationException("Auth:SigningKey is required outside Development (at least 32 bytes; prefix with 'base64:' for binary keys).");
+        // Development: generate once and keep beside the database so tokens survive a restart.
+        string path = db.FilePath + ".key";
+        if (File.Exists(path)) return Convert.FromBase64String(File.ReadAllText(path).Trim());
+        byte[] key = RandomNumberGenerator.GetBytes(64);
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        File.WriteAllText(path, Convert.ToBase64String(key));
+        if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        return key;
+    }
+}

@@ -1,0 +1,18 @@
+using System.Text.Json.Serialization;
+using System.Text.Json;
+using Balance.Postings;
+
+namespace Balance.Sockets;
+
+// The balance JSON shared by GET /api/balance and the socket.
+public sealed record BalanceMessage(
+    string Type, Guid UserId, string Balance, string Currency, long Version,
+    string? TransactionId, string? TransactionType, string? UpdatedAt)
+{
+    public static BalanceMessage From(BalanceChange c) =>
+        new("balance", c.UserId, Money.Format(c.Balance, c.Currency), c.Currency, c.Version, c.TransactionId, c.TransactionType, c.UpdatedAt);
+}
+
+[JsonSourceGenerationOptions(JsonSerializerDefaults.Web, PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower)]
+[JsonSerializable(typeof(BalanceMessage))]
+public sealed partial class WireJson : JsonSerializerContext;

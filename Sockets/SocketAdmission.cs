@@ -1,0 +1,67 @@
+using System.Collections.Concurrent;
+using System.Threading.RateLimiting;
+
+namespace Balance.Sockets;
+
+// Who may open a socket, before it costs anything: sockets not yet authenticated per address, and how fast an
+// address or a player opens sockets. Opening one costs a token check and a database read (the snapshot), so a
+// client reconnecting in a tight loop is slowed down first (token buckets: a burst, then a steady rate).
+public sealed class SocketAdmission : IDisposable
+{
+    private readonly SocketOptions _options;
+    private readonly SocketStats _stats;
+    private readonly ConcurrentDictionary<string, int> _pendingByIp = new();
+    private readonly PartitionedRateLimiter<string> _connectsByAddress;
+    private readonly PartitionedRateLimiter<Guid> _connectsByPlayer;
+
+    public SocketAdmission(SocketOptions options, SocketStats stats)
+    {
+        (_options, _stats) = (options, stats);
+        _connectsByAddress = ConnectLimiter<string>(options.ConnectBurstPerAddress, options.ConnectsPerSecondPerAddress);
+        _connectsByPlayer = ConnectLimiter<Guid>(options.ConnectBurstPerPlayer, options.ConnectsPerSecondPerPlayer);
+    }
+
+    // One token bucket per key; the partitioned limiter replenishes them all from one timer and drops idle ones.
+    private static PartitionedRateLimiter<TKey> ConnectLimiter<TKey>(int burst, double perSecond) where TKey : notnull =>
+        PartitionedRateLimiter.Create<TKey, TKey>(key => RateLimitPartition.GetTokenBucketLimiter(key, _ => new TokenBucketRateLimiterOptions
+        {
+            TokenLimit = burst,
+            TokensPerPeriod = Math.Max(1, (int)Math.Round(perSecond / 10)),
+            ReplenishmentPeriod = TimeSpan.FromSeconds(Math.Max(1, (int)Math.Round(perSecond / 10)) / perSecond),
+            QueueLimit = 0,
+            AutoReplenishment = false,
+        }));
+
+    /// Null when this address may open a socket now; otherwise how long to wait.
+    public TimeSpan? TryConnectFrom(string ip) => TryConnect(_connectsByAddress, ip);
+
+    /// Null when this player may open a socket now; otherwise how long to wait.
+    public TimeSpan? TryConnectAs(Guid player) => TryConnect(_connectsByPlayer, player);
+
+    private TimeSpan? TryConnect<TKey>(PartitionedRateLimiter<TKey> limiter, TKey key) where TKey : notnull
+    {
+        using var lease = limiter.AttemptAcquire(key);
+        if (lease.IsAcquired) return null;
+        Interlocked.Increment(ref _stats.ConnectsLimited);
+        return lease.TryGetMetadata(MetadataName.RetryAfter, out var wait) && wait > TimeSpan.Zero ? wait : TimeSpan.FromSeconds(1);
+    }
+
+    /// Counts a socket not yet authenticated from this address; false (and nothing counted) past the cap.
+    public bool TryHoldUnauthenticated(string ip)
+    {
+        if (_pendingByIp.AddOrUpdate(ip, 1, (_, n) => n + 1) <= _options.MaxUnauthenticatedPerIp) return true;
+        ReleaseUnauthenticated(ip);
+        return false;
+    }
+
+    public void ReleaseUnauthenticated(string ip)
+    {
+        if (_pendingByIp.AddOrUpdate(ip, 0, (_, n) => n - 1) <= 0) _pendingByIp.TryRemove(new KeyValuePair<string, int>(ip, 0));
+    }
+
+    public void Dispose()
+    {
+        _connectsByAddress.Dispose();
+        _connectsByPlayer.Dispose();
+    }
+}

@@ -1,0 +1,114 @@
+using System.Net.WebSockets;
+using Balance.Auth;
+using Microsoft.IdentityModel.JsonWebTokens;
+using Microsoft.IdentityModel.Tokens;
+
+namespace Balance.Sockets;
+
+// The endpoint: what a request must pass before it becomes a socket (WebSocket only, not while stopping, an allowed
+// Origin, the admission limits), the upgrade, and the socket's life from its first frame to its close.
+public sealed class SocketEndpoint(BalanceSocket hub, SocketAdmission admission, Tokens tokens, SocketOptions options,
+    IHostEnvironment env, TimeProvider time, ILogger<SocketEndpoint> log)
+{
+    public const string Path = "/ws/balance/player";
+    public const string SubProtocolV2 = "balance.v2";
+    public const int MaxMessageBytes = 4096;
+
+    // The socket's address, matched like a route: any case, one optional trailing slash.
+    public static bool IsSocketPath(HttpContext http) =>
+        http.Request.Path.StartsWithSegments(Path, StringComparison.OrdinalIgnoreCase, out var rest) && (!rest.HasValue || rest.Value == "/");
+
+    public bool OriginAllowed(HttpContext http)
+    {
+        string? origin = http.Request.Headers.Origin;
+        // No Origin: not a browser, so no cross-site hijacking to fear; the token still decides.
+        if (string.IsNullOrEmpty(origin)) return true;
+        if (!Uri.TryCreate(origin, UriKind.Absolute, out var uri)) return false;
+        if (string.Equals(uri.Authority, http.Request.Host.Value, StringComparison.OrdinalIgnoreCase)) return true;
+        return options.AllowsCrossOrigin(origin, env.IsDevelopment());
+    }
+
+    private static Task ProblemAsync(HttpContext http, int status, string code, string detail, int? retryAfter = null)
+    {
+        if (retryAfter is { } seconds) http.Response.Headers.RetryAfter = seconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        return Results.Problem(statusCode: status, detail: detail, extensions: new Dictionary<string, object?> { ["code"] = code }).ExecuteAsync(http);
+    }
+
+    private static Task TooFastAsync(HttpContext http, TimeSpan wait)
+    {
+        int seconds = Math.Max(1, (int)Math.Ceiling(wait.TotalSeconds));
+        return ProblemAsync(http, 429, "too_many_connections", $"Reconnecting too fast; try again in {seconds} s.", seconds);
+    }
+
+    public async Task HandleAsync(HttpContext http)
+    {
+        if (!http.WebSockets.IsWebSocketRequest)
+        {
+            await ProblemAsync(http, 400, "websocket_required", "This endpoint speaks WebSocket only.");
+            return;
+        }
+        if (hub.Stopping)
+        {
+            await ProblemAsync(http, 503, "unavailable", "The server is restarting; reconnect.", retryAfter: 1);
+            return;
+        }
+        if (!OriginAllowed(http))
+        {
+            log.LogWarning("Refused socket from origin {Origin}", (string?)http.Request.Headers.Origin);
+            await ProblemAsync(http, 403, "origin_not_allowed", "Origin not allowed.");
+            return;
+        }
+        string ip = http.Connection.RemoteIpAddress?.ToString() ?? "unknown";
+        if (admission.TryConnectFrom(ip) is { } addressWait)
+        {
+            await TooFastAsync(http, addressWait);
+            return;
+        }
+        bool v2 = http.WebSockets.WebSocketRequestedProtocols.Contains(SubProtocolV2);
+        string? headerToken = http.Request.Headers.Authorization.ToString() is { } h && h.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? h[7..].Trim() : null;
+        // With the token on the upgrade, the player is known before the upgrade: refuse in HTTP, as for the address.
+        TokenValidationResult? headerAuth = null;
+        if (headerToken is not null)
+        {
+            headerAuth = await tokens.ValidateAsync(headerToken);
+            if (headerAuth.IsValid && Guid.TryParse(((JsonWebToken)headerAuth.SecurityToken).Subject, out var player)
+                && admission.TryConnectAs(player) is { } playerWait)
+            {
+                await TooFastAsync(http, playerWait);
+                return;
+            }
+        }
+        if (!admission.TryHoldUnauthenticated(ip))
+        {
+            await ProblemAsync(http, 429, "too_many_connections", "Too many unauthenticated sockets from this address.", retryAfter: 5);
+            return;
+        }
+        WebSocket ws;
+        try
+        {
+            ws = await http.WebSockets.AcceptWebSocketAsync(new WebSocketAcceptContext { SubProtocol = v2 ? SubProtocolV2 : null });
+        }
+        catch
+        {
+            admission.ReleaseUnauthenticated(ip);
+            throw;
+        }
+        var connection = new Connection(hub, admission, ws, v2, ip, hub.NextId(), time.GetUtcNow().UtcTicks + options.AuthTimeout.Ticks);
+        hub.Attach(connection);
+        try
+        {
+            var sending = connection.SendLoopAsync();
+            if (headerToken is null || await connection.AuthenticateAsync(headerToken, headerAuth))
+                await connection.ReceiveLoopAsync();
+            connection.Close(CloseCodes.GoingAway, null, null); // ends the send loop if the peer left first
+            await sending;
+        }
+        finally
+        {
+            hub.Detach(connection);
+            if (!connection.Authenticated) admission.ReleaseUnauthenticated(ip);
+            log.LogInformation("Socket {SocketId} of {UserId} closed with {CloseCode}", connection.Id, connection.UserId, connection.CloseCode);
+            ws.Dispose();
+        }
+    }
+}

@@ -1,0 +1,30 @@
+namespace Balance.Sockets;
+
+public sealed class SocketOptions
+{
+    public TimeSpan AuthTimeout { get; set; } = TimeSpan.FromSeconds(10);
+    public TimeSpan HeartbeatInterval { get; set; } = TimeSpan.FromSeconds(15);
+    public TimeSpan SendTimeout { get; set; } = TimeSpan.FromSeconds(10);
+    // WebSocket-level pings for every socket (guide protocol included): a peer that does not answer one within
+    // KeepAliveTimeout is dropped, so a phone that lost its signal does not keep its place under MaxSocketsPerPlayer.
+    public TimeSpan KeepAliveInterval { get; set; } = TimeSpan.FromSeconds(15);
+    public TimeSpan KeepAliveTimeout { get; set; } = TimeSpan.FromSeconds(15);
+    public int MaxSocketsPerPlayer { get; set; } = 10;
+    public int MaxUnauthenticatedPerIp { get; set; } = 200;
+    public double MessagesPerSecond { get; set; } = 5;
+    public int MessageBurst { get; set; } = 20;
+    public string[] AllowedOrigins { get; set; } = [];
+    // Opening a socket costs a token check and a database read (the snapshot): a client reconnecting in a tight loop
+    // is slowed down first, per address (HTTP 429 + Retry-After on the upgrade) and per player (429 with header auth;
+    // close 4004 after the auth message, before the snapshot read). Token buckets: a burst, then a steady rate.
+    public int ConnectBurstPerAddress { get; set; } = 200;
+    public double ConnectsPerSecondPerAddress { get; set; } = 50;
+    public int ConnectBurstPerPlayer { get; set; } = 20;
+    public double ConnectsPerSecondPerPlayer { get; set; } = 2;
+
+    // A browser origin other than the service's own: configured ones, and in Development any loopback one.
+    // Shared by the socket's Origin check and CORS for the REST routes.
+    public bool AllowsCrossOrigin(string origin, bool development) =>
+        AllowedOrigins.Any(o => string.Equals(o.TrimEnd('/'), origin.TrimEnd('/'), StringComparison.OrdinalIgnoreCase))
+        || (development && Uri.TryCreate(origin, UriKind.Absolute, out var uri) && uri.IsLoopback);
+}

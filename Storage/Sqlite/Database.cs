@@ -1,0 +1,84 @@
+using System.Data;
+using Dapper;
+using Microsoft.Data.Sqlite;
+
+namespace Balance.Storage.Sqlite;
+
+// Storage plumbing: where the database lives, how a connection is opened, the schema.
+public sealed class Database
+{
+    public string ConnectionString { get; }
+    public string FilePath { get; }
+    private readonly string _synchronous;
+
+    public Database(IConfiguration config)
+    {
+        var builder = new SqliteConnectionStringBuilder(config.GetConnectionString("Balance") ?? "Data Source=balance.db")
+        {
+            Pooling = true,
+            // Microsoft.Data.Sqlite retries a busy database until this many seconds have passed, on top of
+            // busy_timeout; keep both at 5 s so a locked database is answered 503 in seconds, not after 30+ s per queued batch.
+            DefaultTimeout = 5,
+        };
+        if (builder.Mode is SqliteOpenMode.Memory || builder.DataSource is "" or ":memory:")
+            throw new InvalidOperationException("ConnectionStrings:Balance must name a database file; an in-memory ledger would lose money on restart.");
+        FilePath = Path.GetFullPath(builder.DataSource);
+        builder.DataSource = FilePath;
+        ConnectionString = builder.ToString();
+        // FULL: an acknowledged transaction survives power loss. NORMAL trades that for speed (WAL stays consistent).
+        _synchronous = (config["Balance:Synchronous"] ?? "FULL").ToUpperInvariant() switch
+        {
+            "FULL" => "FULL",
+            "NORMAL" => "NORMAL",
+            "EXTRA" => "EXTRA",
+            var other => throw new InvalidOperationException($"Balance:Synchronous must be FULL, EXTRA or NORMAL, not '{other}'."),
+        };
+    }
+
+    public async Task<SqliteConnection> OpenAsync(CancellationToken ct = default)
+    {
+        var connection = new SqliteConnection(ConnectionString);
+        await connection.OpenAsync(ct);
+        // Per-connection settings; cheap on a pooled connection.
+        await connection.ExecuteAsync($"PRAGMA synchronous = {_synchronous}; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA wal_autocheckpoint = {Checkpointer.BackstopPages}; PRAGMA journal_size_limit = 67108864;");
+        return connection;
+    }
+
+    public async Task InitializeAsync()
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(FilePath)!);
+        using var stream = typeof(Database).Assembly.GetManifestResourceStream("balance.db.sql")
+            ?? throw new InvalidOperationException("balance.db.sql is not embedded in the assembly.");
+        string schema = await new StreamReader(stream).ReadToEndAsync();
+        await using var connection = await OpenAsync();
+        await connection.ExecuteAsync(schema);
+        // Databases made before wallets.last_transaction_id: add it and fill it from the ledger, once. (They keep
+        // their old UNIQUE (user_id, currency, version) on the ledger: same guarantee, one more index to write.)
+        if (!(await connection.QueryAsync<string>("SELECT name FROM pragma_table_info('wallets')")).Contains("last_transaction_id"))
+        {
+            await using var tx = await connection.BeginTransactionAsync();
+            await connection.ExecuteAsync("""
+                ALTER TABLE wallets ADD COLUMN last_transaction_id TEXT;
+                UPDATE wallets SET last_transaction_id = (SELECT l.transaction_id FROM ledger l
+                    WHERE l.user_id = wallets.user_id AND l.currency = wallets.currency AND l.version = wallets.version);
+                """, transaction: tx);
+            await tx.CommitAsync();
+        }
+        // Databases made before logins were remembered past their first expiry: a session's access tokens could be
+        // valid as long as its newest refresh token, so that is the conservative start of access_expires_at.
+        if (!(await connection.QueryAsync<string>("SELECT name FROM pragma_table_info('sessions')")).Contains("access_expires_at"))
+        {
+            await using var tx = await connection.BeginTransactionAsync();
+            await connection.ExecuteAsync("""
+                ALTER TABLE sessions ADD COLUMN access_expires_at TEXT;
+                UPDATE sessions SET access_expires_at = COALESCE(
+                    (SELECT MAX(r.expires_at) FROM refresh_tokens r WHERE r.session_id = sessions.id), expires_at);
+                """, transaction: tx);
+            await tx.CommitAsync();
+        }
+        if (!(await connection.QueryAsync<string>("SELECT name FROM pragma_table_info('refresh_tokens')")).Contains("replaced_by"))
+            await connection.ExecuteAsync("ALTER TABLE refresh_tokens ADD COLUMN replaced_by TEXT");
+    }
+
+    public static string Now() => DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", System.Globalization.CultureInfo.InvariantCulture);
+}
