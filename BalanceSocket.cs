@@ -19,6 +19,8 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
     private readonly ConcurrentDictionary<Guid, Connection[]> _byPlayer = new();
     private long _nextId;
     private volatile bool _stopping;
+    private readonly TaskCompletionSource _fannedOut = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource _allClosed = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     internal Ledger Ledger { get; }
     internal Tokens Tokens { get; }
@@ -56,6 +58,7 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
         Interlocked.Decrement(ref Stats.Open);
         if (c.Authenticated) { Unregister(c); Interlocked.Decrement(ref Stats.Authenticated); }
         Stats.ReportClose(c.CloseCode);
+        if (_stopping && _all.IsEmpty) _allClosed.TrySetResult();
     }
 
     internal bool Register(Connection c)
@@ -85,14 +88,15 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
         var housekeeping = HousekeepingAsync(timer, stoppingToken);
         try
         {
-            await foreach (var change in Ledger.Changes.ReadAllAsync(stoppingToken))
+            await foreach (var (change, committedAt) in Ledger.Changes.ReadAllAsync(stoppingToken))
             {
                 if (!_byPlayer.TryGetValue(change.UserId, out var sockets)) continue;
                 byte[] bytes = Serialize(change);
-                foreach (var socket in sockets) socket.Enqueue(bytes, change.Currency, change.Version, change.CommittedAt);
+                foreach (var socket in sockets) socket.Enqueue(bytes, change.Currency, change.Version, committedAt);
             }
         }
         catch (OperationCanceledException) { }
+        finally { _fannedOut.TrySetResult(); } // the ledger completed its changes (or the host gave up): nothing more comes
         await housekeeping;
     }
 
@@ -133,10 +137,16 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
         _stopping = true; // from now on new sockets are refused (503) or closed 1001 at once
         using var limit = CancellationTokenSource.CreateLinkedTokenSource(ct);
         limit.CancelAfter(TimeSpan.FromSeconds(5));
-        await Ledger.DrainAsync(limit.Token);
-        while (Ledger.Changes.Count > 0 && !limit.IsCancellationRequested) await Task.Delay(10, CancellationToken.None);
+        try
+        {
+            await Ledger.CompleteAsync(limit.Token); // every accepted posting committed and published, Changes completed
+            await _fannedOut.Task.WaitAsync(limit.Token); // and every change handed to its sockets' outboxes
+        }
+        catch (OperationCanceledException) { } // past the limit: close what is open all the same
         foreach (var c in _all.Keys) c.Close(CloseCodes.GoingAway, "server_going_away", "The server is restarting; reconnect.");
-        while (!_all.IsEmpty && !limit.IsCancellationRequested) await Task.Delay(10, CancellationToken.None);
+        if (_all.IsEmpty) _allClosed.TrySetResult();
+        try { await _allClosed.Task.WaitAsync(limit.Token); }
+        catch (OperationCanceledException) { }
     }
 
     public Task StartingAsync(CancellationToken ct) => Task.CompletedTask;

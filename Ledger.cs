@@ -22,10 +22,10 @@ public sealed class Ledger : IHostedService
     private readonly int _maxBatch;
     // Synchronous continuations: a posting wakes the writer thread directly, not through a thread-pool work item.
     private readonly Channel<Work> _work = Channel.CreateUnbounded<Work>(new UnboundedChannelOptions { SingleReader = true, AllowSynchronousContinuations = true });
-    private readonly Channel<BalanceChange> _changes = Channel.CreateUnbounded<BalanceChange>(new UnboundedChannelOptions { SingleWriter = true }); // multi-reader mode keeps Count, which shutdown reads
+    private readonly Channel<CommittedChange> _changes = Channel.CreateUnbounded<CommittedChange>(new UnboundedChannelOptions { SingleWriter = true, SingleReader = true }); // read by the socket hub alone
     private Thread? _writer;
 
-    public ChannelReader<BalanceChange> Changes => _changes.Reader;
+    public ChannelReader<CommittedChange> Changes => _changes.Reader;
     public LedgerStats Stats { get; } = new();
 
     // The request hash is computed on the caller's thread: the writer loop is the serial step, keep it lean.
@@ -54,31 +54,24 @@ public sealed class Ledger : IHostedService
         return Task.CompletedTask;
     }
 
-    // The web server has finished its requests by now; commit whatever they left queued.
-    public Task StopAsync(CancellationToken ct) => DrainAsync(ct);
-
-    // Waits until every posting accepted so far is committed (or refused) and published.
-    public async Task DrainAsync(CancellationToken ct)
+    // Stops taking postings, commits and publishes every one already taken, then completes Changes. Called when the
+    // host begins to stop (by the socket hub, which must push those commits before it closes the sockets), and again
+    // at the end; a posting that arrives after it is answered 503.
+    public Task CompleteAsync(CancellationToken ct)
     {
-        while (Volatile.Read(ref _inFlight) > 0 && !ct.IsCancellationRequested)
-            await Task.Delay(10, CancellationToken.None);
+        _work.Writer.TryComplete();
+        return _writer is null ? Task.CompletedTask : _stopped.Task.WaitAsync(ct);
     }
 
-    private int _inFlight;
+    public Task StopAsync(CancellationToken ct) => CompleteAsync(ct);
+
+    private readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public async Task<PostOutcome> PostAsync(Posting posting)
     {
         var done = new TaskCompletionSource<PostOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
-        Interlocked.Increment(ref _inFlight);
-        try
-        {
-            if (!_work.Writer.TryWrite(new Work(posting, posting.Hash(), done))) throw new ServiceStoppingException();
-            return await done.Task;
-        }
-        finally
-        {
-            Interlocked.Decrement(ref _inFlight);
-        }
+        if (!_work.Writer.TryWrite(new Work(posting, posting.Hash(), done))) throw new ServiceStoppingException();
+        return await done.Task;
     }
 
     private void WriteLoop()
@@ -114,11 +107,7 @@ public sealed class Ledger : IHostedService
             try
             {
                 long committed = Stopwatch.GetTimestamp();
-                foreach (var change in changes)
-                {
-                    change.CommittedAt = committed;
-                    _changes.Writer.TryWrite(change);
-                }
+                foreach (var change in changes) _changes.Writer.TryWrite(new CommittedChange(change, committed));
                 Stats.Report(batch.Count, Stopwatch.GetElapsedTime(started, committed).TotalMilliseconds);
                 if (_log.IsEnabled(LogLevel.Information))
                     for (int i = 0; i < batch.Count; i++)
@@ -136,6 +125,8 @@ public sealed class Ledger : IHostedService
             }
         }
         writer?.Dispose();
+        _changes.Writer.TryComplete();
+        _stopped.TrySetResult();
     }
 
     private sealed record LedgerRow(string TransactionId, Guid UserId, string Type, long Amount, string Currency,
@@ -219,7 +210,7 @@ public sealed class Ledger : IHostedService
                     catch (SqliteException ex) when (ex.SqliteErrorCode == 19) // constraint: a rule raced us
                     {
                         _undo.ExecuteNonQuery();
-                        results.Add(new PostOutcome.Refused(409, "conflict", "The transaction conflicts with another one; retry with the same Idempotency-Key."));
+                        results.Add(new PostOutcome.Refused(Refusal.Conflict, "The transaction conflicts with another one; retry with the same Idempotency-Key."));
                     }
                     _release.ExecuteNonQuery();
                 }
@@ -253,9 +244,9 @@ public sealed class Ledger : IHostedService
             if (p.Type == TxTypes.Rollback)
             {
                 var bet = Row(With(_byId, p.Reverses));
-                if (bet is null) return (new PostOutcome.Refused(404, "transaction_not_found", $"No transaction {p.Reverses} to roll back."), null);
-                if (bet.Type != TxTypes.Bet) return (new PostOutcome.Refused(422, "not_reversible", $"Only a bet can be rolled back; {p.Reverses} is a {bet.Type}."), null);
-                if (p.UserId is { } given && given != bet.UserId) return (new PostOutcome.Refused(422, "user_mismatch", "user_id is not the owner of that bet."), null);
+                if (bet is null) return (new PostOutcome.Refused(Refusal.TransactionNotFound, $"No transaction {p.Reverses} to roll back."), null);
+                if (bet.Type != TxTypes.Bet) return (new PostOutcome.Refused(Refusal.NotReversible, $"Only a bet can be rolled back; {p.Reverses} is a {bet.Type}."), null);
+                if (p.UserId is { } given && given != bet.UserId) return (new PostOutcome.Refused(Refusal.UserMismatch, "user_id is not the owner of that bet."), null);
                 if (Convert.ToInt64(With(_reversed, bet.TransactionId).ExecuteScalar()) != 0) return (new PostOutcome.AlreadyReversed(bet.TransactionId), null);
                 (userId, currency, amount) = (bet.UserId, bet.Currency, bet.Amount);
                 user = userId.ToString();
@@ -266,8 +257,8 @@ public sealed class Ledger : IHostedService
                 user = userId.ToString();
                 currency = p.Currency!;
                 string? role = With(_role, user).ExecuteScalar() as string; // also: the user exists
-                if (role is null) return (new PostOutcome.Refused(404, "user_not_found", $"No user {userId}."), null);
-                if (role != Roles.Player) return (new PostOutcome.Refused(422, "not_a_player", "Only players have wallets."), null);
+                if (role is null) return (new PostOutcome.Refused(Refusal.UserNotFound, $"No user {userId}."), null);
+                if (role != Roles.Player) return (new PostOutcome.Refused(Refusal.NotAPlayer, "Only players have wallets."), null);
             }
 
             long balance = 0, version = 0;
@@ -277,7 +268,7 @@ public sealed class Ledger : IHostedService
             if (TxTypes.IsCredit(p.Type))
             {
                 try { after = checked(balance + amount); }
-                catch (OverflowException) { return (new PostOutcome.Refused(422, "balance_overflow", "The balance would overflow."), null); }
+                catch (OverflowException) { return (new PostOutcome.Refused(Refusal.BalanceOverflow, "The balance would overflow."), null); }
             }
             else
             {

@@ -77,11 +77,24 @@ public static class LedgerApi
             case PostOutcome.AlreadyReversed reversed:
                 return Problems.Create(StatusCodes.Status409Conflict, "already_reversed", $"Bet {reversed.TransactionId} was already rolled back.");
             case PostOutcome.Refused refused:
-                return Problems.Create(refused.Status, refused.Code, refused.Detail);
+                var (status, code) = StatusOf(refused.Kind);
+                return Problems.Create(status, code, refused.Detail);
             default:
                 throw new InvalidOperationException($"Unhandled outcome {outcome}");
         }
     }
+
+    private static (int Status, string Code) StatusOf(Refusal kind) => kind switch
+    {
+        Refusal.Conflict => (StatusCodes.Status409Conflict, "conflict"),
+        Refusal.TransactionNotFound => (StatusCodes.Status404NotFound, "transaction_not_found"),
+        Refusal.NotReversible => (StatusCodes.Status422UnprocessableEntity, "not_reversible"),
+        Refusal.UserMismatch => (StatusCodes.Status422UnprocessableEntity, "user_mismatch"),
+        Refusal.UserNotFound => (StatusCodes.Status404NotFound, "user_not_found"),
+        Refusal.NotAPlayer => (StatusCodes.Status422UnprocessableEntity, "not_a_player"),
+        Refusal.BalanceOverflow => (StatusCodes.Status422UnprocessableEntity, "balance_overflow"),
+        _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, null),
+    };
 
     public static (Posting?, Dictionary<string, string[]>) Validate(TransactionBody body, string? idempotencyKey, Guid postedBy)
     {

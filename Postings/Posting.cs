@@ -24,12 +24,11 @@ public sealed record TransactionResult(
     long Version, string CreatedAt, string? Reference, string? Reverses);
 
 // A committed change of one wallet; what the sockets are told.
-public sealed record BalanceChange(Guid UserId, string Currency, long Balance, long Version, string? TransactionId, string? TransactionType, string? UpdatedAt)
-{
-    // Stopwatch timestamp of the durable commit (0 for a balance read from the database): what the
-    // socket's commit → send delay is measured from.
-    public long CommittedAt { get; set; }
-}
+public sealed record BalanceChange(Guid UserId, string Currency, long Balance, long Version, string? TransactionId, string? TransactionType, string? UpdatedAt);
+
+// A change as the ledger publishes it: the change itself, and beside it the Stopwatch timestamp of its durable
+// commit, which the socket's commit → send delay is measured from.
+public readonly record struct CommittedChange(BalanceChange Change, long CommittedAt);
 
 public abstract record PostOutcome
 {
@@ -37,7 +36,19 @@ public abstract record PostOutcome
     public sealed record InsufficientFunds(string Balance, string Currency) : PostOutcome;
     public sealed record IdempotencyConflict : PostOutcome;
     public sealed record AlreadyReversed(string TransactionId) : PostOutcome;
-    public sealed record Refused(int Status, string Code, string Detail) : PostOutcome;
+    public sealed record Refused(Refusal Kind, string Detail) : PostOutcome;
 }
 
 public sealed class ServiceStoppingException() : Exception("The service is shutting down.");
+
+// Why the ledger refused a posting; the REST layer maps each kind to its status and code.
+public enum Refusal
+{
+    Conflict,            // a concurrent posting moved the wallet first: retry with the same key
+    TransactionNotFound, // the bet to roll back does not exist
+    NotReversible,       // only a bet can be rolled back
+    UserMismatch,        // the rollback names another user than the bet's owner
+    UserNotFound,
+    NotAPlayer,          // operators have no wallets
+    BalanceOverflow,
+}
