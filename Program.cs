@@ -77,7 +77,7 @@ builder.Services.AddOptions<Microsoft.AspNetCore.Cors.Infrastructure.CorsOptions
 builder.Services.AddSingleton<BalanceMetrics>();
 builder.Services.AddOpenTelemetry().WithMetrics(m => m.AddMeter(BalanceMetrics.MeterName).AddPrometheusExporter());
 builder.Services.AddHealthChecks().AddCheck<DatabaseHealthCheck>("database", tags: ["ready"]);
-builder.Services.AddOpenApi();
+builder.Services.AddBalanceOpenApi();
 
 var app = builder.Build();
 

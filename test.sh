@@ -13,6 +13,10 @@ fi
 if [ ! -d Balance.Tests/browser/node_modules ]; then
   (cd Balance.Tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
+# Redocly, openapi-typescript, openapi-fetch and tsc for the OpenAPI client test, pinned by their lock file.
+if [ ! -d Balance.Tests/tools/node_modules ]; then
+  (cd Balance.Tests/tools && npm ci --no-audit --no-fund --loglevel=error)
+fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
