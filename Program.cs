@@ -75,6 +75,7 @@ builder.Services.AddOptions<Microsoft.AspNetCore.Cors.Infrastructure.CorsOptions
         .AllowAnyHeader().AllowAnyMethod().WithExposedHeaders("ETag", "Retry-After", "Idempotent-Replayed")));
 // Operability: health, metrics (meter "Balance", Prometheus text at /metrics), OpenAPI.
 builder.Services.AddSingleton<BalanceMetrics>();
+builder.Services.AddOps(); // the operations page's numbers, from the meter above
 builder.Services.AddOpenTelemetry().WithMetrics(m => m.AddMeter(BalanceMetrics.MeterName).AddPrometheusExporter());
 builder.Services.AddHealthChecks().AddCheck<DatabaseHealthCheck>("database", tags: ["ready"]);
 builder.Services.AddBalanceOpenApi();
@@ -105,6 +106,7 @@ app.UseAuthorization();
 
 app.MapAuthApi();
 app.MapLedgerApi();
+app.MapOpsApi();
 app.MapHealthChecks("/healthz", new HealthCheckOptions { Predicate = _ => false });
 app.MapHealthChecks("/readyz", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") });
 app.MapPrometheusScrapingEndpoint("/metrics").RequireAuthorization("metrics");

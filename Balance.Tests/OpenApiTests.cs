@@ -105,6 +105,7 @@ public sealed class OpenApiTests(ITestOutputHelper output)
         Assert.Contains(balance.GetProperty("parameters").EnumerateArray(), p => p.GetProperty("name").GetString() == "If-None-Match");
         Assert.Equal(["player", "operator"], Roles(Op("/api/transactions", "get")));
         Assert.Equal(["operator"], Roles(Op("/api/users", "post")));
+        Assert.Equal(["operator"], Roles(Op("/api/ops/nodes", "get")));
 
         // Anonymous routes say so, instead of inheriting a requirement they do not have.
         var login = Op("/api/auth/login", "post");
