@@ -39,14 +39,17 @@ public sealed class OpsMonitor : BackgroundService
 
     public string NodeId { get; }
 
-    public OpsMonitor(IConfiguration config, Database db, BalanceMetrics metrics)
+    public OpsMonitor(IConfiguration config, Database db, IMeterFactory meters, BalanceMetrics metrics)
     {
-        _ = metrics; // the instruments exist once BalanceMetrics does; listen only after
+        _ = metrics; // its instruments are what this listens to: created first
         _db = db;
         NodeId = config["Balance:NodeId"] is { Length: > 0 } id ? id : $"{Environment.MachineName}-{Environment.ProcessId}";
+        // This host's meter only: another host in the same process (the tests run many) has a "Balance" meter too,
+        // and its numbers are not this node's. A meter made by an IMeterFactory carries that factory as its scope.
         _listener.InstrumentPublished = (instrument, listener) =>
         {
-            if (instrument.Meter.Name == BalanceMetrics.MeterName) listener.EnableMeasurementEvents(instrument);
+            if (instrument.Meter.Name == BalanceMetrics.MeterName && ReferenceEquals(instrument.Meter.Scope, meters))
+                listener.EnableMeasurementEvents(instrument);
         };
         _listener.SetMeasurementEventCallback<long>((instrument, value, tags, _) => OnMeasurement(instrument, value, tags));
         _listener.SetMeasurementEventCallback<int>((instrument, value, tags, _) => OnMeasurement(instrument, value, tags));
