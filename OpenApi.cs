@@ -76,6 +76,18 @@ public static class BalanceOpenApi
         o.AddDocumentTransformer<DocumentTransformer>();
     });
 
+    // The document at /openapi/v1.json and, in Development, a reference page for people at /reference/: Redoc,
+    // vendored in reference/ (no CDN), reading that document.
+    public static WebApplication MapBalanceOpenApi(this WebApplication app)
+    {
+        app.MapOpenApi();
+        if (!app.Environment.IsDevelopment()) return app;
+        var files = new Microsoft.Extensions.FileProviders.PhysicalFileProvider(Path.Combine(app.Environment.ContentRootPath, "reference"));
+        app.UseDefaultFiles(new DefaultFilesOptions { FileProvider = files, RequestPath = "/reference" });
+        app.UseStaticFiles(new StaticFileOptions { FileProvider = files, RequestPath = "/reference" });
+        return app;
+    }
+
     private sealed class DocumentTransformer : IOpenApiDocumentTransformer
     {
         public Task TransformAsync(OpenApiDocument document, OpenApiDocumentTransformerContext context, CancellationToken cancellationToken)
@@ -302,7 +314,7 @@ public static class BalanceOpenApi
             var example = new JsonObject
             {
                 ["type"] = $"https://tools.ietf.org/html/rfc9110#section-15.{(status >= 500 ? 6 : 5)}.{StatusSection(status)}",
-                ["title"] = ReasonPhrase(status),
+                ["title"] = code == "validation_failed" ? "One or more validation errors occurred." : ReasonPhrase(status),
                 ["status"] = status,
                 ["detail"] = detail,
                 ["code"] = code,
@@ -311,12 +323,13 @@ public static class BalanceOpenApi
             if (code == "validation_failed") example["errors"] = new JsonObject { ["amount"] = new JsonArray("USD has 2 decimals; \"10.005\" has more.") };
             if (code == "insufficient_funds") { example["balance"] = "4.50"; example["currency"] = "USD"; }
             if (code == "unauthorized" || code == "forbidden" || code == "payload_too_large" || code == "unsupported_media_type") example.Remove("detail");
+            if (status == 429) example.Remove("type"); // RFC 9110 has no section for 429, so the framework names none
             return example;
         }
 
         private static int StatusSection(int status) => status switch
         {
-            400 => 1, 401 => 2, 403 => 4, 404 => 5, 409 => 10, 413 => 14, 415 => 16, 422 => 21, 429 => 0, 503 => 4, _ => 0,
+            400 => 1, 401 => 2, 403 => 4, 404 => 5, 409 => 10, 413 => 14, 415 => 16, 422 => 21, 503 => 4, _ => 0,
         };
 
         private static string ReasonPhrase(int status) => status switch

@@ -110,6 +110,6 @@ app.MapOpsApi();
 app.MapHealthChecks("/healthz", new HealthCheckOptions { Predicate = _ => false });
 app.MapHealthChecks("/readyz", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") });
 app.MapPrometheusScrapingEndpoint("/metrics").RequireAuthorization("metrics");
-app.MapOpenApi();
+app.MapBalanceOpenApi(); // and, in Development, the reference page at /reference/
 
 app.Run();

@@ -132,4 +132,15 @@ public sealed class VendoredFileTests
         string wwwroot = Path.Combine(Path.GetDirectoryName(Path.GetDirectoryName(Tools.Root))!, "wwwroot", "vendor", "uplot");
         Assert.Equal(File.ReadAllBytes(Path.Combine(Tools.Root, "node_modules", "uplot", inPackage)), File.ReadAllBytes(Path.Combine(wwwroot, vendored)));
     }
+
+    // The reference page's Redoc, likewise.
+    [Theory]
+    [InlineData("bundles/redoc.standalone.js", "redoc.standalone.js")]
+    [InlineData("bundles/redoc.standalone.js.LICENSE.txt", "redoc.standalone.js.LICENSE.txt")]
+    [InlineData("LICENSE", "LICENSE")]
+    public void TheVendoredRedocIsTheNpmPackagesOwnFile(string inPackage, string vendored)
+    {
+        string reference = Path.Combine(Path.GetDirectoryName(Path.GetDirectoryName(Tools.Root))!, "reference");
+        Assert.Equal(File.ReadAllBytes(Path.Combine(Tools.Root, "node_modules", "redoc", inPackage)), File.ReadAllBytes(Path.Combine(reference, vendored)));
+    }
 }
