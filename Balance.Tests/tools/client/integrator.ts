@@ -136,6 +136,26 @@ step("bet", bet.response.status, { balance: bet.data.balance });
   step("rollback_of_a_deposit", notABet.response.status, { code: notABet.error?.code });
 }
 {
+  const notTheOwner = await op.POST("/api/transactions", {
+    params: { header: { "Idempotency-Key": `int-rollback-owner-${playerId}` } },
+    body: { type: "rollback", reverses: bet.data.transaction_id, user_id: opLogin.data.user_id },
+  });
+  expect(notTheOwner.error?.code === "user_mismatch", `rollback naming another owner: ${notTheOwner.error?.code}`);
+  step("rollback_naming_another_owner", notTheOwner.response.status, { code: notTheOwner.error?.code });
+  const noSuchBet = await op.POST("/api/transactions", {
+    params: { header: { "Idempotency-Key": `int-rollback-none-${playerId}` } },
+    body: { type: "rollback", reverses: "0193f1a2-7c4e-7b10-9a3d-000000000000" },
+  });
+  expect(noSuchBet.error?.code === "transaction_not_found", `rollback of nothing: ${noSuchBet.error?.code}`);
+  step("rollback_of_no_transaction", noSuchBet.response.status, { code: noSuchBet.error?.code });
+  const operatorWallet = await op.POST("/api/transactions", {
+    params: { header: { "Idempotency-Key": `int-operator-wallet-${playerId}` } },
+    body: { user_id: opLogin.data.user_id, type: "deposit", amount: "1.00", currency: "USD" },
+  });
+  expect(operatorWallet.error?.code === "not_a_player", `deposit to an operator: ${operatorWallet.error?.code}`);
+  step("deposit_to_an_operator", operatorWallet.response.status, { code: operatorWallet.error?.code });
+}
+{
   const { error, response } = await op.POST("/api/transactions", {
     params: { header: { "Idempotency-Key": `int-nobody-${playerId}` } },
     body: { user_id: "00000000-0000-4000-8000-000000000000", type: "deposit", amount: "1.00", currency: "USD" },
@@ -196,6 +216,9 @@ const player = client(playerLogin.data.access_token);
   const next = await player.GET("/api/transactions", { params: { query: { limit: 2, before: data?.next_before ?? undefined } } });
   expect(next.data?.items.length === 1 && next.data.next_before === null, `last page ${JSON.stringify(next.data)}`);
   step("history_last_page", next.response.status, { types: next.data?.items.map((t) => t.type) });
+  const tooMany = await player.GET("/api/transactions", { params: { query: { limit: 500 } } });
+  expect(tooMany.error?.code === "validation_failed" && tooMany.error.errors?.["limit"] !== undefined, `limit 500: ${tooMany.error?.code}`);
+  step("history_limit_too_large", tooMany.response.status, { code: tooMany.error?.code });
   const others = await player.GET("/api/transactions", { params: { query: { user_id: opLogin.data.user_id } } });
   expect(others.error?.code === "forbidden", `other's history: ${others.error?.code}`);
   step("history_of_someone_else", others.response.status, { code: others.error?.code });
