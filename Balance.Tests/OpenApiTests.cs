@@ -56,7 +56,7 @@ public sealed class OpenApiTests(ITestOutputHelper output)
             "deposit_to_an_operator 422 not_a_player", "deposit_to_unknown_user 404 user_not_found", "amount_with_three_decimals 400 validation_failed", "body_over_64_kib 413 payload_too_large",
             "body_as_text_plain 415 unsupported_media_type", "balance 200", "balance_unchanged 304", "balance_unknown_currency 400 validation_failed",
             "balances 200", "history_page 200", "history_last_page 200", "history_limit_too_large 400 validation_failed", "history_of_someone_else 403 forbidden", "player_posts 403 forbidden",
-            "player_looks_up_users 403 forbidden", "no_token 401 unauthorized", "find_player 200", "operator_reads_history 200", "refresh 200",
+            "player_looks_up_users 403 forbidden", "no_token 401 unauthorized", "find_player 200", "operator_reads_history 200", "ops_nodes 200", "player_reads_ops 403 forbidden", "refresh 200",
             "refresh_reused 401 refresh_token_reused", "refresh_after_reuse 401 session_revoked", "logout 204", "after_logout 401 unauthorized",
             "failed_logins_throttled 429 too_many_attempts",
         ], steps.Select(Step));

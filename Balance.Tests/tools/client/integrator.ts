@@ -248,6 +248,17 @@ const player = client(playerLogin.data.access_token);
   step("operator_reads_history", history.response.status, { items: history.data?.items.length });
 }
 
+// The operations data, typed like the rest: the operator sees this node's numbers, a player is refused.
+{
+  const { data, response } = await op.GET("/api/ops/nodes");
+  const node = data?.nodes[0];
+  expect(data?.nodes.length === 1 && (node?.postings ?? 0) >= 4 && typeof node?.node_id === "string", `ops ${JSON.stringify(node?.node_id)}`);
+  step("ops_nodes", response.status, { nodes: data?.nodes.length });
+  const refused = await player.GET("/api/ops/nodes");
+  expect(refused.error?.code === "forbidden", `player reading ops: ${refused.error?.code}`);
+  step("player_reads_ops", refused.response.status, { code: refused.error?.code });
+}
+
 // Token rotation: a refresh token is single use, and spending one twice ends the login.
 {
   const refreshed = await anonymous.POST("/api/auth/refresh", { body: { refresh_token: playerLogin.data.refresh_token } });
