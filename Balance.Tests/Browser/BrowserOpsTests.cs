@@ -109,6 +109,32 @@ public sealed class BrowserOpsTests(ChromiumFixture chromium, ITestOutputHelper 
     }
 
     [Fact]
+    public async Task ThePageRefreshesItsTokenWhenItExpiresAndLogoutEndsTheLogin()
+    {
+        await using var app = new BalanceApplication(new() { ["Auth:AccessTokenLifetime"] = "00:00:02", ["Auth:ClockSkew"] = "00:00:00" });
+        var page = await BrowserKit.OpenPageAsync(chromium.Browser, app.BaseAddress, output, "/ops.html");
+        await using var pageContext = page.Context;
+        await page.FillAsync("#password", "demo1234");
+        await page.ClickAsync("#login-button");
+        await FieldAsync(page, "sockets_open", "^0$");
+        string first = await page.EvaluateAsync<string>("() => JSON.parse(sessionStorage.getItem('balance.ops.tokens')).access");
+
+        // Past the token's two seconds the page spends its refresh token and goes on reading.
+        await page.WaitForAsync("(first) => JSON.parse(sessionStorage.getItem('balance.ops.tokens') ?? 'null')?.access !== first", first, timeout: 20_000);
+        string updated = (await page.TextContentAsync("#updated"))!;
+        await page.WaitForAsync("(before) => document.querySelector('#updated').textContent !== before && !document.querySelector('#updated').textContent.includes('retrying')", updated, timeout: 20_000);
+        Assert.True(await page.IsVisibleAsync("#ops-view"));
+
+        string refresh = await page.EvaluateAsync<string>("() => JSON.parse(sessionStorage.getItem('balance.ops.tokens')).refresh");
+        await page.ClickAsync("#logout");
+        await page.WaitForAsync("() => !document.querySelector('#login-view').hidden");
+        using var http = app.Http();
+        var response = await http.PostAsJsonAsync("/api/auth/refresh", new { refresh_token = refresh });
+        Assert.Equal(System.Net.HttpStatusCode.Unauthorized, response.StatusCode);
+        Assert.Equal("session_revoked", (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("code").GetString());
+    }
+
+    [Fact]
     public async Task TheOperationsDataIsForOperatorsOnly()
     {
         await using var app = new BalanceApplication();
