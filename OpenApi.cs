@@ -81,8 +81,10 @@ public static class BalanceOpenApi
     public static WebApplication MapBalanceOpenApi(this WebApplication app)
     {
         app.MapOpenApi();
-        if (!app.Environment.IsDevelopment()) return app;
-        var files = new Microsoft.Extensions.FileProviders.PhysicalFileProvider(Path.Combine(app.Environment.ContentRootPath, "reference"));
+        string directory = Path.Combine(app.Environment.ContentRootPath, "reference");
+        // Like wwwroot, the page lives beside the sources: a build run from its output folder has none, and serves no page.
+        if (!app.Environment.IsDevelopment() || !Directory.Exists(directory)) return app;
+        var files = new Microsoft.Extensions.FileProviders.PhysicalFileProvider(directory);
         app.UseDefaultFiles(new DefaultFilesOptions { FileProvider = files, RequestPath = "/reference" });
         app.UseStaticFiles(new StaticFileOptions { FileProvider = files, RequestPath = "/reference" });
         return app;
