@@ -13,6 +13,11 @@ fi
 if [ ! -d Balance.Tests/browser/node_modules ]; then
   (cd Balance.Tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
+# Redocly, openapi-typescript, openapi-fetch and tsc for the OpenAPI client test, and the npm releases of the
+# vendored uPlot and Redoc, pinned by their lock file; again when the lock file changed since the last install.
+if [ ! -d Balance.Tests/tools/node_modules ] || [ Balance.Tests/tools/package-lock.json -nt Balance.Tests/tools/node_modules/.package-lock.json ]; then
+  (cd Balance.Tests/tools && npm ci --no-audit --no-fund --loglevel=error)
+fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e

@@ -15,11 +15,38 @@ public static class LedgerApi
 {
     public static IEndpointRouteBuilder MapLedgerApi(this IEndpointRouteBuilder app)
     {
-        var api = app.MapGroup("/api").WithTags("Ledger");
-        api.MapGet("/balance", GetBalanceAsync).RequireAuthorization(Roles.Player);
-        api.MapGet("/balances", GetBalancesAsync).RequireAuthorization(Roles.Player);
-        api.MapGet("/transactions", GetTransactionsAsync).RequireAuthorization();
-        api.MapPost("/transactions", PostTransactionAsync).RequireAuthorization(Roles.Operator);
+        var api = app.MapGroup("/api").WithTags("Ledger")
+            .ProducesProblems(503, "The database is unavailable (locked, full disk); nothing was changed.", "unavailable");
+        api.MapGet("/balance", GetBalanceAsync).RequireAuthorization(Roles.Player)
+            .WithSummary("The caller's balance in one currency")
+            .WithDescription("The same JSON as the socket's balance message. `ETag` is the wallet's version: send it back as `If-None-Match` to poll cheaply.")
+            .WithRequestHeader("If-None-Match", "An ETag from an earlier answer; an unchanged wallet answers 304 with no body.", "\"7\"")
+            .WithResponseHeader(200, "ETag", "The wallet's version, quoted.", "\"7\"")
+            .ProducesEmpty(304, "The wallet has not changed since the ETag in If-None-Match.")
+            .WithResponseHeader(304, "ETag", "The wallet's version, quoted.", "\"7\"")
+            .ProducesProblems(400, "Unknown currency.", "validation_failed");
+        api.MapGet("/balances", GetBalancesAsync).RequireAuthorization(Roles.Player)
+            .WithSummary("Every wallet of the caller");
+        api.MapGet("/transactions", GetTransactionsAsync).RequireAuthorization()
+            .WithSummary("Ledger entries, newest first")
+            .WithDescription("A player reads their own; an operator reads any player's (`user_id`) or everyone's. Page with `before` = the last page's `next_before`.")
+            .ProducesProblems(400, "limit out of 1-200, or before names no transaction of this history.", "validation_failed")
+            .ProducesProblems(400, "limit or user_id of the wrong type.", "malformed_request")
+            .ProducesProblems(403, "A player asked for another player's transactions.", "forbidden");
+        api.MapPost("/transactions", PostTransactionAsync).RequireAuthorization(Roles.Operator)
+            .WithSummary("Post one transaction")
+            .WithDescription("Committed durably before the answer; the new balance reaches the player's sockets right after. A refused request (4xx) writes nothing.")
+            .WithResponseHeader(201, "Location", "Names the new transaction by its id (no route serves it; read it back with GET /api/transactions).", "/api/transactions/0193f1a2-7c4e-7b10-9a3d-5e2f8c1d4b6a")
+            .WithResponseHeader(201, "Idempotent-Replayed", "`true` when this is the first answer to this Idempotency-Key again; absent on the first.", "true")
+            .WithRequestExample("deposit", "A deposit", new { user_id = "0b7e4d1c-6f1a-4d43-9a40-2f5a2b1f4c11", type = "deposit", amount = "25.50", currency = "USD", reference = "cashier-42" })
+            .WithRequestExample("bet", "A bet", new { user_id = "0b7e4d1c-6f1a-4d43-9a40-2f5a2b1f4c11", type = "bet", amount = "10.00", currency = "USD", reference = "round-8812" })
+            .WithRequestExample("rollback", "Undo a bet", new { type = "rollback", reverses = "0193f1a2-7c4e-7b10-9a3d-5e2f8c1d4b6a" })
+            .ProducesProblems(400, "A field is missing or wrong (amount, currency, type, Idempotency-Key, ...).", "validation_failed")
+            .ProducesProblems(404, "No such user, or no such transaction to roll back.", "user_not_found", "transaction_not_found")
+            .ProducesProblems(409, "Not enough money (the body holds the balance), the key was used with another body, the bet is already rolled back, or a race: retry with the same key.",
+                "insufficient_funds", "idempotency_conflict", "already_reversed", "conflict")
+            .ProducesProblems(422, "The posting cannot apply: rolling back a non-bet, another owner's bet, a non-player's wallet, or a balance overflow.",
+                "not_reversible", "user_mismatch", "not_a_player", "balance_overflow");
         return app;
     }
 
@@ -56,7 +83,7 @@ public static class LedgerApi
         return TypedResults.Ok(new TransactionPage(page.Value.Items, page.Value.NextBefore));
     }
 
-    private static async Task<Results<Created<TransactionResult>, Ok<TransactionResult>, ValidationProblem, ProblemHttpResult>> PostTransactionAsync(
+    private static async Task<Results<Created<TransactionResult>, ValidationProblem, ProblemHttpResult>> PostTransactionAsync(
         TransactionBody body, [FromHeader(Name = "Idempotency-Key")] string? idempotencyKey, ClaimsPrincipal user, Ledger ledger, HttpContext http)
     {
         var (posting, errors) = Validate(body, idempotencyKey, user.UserId());

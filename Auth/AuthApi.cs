@@ -24,14 +24,30 @@ public static class AuthApi
 
     public static IEndpointRouteBuilder MapAuthApi(this IEndpointRouteBuilder app)
     {
-        var auth = app.MapGroup("/api/auth").WithTags("Auth");
-        auth.MapPost("/login", LoginAsync).AllowAnonymous();
-        auth.MapPost("/refresh", RefreshAsync).AllowAnonymous();
-        auth.MapPost("/logout", LogoutAsync).RequireAuthorization();
+        var auth = app.MapGroup("/api/auth").WithTags("Auth")
+            .ProducesProblems(503, "The database is unavailable.", "unavailable");
+        auth.MapPost("/login", LoginAsync).AllowAnonymous()
+            .WithSummary("Log in: an access token and a refresh token")
+            .ProducesProblems(401, "Wrong username or password (the same answer for an unknown user).", "invalid_credentials")
+            .ProducesProblems(429, "Too many attempts from this address, or too many failures for this username.", "too_many_attempts");
+        auth.MapPost("/refresh", RefreshAsync).AllowAnonymous()
+            .WithSummary("Spend a refresh token for a new pair")
+            .WithDescription("A spent refresh token presented again ends the whole login: its tokens stop working and its sockets close 4503.")
+            .ProducesProblems(401, "The refresh token is unknown, spent (the login is now ended), expired, or its login has ended.",
+                "invalid_refresh_token", "refresh_token_reused", "refresh_token_expired", "session_revoked");
+        auth.MapPost("/logout", LogoutAsync).RequireAuthorization()
+            .WithSummary("End this login")
+            .WithDescription("Revokes the login's refresh tokens; its access tokens stop working and its open sockets close 4503. The body is optional.");
 
-        var users = app.MapGroup("/api/users").WithTags("Users").RequireAuthorization(Roles.Operator);
-        users.MapGet("/", FindUserAsync);
-        users.MapPost("/", CreateUserAsync);
+        var users = app.MapGroup("/api/users").WithTags("Users").RequireAuthorization(Roles.Operator)
+            .ProducesProblems(503, "The database is unavailable.", "unavailable");
+        users.MapGet("/", FindUserAsync)
+            .WithSummary("Look a user up by username: a list of zero or one")
+            .ProducesProblems(400, "No username given.", "validation_failed");
+        users.MapPost("/", CreateUserAsync)
+            .WithSummary("Create a player or an operator")
+            .ProducesProblems(400, "username, password or role not acceptable.", "validation_failed")
+            .ProducesProblems(409, "The username is taken.", "username_taken");
         return app;
     }
 

@@ -1,3 +1,4 @@
+using Balance.Api;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using OpenTelemetry.Metrics;
 
@@ -13,7 +14,8 @@ public static class OperabilityRegistration
         services.AddSingleton<BalanceMetrics>();
         services.AddOpenTelemetry().WithMetrics(m => m.AddMeter(BalanceMetrics.MeterName).AddPrometheusExporter());
         services.AddHealthChecks().AddCheck<DatabaseHealthCheck>("database", tags: ["ready"]);
-        services.AddOpenApi();
+        services.AddBalanceOpenApi();
+        services.AddOps(); // the operations page's numbers, from the meter above
         services.AddHostedService<BootstrapOperator>();
         if (builder.Environment.IsDevelopment()) services.AddHostedService<Demo>();
         return builder;
@@ -25,7 +27,8 @@ public static class OperabilityRegistration
         app.MapHealthChecks("/healthz", new HealthCheckOptions { Predicate = _ => false });
         app.MapHealthChecks("/readyz", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") });
         app.MapPrometheusScrapingEndpoint("/metrics").RequireAuthorization("metrics");
-        app.MapOpenApi();
+        app.MapOpsApi();
+        app.MapBalanceOpenApi(); // and, in Development, the reference page at /reference/
         return app;
     }
 }

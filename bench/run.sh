@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark in one command:   bench/run.sh [harness options, e.g. --sockets 500 --duration 10]
 # Builds Release, starts the service and the SignalR peer on fresh temp databases, runs the harness
-# (bench/Balance.Bench), prints the table, writes bench/results/latest.json, stops everything.
+# (bench/Balance.Bench), prints the table, writes bench/results/latest.json and its charts (bench/charts.mjs),
+# stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SERVICE_PORT=${SERVICE_PORT:-18080}
@@ -60,4 +61,6 @@ timeout 3600 bench/Balance.Bench/bin/Release/net10.0/Balance.Bench \
   --peer "http://127.0.0.1:$PEER_PORT" --peer-pid "$PEER_PID" \
   --operator operator --password "$OPERATOR_PASSWORD" \
   --work-dir "$WORK/harness" --out bench/results/latest.json "$@"
+# Charts of this run beside its JSON (bench/results/latest-latency.svg, latest-rss.svg); no packages needed.
+node bench/charts.mjs --out bench/results bench/results/latest.json
 echo "== service log tail"; tail -n 5 "$WORK/service.log" || true

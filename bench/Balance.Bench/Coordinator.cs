@@ -54,7 +54,12 @@ public sealed class SocketFigures
     public long RssBeforeBytes { get; init; }
     public long RssAfterBytes { get; init; }
     public double RssBytesPerSocket => Open == 0 ? 0 : (RssAfterBytes - RssBeforeBytes) / (double)Open;
+    // While the fleet connects, twice a second: sockets the server holds beyond its idle count, and its RSS.
+    // The last sample is the settled figure above. bench/charts.mjs draws RSS per socket against the count.
+    public List<RssSample> RssSamples { get; init; } = [];
 }
+
+public sealed record RssSample(int Sockets, long RssBytes);
 
 public sealed class Report
 {
@@ -148,16 +153,31 @@ public static class Coordinator
     {
         await Task.Delay(2000);
         long before = pid > 0 ? Proc.RssBytes(pid) : 0;
+        int idleSockets = pid > 0 ? Proc.SocketCount(pid) : 0;
+        var samples = new List<RssSample>();
+        using var sampling = new CancellationTokenSource();
+        var sampler = pid > 0 ? Task.Run(async () =>
+        {
+            while (!sampling.IsCancellationRequested)
+            {
+                samples.Add(new RssSample(Math.Max(0, Proc.SocketCount(pid) - idleSockets), Proc.RssBytes(pid)));
+                try { await Task.Delay(500, sampling.Token); } catch (OperationCanceledException) { }
+            }
+        }) : Task.CompletedTask;
         Console.WriteLine($"{target}: opening {o.Sockets} sockets ({o.Sockets / Math.Max(1, players)} per player) from {(o.Sockets + o.PerWorker - 1) / o.PerWorker} worker processes ...");
         var sw = Stopwatch.StartNew();
         var fleet = await SocketFleet.StartAsync(target, url, o.Sockets, players, tokens, o.PerWorker, octet, o.WorkDir, TimeSpan.FromMinutes(5));
         Harness = fleet.Pids;
         double connect = sw.Elapsed.TotalSeconds;
         await Task.Delay(5000); // let the server settle (GC, pools) before reading RSS
+        sampling.Cancel();
+        await sampler;
+        long after = pid > 0 ? Proc.RssBytes(pid) : 0;
+        if (pid > 0) samples.Add(new RssSample(fleet.Open, after));
         var figures = new SocketFigures
         {
             Target = target, Requested = o.Sockets, Open = fleet.Open, Failed = fleet.Failed, Workers = fleet.Workers, Players = players,
-            ConnectSeconds = connect, RssBeforeBytes = before, RssAfterBytes = pid > 0 ? Proc.RssBytes(pid) : 0,
+            ConnectSeconds = connect, RssBeforeBytes = before, RssAfterBytes = after, RssSamples = samples,
         };
         report.Sockets.Add(figures);
         Console.WriteLine($"  {fleet.Open} open, {fleet.Failed} failed in {connect:F1}s; server RSS {before / 1048576.0:F0} → {figures.RssAfterBytes / 1048576.0:F0} MiB = {figures.RssBytesPerSocket / 1024:F1} KiB/socket");

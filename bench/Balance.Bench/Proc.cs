@@ -15,6 +15,19 @@ public static class Proc
         return 0;
     }
 
+    // Sockets the process holds (its listening sockets included), whatever protocol runs on them: the count the
+    // RSS curve is drawn against, for the service and the SignalR peer alike.
+    public static int SocketCount(int pid)
+    {
+        int n = 0;
+        foreach (string fd in Directory.EnumerateFileSystemEntries($"/proc/{pid}/fd"))
+        {
+            try { if (new FileInfo(fd).LinkTarget?.StartsWith("socket:", StringComparison.Ordinal) == true) n++; }
+            catch (IOException) { } // closed while we looked
+        }
+        return n;
+    }
+
     public static double CpuSeconds(int pid)
     {
         string stat = File.ReadAllText($"/proc/{pid}/stat");
