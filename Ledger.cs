@@ -1,23 +1,20 @@
-using System.Data.Common;
 using System.Diagnostics;
-using System.Security.Cryptography;
-using System.Text;
+using System.Globalization;
 using System.Threading.Channels;
 using Balance.Auth;
 using Balance.Postings;
 using Balance.Storage.Sqlite;
 using Microsoft.Extensions.DependencyInjection.Extensions;
-using Dapper;
-using Microsoft.Data.Sqlite;
 
 namespace Balance;
 
-// Money: the rules and the SQL. Every posting goes through one writer loop that batches whatever is
-// waiting into one SQLite transaction (group commit), answers each request only after that commit is
-// durable, and only then publishes the changes — in commit order — to Changes.
+// Money: the rules. Every posting goes through one writer loop that batches whatever is waiting into one store
+// transaction (group commit), answers each request only after that commit is durable, and only then publishes the
+// changes — in commit order — to Changes. The store (ILedgerStore) knows the SQL; this file knows the rules.
 public sealed class Ledger : IHostedService
 {
-    private readonly Database _db;
+    private readonly ILedgerStore _store;
+    private readonly TimeProvider _time;
     private readonly ILogger _log;
     private readonly int _maxBatch;
     // Synchronous continuations: a posting wakes the writer thread directly, not through a thread-pool work item.
@@ -38,9 +35,9 @@ public sealed class Ledger : IHostedService
         internal void Report(int size, double ms) { Interlocked.Increment(ref Batches); Interlocked.Add(ref Transactions, size); Committed?.Invoke(size, ms); }
     }
 
-    public Ledger(Database db, IConfiguration config, ILoggerFactory loggers)
+    public Ledger(ILedgerStore store, TimeProvider time, IConfiguration config, ILoggerFactory loggers)
     {
-        _db = db;
+        (_store, _time) = (store, time);
         _log = loggers.CreateLogger("Balance.Audit"); // one structured line per committed change
         _maxBatch = Math.Clamp(config.GetValue("Balance:MaxBatch", 256), 1, 10_000);
     }
@@ -79,7 +76,7 @@ public sealed class Ledger : IHostedService
         var batch = new List<Work>(_maxBatch);
         var results = new List<PostOutcome>(_maxBatch);
         var changes = new List<BalanceChange>(_maxBatch);
-        Writer? writer = null;
+        ILedgerSession? session = null;
         while (_work.Reader.TryPeek(out _) || _work.Reader.WaitToReadAsync().AsTask().GetAwaiter().GetResult())
         {
             batch.Clear();
@@ -89,8 +86,8 @@ public sealed class Ledger : IHostedService
             var started = Stopwatch.GetTimestamp();
             try
             {
-                writer ??= new Writer(_db.OpenAsync().GetAwaiter().GetResult());
-                writer.Run(batch, results, changes);
+                session ??= _store.OpenSession();
+                Run(session, batch, results, changes);
             }
             catch (Exception ex)
             {
@@ -98,8 +95,8 @@ public sealed class Ledger : IHostedService
                 // next batch on a fresh connection.
                 _log.LogError(ex, "Commit of {Count} postings failed; none was applied", batch.Count);
                 foreach (var work in batch) work.Done.TrySetException(ex);
-                writer?.Dispose();
-                writer = null;
+                session?.Dispose();
+                session = null;
                 continue;
             }
             // Committed: whatever happens below, every request of the batch gets its answer, and the thread lives on
@@ -124,212 +121,92 @@ public sealed class Ledger : IHostedService
                 for (int i = 0; i < batch.Count; i++) batch[i].Done.TrySetResult(results[i]);
             }
         }
-        writer?.Dispose();
+        session?.Dispose();
         _changes.Writer.TryComplete();
         _stopped.TrySetResult();
     }
 
-    private sealed record LedgerRow(string TransactionId, Guid UserId, string Type, long Amount, string Currency,
-        long BalanceAfter, long Version, string RequestHash, string? Reference, string? Reverses, string CreatedAt)
+    // One transaction for the whole batch, each posting isolated, so a conflict of one undoes only that one.
+    // Throws when the batch as a whole cannot commit.
+    private void Run(ILedgerSession session, List<Work> batch, List<PostOutcome> results, List<BalanceChange> changes)
     {
-        public TransactionResult ToResult() => new(TransactionId, UserId, Type, Money.Format(Amount, Currency), Currency,
-            Money.Format(BalanceAfter, Currency), Version, CreatedAt, Reference, Reverses);
-    }
-
-    private const string RowColumns = """
-        transaction_id AS transactionid, user_id AS userid, type, amount, currency, balance_after AS balanceafter,
-        version, request_hash AS requesthash, reference, reverses, created_at AS createdat
-        """;
-
-    // The writer loop's own connection, kept open, with its statements prepared once: it runs the same
-    // handful of statements for every posting, thousands of times a second, so it skips Dapper's per-call
-    // command building and SQLite's per-call statement preparation. Parameters only, never built SQL.
-    private sealed class Writer : IDisposable
-    {
-        private readonly SqliteConnection _c;
-        private readonly SqliteCommand _begin, _commit, _rollback, _savepoint, _release, _undo;
-        private readonly SqliteCommand _byKey, _byId, _reversed, _role, _wallet, _upsert, _insert;
-
-        public Writer(SqliteConnection connection)
+        session.Begin();
+        try
         {
-            _c = connection;
-            _begin = Prepare("BEGIN IMMEDIATE");
-            _commit = Prepare("COMMIT");
-            _rollback = Prepare("ROLLBACK");
-            _savepoint = Prepare("SAVEPOINT posting");
-            _release = Prepare("RELEASE posting");
-            _undo = Prepare("ROLLBACK TO posting");
-            _byKey = Prepare($"SELECT {RowColumns} FROM ledger WHERE idempotency_key = $key", "$key");
-            _byId = Prepare($"SELECT {RowColumns} FROM ledger WHERE transaction_id = $id", "$id");
-            _reversed = Prepare("SELECT EXISTS (SELECT 1 FROM ledger WHERE reverses = $id)", "$id");
-            _role = Prepare("SELECT role FROM users WHERE id = $user", "$user");
-            _wallet = Prepare("SELECT balance, version FROM wallets WHERE user_id = $user AND currency = $currency", "$user", "$currency");
-            // The WHERE makes the version step exactly one: anything else changes no row, and Apply refuses it.
-            _upsert = Prepare("""
-                INSERT INTO wallets (user_id, currency, balance, version, updated_at, last_transaction_id) VALUES ($user, $currency, $balance, $version, $now, $id)
-                ON CONFLICT (user_id, currency) DO UPDATE SET balance = excluded.balance, version = excluded.version,
-                    updated_at = excluded.updated_at, last_transaction_id = excluded.last_transaction_id
-                WHERE wallets.version = excluded.version - 1
-                """, "$user", "$currency", "$balance", "$version", "$now", "$id");
-            _insert = Prepare("""
-                INSERT INTO ledger (transaction_id, user_id, type, amount, currency, balance_after, version, idempotency_key, request_hash, reference, reverses, posted_by, created_at)
-                VALUES ($id, $user, $type, $amount, $currency, $balance, $version, $key, $hash, $reference, $reverses, $by, $now)
-                """, "$id", "$user", "$type", "$amount", "$currency", "$balance", "$version", "$key", "$hash", "$reference", "$reverses", "$by", "$now");
-        }
-
-        private SqliteCommand Prepare(string sql, params string[] names)
-        {
-            var command = _c.CreateCommand();
-            command.CommandText = sql;
-            foreach (string name in names) command.Parameters.Add(new SqliteParameter { ParameterName = name });
-            return command;
-        }
-
-        private static SqliteCommand With(SqliteCommand command, params object?[] values)
-        {
-            for (int i = 0; i < values.Length; i++) command.Parameters[i].Value = values[i] ?? DBNull.Value;
-            return command;
-        }
-
-        // One SQLite transaction for the whole batch; a savepoint per posting, so an unexpected constraint
-        // failure of one undoes only that one. Throws when the batch as a whole cannot commit.
-        public void Run(List<Work> batch, List<PostOutcome> results, List<BalanceChange> changes)
-        {
-            _begin.ExecuteNonQuery();
-            try
+            foreach (var work in batch)
             {
-                foreach (var work in batch)
+                if (session.TryIsolated(() => Apply(session, work.Posting, work.Hash), out var applied))
                 {
-                    _savepoint.ExecuteNonQuery();
-                    try
-                    {
-                        var (outcome, change) = Apply(work.Posting, work.Hash);
-                        results.Add(outcome);
-                        if (change is not null) changes.Add(change);
-                    }
-                    catch (SqliteException ex) when (ex.SqliteErrorCode == 19) // constraint: a rule raced us
-                    {
-                        _undo.ExecuteNonQuery();
-                        results.Add(new PostOutcome.Refused(Refusal.Conflict, "The transaction conflicts with another one; retry with the same Idempotency-Key."));
-                    }
-                    _release.ExecuteNonQuery();
+                    results.Add(applied.Outcome);
+                    if (applied.Change is not null) changes.Add(applied.Change);
                 }
-                _commit.ExecuteNonQuery();
+                else results.Add(new PostOutcome.Refused(Refusal.Conflict, "The transaction conflicts with another one; retry with the same Idempotency-Key."));
             }
-            catch
-            {
-                results.Clear();
-                changes.Clear();
-                try { _rollback.ExecuteNonQuery(); } catch (SqliteException) { /* already rolled back by SQLite */ }
-                throw;
-            }
+            session.Commit();
         }
-
-        private LedgerRow? Row(SqliteCommand command)
+        catch
         {
-            using var r = command.ExecuteReader();
-            if (!r.Read()) return null;
-            return new LedgerRow(r.GetString(0), Guid.Parse(r.GetString(1)), r.GetString(2), r.GetInt64(3), r.GetString(4), r.GetInt64(5),
-                r.GetInt64(6), r.GetString(7), r.IsDBNull(8) ? null : r.GetString(8), r.IsDBNull(9) ? null : r.GetString(9), r.GetString(10));
-        }
-
-        private (PostOutcome, BalanceChange?) Apply(Posting p, string hash)
-        {
-            if (Row(With(_byKey, p.IdempotencyKey)) is { } earlier)
-                return (earlier.RequestHash == hash ? new PostOutcome.Committed(earlier.ToResult(), Replayed: true) : new PostOutcome.IdempotencyConflict(), null);
-
-            Guid userId;
-            string user, currency;
-            long amount = p.Amount;
-            if (p.Type == TxTypes.Rollback)
-            {
-                var bet = Row(With(_byId, p.Reverses));
-                if (bet is null) return (new PostOutcome.Refused(Refusal.TransactionNotFound, $"No transaction {p.Reverses} to roll back."), null);
-                if (bet.Type != TxTypes.Bet) return (new PostOutcome.Refused(Refusal.NotReversible, $"Only a bet can be rolled back; {p.Reverses} is a {bet.Type}."), null);
-                if (p.UserId is { } given && given != bet.UserId) return (new PostOutcome.Refused(Refusal.UserMismatch, "user_id is not the owner of that bet."), null);
-                if (Convert.ToInt64(With(_reversed, bet.TransactionId).ExecuteScalar()) != 0) return (new PostOutcome.AlreadyReversed(bet.TransactionId), null);
-                (userId, currency, amount) = (bet.UserId, bet.Currency, bet.Amount);
-                user = userId.ToString();
-            }
-            else
-            {
-                userId = p.UserId!.Value;
-                user = userId.ToString();
-                currency = p.Currency!;
-                string? role = With(_role, user).ExecuteScalar() as string; // also: the user exists
-                if (role is null) return (new PostOutcome.Refused(Refusal.UserNotFound, $"No user {userId}."), null);
-                if (role != Roles.Player) return (new PostOutcome.Refused(Refusal.NotAPlayer, "Only players have wallets."), null);
-            }
-
-            long balance = 0, version = 0;
-            using (var r = With(_wallet, user, currency).ExecuteReader())
-                if (r.Read()) (balance, version) = (r.GetInt64(0), r.GetInt64(1));
-            long after;
-            if (TxTypes.IsCredit(p.Type))
-            {
-                try { after = checked(balance + amount); }
-                catch (OverflowException) { return (new PostOutcome.Refused(Refusal.BalanceOverflow, "The balance would overflow."), null); }
-            }
-            else
-            {
-                after = balance - amount;
-                if (after < 0) return (new PostOutcome.InsufficientFunds(Money.Format(balance, currency), currency), null);
-            }
-
-            string now = Database.Now();
-            string transactionId = Guid.CreateVersion7().ToString();
-            version++;
-            if (With(_upsert, user, currency, after, version, now, transactionId).ExecuteNonQuery() != 1)
-                throw new SqliteException($"Wallet {user}/{currency} is no longer at version {version - 1}.", 19); // a constraint, like UNIQUE: undo this posting only
-            With(_insert, transactionId, user, p.Type, amount, currency, after, version, p.IdempotencyKey, hash,
-                p.Reference, p.Reverses, p.PostedBy.ToString(), now).ExecuteNonQuery();
-            var result = new TransactionResult(transactionId, userId, p.Type, Money.Format(amount, currency), currency,
-                Money.Format(after, currency), version, now, p.Reference, p.Reverses);
-            return (new PostOutcome.Committed(result, Replayed: false), new BalanceChange(userId, currency, after, version, transactionId, p.Type, now));
-        }
-
-        public void Dispose()
-        {
-            foreach (var command in new[] { _begin, _commit, _rollback, _savepoint, _release, _undo, _byKey, _byId, _reversed, _role, _wallet, _upsert, _insert })
-                command.Dispose();
-            _c.Dispose();
+            results.Clear();
+            changes.Clear();
+            session.Rollback();
+            throw;
         }
     }
 
-    // ---- reads (WAL: readers never wait for the writer) ----
-
-    public async Task<IReadOnlyList<BalanceChange>> WalletsAsync(Guid userId, CancellationToken ct = default)
+    // The rules of one posting, in order: a known key answers with its first result (or a conflict for another
+    // body); a rollback undoes one bet, of its owner, once; credits cannot overflow; debits cannot overdraw; the
+    // wallet's version steps by exactly one.
+    private (PostOutcome Outcome, BalanceChange? Change) Apply(ILedgerSession s, Posting p, string hash)
     {
-        await using var c = await _db.OpenAsync(ct);
-        var rows = (await c.QueryAsync<BalanceChange>(new CommandDefinition("""
-            SELECT w.user_id AS userid, w.currency, w.balance, w.version, l.transaction_id AS transactionid, l.type AS transactiontype, w.updated_at AS updatedat
-            FROM wallets w LEFT JOIN ledger l ON l.transaction_id = w.last_transaction_id AND l.version = w.version -- never a stale row
-            WHERE w.user_id = @userId ORDER BY w.currency
-            """, new { userId }, cancellationToken: ct))).ToList();
-        if (!rows.Any(r => r.Currency == Money.DefaultCurrency))
-            rows.Insert(0, new BalanceChange(userId, Money.DefaultCurrency, 0, 0, null, null, null));
-        return rows;
+        if (s.FindByKey(p.IdempotencyKey) is { } earlier)
+            return (earlier.RequestHash == hash ? new PostOutcome.Committed(earlier.ToResult(), Replayed: true) : new PostOutcome.IdempotencyConflict(), null);
+
+        Guid userId;
+        string currency;
+        long amount = p.Amount;
+        if (p.Type == TxTypes.Rollback)
+        {
+            var bet = s.FindById(p.Reverses!);
+            if (bet is null) return (new PostOutcome.Refused(Refusal.TransactionNotFound, $"No transaction {p.Reverses} to roll back."), null);
+            if (bet.Type != TxTypes.Bet) return (new PostOutcome.Refused(Refusal.NotReversible, $"Only a bet can be rolled back; {p.Reverses} is a {bet.Type}."), null);
+            if (p.UserId is { } given && given != bet.UserId) return (new PostOutcome.Refused(Refusal.UserMismatch, "user_id is not the owner of that bet."), null);
+            if (s.IsReversed(bet.TransactionId)) return (new PostOutcome.AlreadyReversed(bet.TransactionId), null);
+            (userId, currency, amount) = (bet.UserId, bet.Currency, bet.Amount);
+        }
+        else
+        {
+            userId = p.UserId!.Value;
+            currency = p.Currency!;
+            string? role = s.RoleOf(userId); // also: the user exists
+            if (role is null) return (new PostOutcome.Refused(Refusal.UserNotFound, $"No user {userId}."), null);
+            if (role != Roles.Player) return (new PostOutcome.Refused(Refusal.NotAPlayer, "Only players have wallets."), null);
+        }
+
+        var (balance, version) = s.ReadWallet(userId, currency);
+        long after;
+        if (TxTypes.IsCredit(p.Type))
+        {
+            try { after = checked(balance + amount); }
+            catch (OverflowException) { return (new PostOutcome.Refused(Refusal.BalanceOverflow, "The balance would overflow."), null); }
+        }
+        else
+        {
+            after = balance - amount;
+            if (after < 0) return (new PostOutcome.InsufficientFunds(Money.Format(balance, currency), currency), null);
+        }
+
+        string now = _time.GetUtcNow().UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", CultureInfo.InvariantCulture);
+        var entry = new LedgerEntry(Guid.CreateVersion7().ToString(), userId, p.Type, amount, currency, after, version + 1, hash, p.Reference, p.Reverses, now);
+        s.Write(entry, p.IdempotencyKey, p.PostedBy);
+        return (new PostOutcome.Committed(entry.ToResult(), Replayed: false), new BalanceChange(userId, currency, after, entry.Version, entry.TransactionId, p.Type, now));
     }
 
-    public async Task<(IReadOnlyList<TransactionResult> Items, string? NextBefore)?> HistoryAsync(Guid? userId, int limit, string? before, CancellationToken ct = default)
-    {
-        await using var c = await _db.OpenAsync(ct);
-        long beforeSeq = long.MaxValue;
-        if (before is not null)
-        {
-            long? seq = await c.QuerySingleOrDefaultAsync<long?>(new CommandDefinition(
-                "SELECT seq FROM ledger WHERE transaction_id = @before AND (@userId IS NULL OR user_id = @userId)", new { before, userId }, cancellationToken: ct));
-            if (seq is null) return null;
-            beforeSeq = seq.Value;
-        }
-        var rows = (await c.QueryAsync<LedgerRow>(new CommandDefinition($"""
-            SELECT {RowColumns} FROM ledger
-            WHERE seq < @beforeSeq AND (@userId IS NULL OR user_id = @userId)
-            ORDER BY seq DESC LIMIT @take
-            """, new { beforeSeq, userId, take = limit + 1 }, cancellationToken: ct))).ToList();
-        string? next = rows.Count > limit ? rows[limit - 1].TransactionId : null;
-        return (rows.Take(limit).Select(r => r.ToResult()).ToList(), next);
-    }
+    // ---- reads ----
+
+    public Task<IReadOnlyList<BalanceChange>> WalletsAsync(Guid userId, CancellationToken ct = default) => _store.WalletsAsync(userId, ct);
+
+    public Task<(IReadOnlyList<TransactionResult> Items, string? NextBefore)?> HistoryAsync(Guid? userId, int limit, string? before, CancellationToken ct = default) =>
+        _store.HistoryAsync(userId, limit, before, ct);
 }
 
 public static class LedgerRegistration
@@ -338,7 +215,7 @@ public static class LedgerRegistration
     public static WebApplicationBuilder AddLedger(this WebApplicationBuilder builder)
     {
         builder.Services.TryAddSingleton(TimeProvider.System);
-        builder.Services.AddSqliteStorage();
+        builder.Services.AddSqliteStorage(); // the ILedgerStore
         builder.Services.AddSingleton<Ledger>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<Ledger>());
         return builder;

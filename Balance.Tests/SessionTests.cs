@@ -145,7 +145,7 @@ public sealed class SessionTests
     [Fact]
     public async Task ALogoutRacingASocketsAuthNeverLeavesThatSocketOpen()
     {
-        await using var app = new BalanceApplication(new() { ["Auth:LoginAttemptsPerMinutePerIp"] = "1000" });
+        await using var app = new BalanceApplication(new() { ["Auth:LoginAttemptsPerMinutePerIp"] = "1000", ["Balance:Socket:ConnectBurstPerPlayer"] = "1000" });
         for (int round = 0; round < 40; round++)
         {
             var login = await app.LoginAsync("alice");

@@ -216,10 +216,21 @@ $("#login-form").addEventListener("submit", async (event) => {
   }
 });
 
+// The access token may have run out since the last poll: then refresh once and end the login with the new pair,
+// so the login really ends on the server and not only on this page.
+async function logout() {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    const held = tokens();
+    if (!held) return;
+    const response = await fetch("/api/auth/logout", { method: "POST", headers: { Authorization: `Bearer ${held.access}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ refresh_token: held.refresh }) }).catch(() => null);
+    if (response?.status === 401 && attempt === 0 && await refresh()) continue;
+    return;
+  }
+}
+
 $("#logout").addEventListener("click", async () => {
-  const held = tokens();
-  if (held) await fetch("/api/auth/logout", { method: "POST", headers: { Authorization: `Bearer ${held.access}`, "Content-Type": "application/json" },
-    body: JSON.stringify({ refresh_token: held.refresh }) }).catch(() => {});
+  await logout();
   signOut();
 });
 

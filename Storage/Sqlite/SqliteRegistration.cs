@@ -1,3 +1,4 @@
+using Balance.Postings;
 using Dapper;
 
 namespace Balance.Storage.Sqlite;
@@ -12,6 +13,7 @@ public static class SqliteRegistration
         services.AddSingleton<Database>();
         services.AddSingleton<Checkpointer>();
         services.AddHostedService(sp => sp.GetRequiredService<Checkpointer>());
+        services.AddSingleton<ILedgerStore, SqliteLedgerStore>();
         return services;
     }
 

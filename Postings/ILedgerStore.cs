@@ -1,0 +1,50 @@
+namespace Balance.Postings;
+
+// What the ledger's rules need from a database, and nothing more: one implementation per engine
+// (Storage/Sqlite today). The rules themselves — idempotency, rollback once, no overdraft, versions that step by
+// one — live once, in Ledger.cs.
+public interface ILedgerStore
+{
+    /// The writer loop's session: one connection, kept open for batch after batch; replaced after a failed batch.
+    ILedgerSession OpenSession();
+
+    /// Every wallet of the player, newest balance each (the snapshot a socket starts with).
+    Task<IReadOnlyList<BalanceChange>> WalletsAsync(Guid userId, CancellationToken ct = default);
+
+    /// Ledger entries newest first, `limit` of them before the entry `before`; null when `before` is not one of them.
+    Task<(IReadOnlyList<TransactionResult> Items, string? NextBefore)?> HistoryAsync(Guid? userId, int limit, string? before, CancellationToken ct = default);
+}
+
+// One batch of postings in one transaction: Begin, then each posting (isolated from the others' failures), then Commit.
+public interface ILedgerSession : IDisposable
+{
+    void Begin();
+    void Commit();
+    void Rollback();
+
+    /// Runs one posting's reads and writes so that a conflict (a constraint of the store, or a wallet that moved)
+    /// undoes that posting alone; false, with nothing of it written, when it was undone.
+    bool TryIsolated<T>(Func<T> posting, out T result);
+
+    LedgerEntry? FindByKey(string idempotencyKey);
+    LedgerEntry? FindById(string transactionId);
+    bool IsReversed(string transactionId);
+    /// Null when there is no such user.
+    string? RoleOf(Guid userId);
+    /// The wallet's balance and version, (0, 0) when it does not exist yet.
+    (long Balance, long Version) ReadWallet(Guid userId, string currency);
+    /// Moves the wallet to entry.Version — exactly one past the version read — and appends the ledger row; throws
+    /// StoreConflictException when the wallet is no longer at the version before.
+    void Write(LedgerEntry entry, string idempotencyKey, Guid postedBy);
+}
+
+// One ledger row, as stored.
+public sealed record LedgerEntry(string TransactionId, Guid UserId, string Type, long Amount, string Currency,
+    long BalanceAfter, long Version, string RequestHash, string? Reference, string? Reverses, string CreatedAt)
+{
+    public TransactionResult ToResult() => new(TransactionId, UserId, Type, Money.Format(Amount, Currency), Currency,
+        Money.Format(BalanceAfter, Currency), Version, CreatedAt, Reference, Reverses);
+}
+
+// A write lost to a concurrent one (a wallet that moved, a key or reversal taken meanwhile): retry with the same key.
+public sealed class StoreConflictException(string message) : Exception(message);

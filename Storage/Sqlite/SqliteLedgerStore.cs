@@ -1,0 +1,165 @@
+using Balance.Postings;
+using Dapper;
+using Microsoft.Data.Sqlite;
+
+namespace Balance.Storage.Sqlite;
+
+// The ledger's store on SQLite. The writer's session holds one connection with its statements prepared once;
+// reads open a pooled connection each (WAL: readers never wait for the writer).
+public sealed class SqliteLedgerStore(Database db) : ILedgerStore
+{
+    internal const string RowColumns = """
+        transaction_id AS transactionid, user_id AS userid, type, amount, currency, balance_after AS balanceafter,
+        version, request_hash AS requesthash, reference, reverses, created_at AS createdat
+        """;
+
+    public ILedgerSession OpenSession() => new SqliteLedgerSession(db.OpenAsync().GetAwaiter().GetResult());
+
+    public async Task<IReadOnlyList<BalanceChange>> WalletsAsync(Guid userId, CancellationToken ct = default)
+    {
+        await using var c = await db.OpenAsync(ct);
+        var rows = (await c.QueryAsync<BalanceChange>(new CommandDefinition("""
+            SELECT w.user_id AS userid, w.currency, w.balance, w.version, l.transaction_id AS transactionid, l.type AS transactiontype, w.updated_at AS updatedat
+            FROM wallets w LEFT JOIN ledger l ON l.transaction_id = w.last_transaction_id AND l.version = w.version -- never a stale row
+            WHERE w.user_id = @userId ORDER BY w.currency
+            """, new { userId }, cancellationToken: ct))).ToList();
+        if (!rows.Any(r => r.Currency == Money.DefaultCurrency))
+            rows.Insert(0, new BalanceChange(userId, Money.DefaultCurrency, 0, 0, null, null, null));
+        return rows;
+    }
+
+    public async Task<(IReadOnlyList<TransactionResult> Items, string? NextBefore)?> HistoryAsync(Guid? userId, int limit, string? before, CancellationToken ct = default)
+    {
+        await using var c = await db.OpenAsync(ct);
+        long beforeSeq = long.MaxValue;
+        if (before is not null)
+        {
+            long? seq = await c.QuerySingleOrDefaultAsync<long?>(new CommandDefinition(
+                "SELECT seq FROM ledger WHERE transaction_id = @before AND (@userId IS NULL OR user_id = @userId)", new { before, userId }, cancellationToken: ct));
+            if (seq is null) return null;
+            beforeSeq = seq.Value;
+        }
+        var rows = (await c.QueryAsync<LedgerEntry>(new CommandDefinition($"""
+            SELECT {RowColumns} FROM ledger
+            WHERE seq < @beforeSeq AND (@userId IS NULL OR user_id = @userId)
+            ORDER BY seq DESC LIMIT @take
+            """, new { beforeSeq, userId, take = limit + 1 }, cancellationToken: ct))).ToList();
+        string? next = rows.Count > limit ? rows[limit - 1].TransactionId : null;
+        return (rows.Take(limit).Select(r => r.ToResult()).ToList(), next);
+    }
+}
+
+// The writer loop's own connection, kept open, with its statements prepared once: it runs the same handful of
+// statements for every posting, thousands of times a second, so it skips Dapper's per-call command building and
+// SQLite's per-call statement preparation. Parameters only, never built SQL. One BEGIN IMMEDIATE transaction per
+// batch, and a savepoint per posting, so a constraint that fails undoes only that posting.
+internal sealed class SqliteLedgerSession : ILedgerSession
+{
+    private readonly SqliteConnection _c;
+    private readonly SqliteCommand _begin, _commit, _rollback, _savepoint, _release, _undo;
+    private readonly SqliteCommand _byKey, _byId, _reversed, _role, _wallet, _upsert, _insert;
+
+    public SqliteLedgerSession(SqliteConnection connection)
+    {
+        _c = connection;
+        _begin = Prepare("BEGIN IMMEDIATE");
+        _commit = Prepare("COMMIT");
+        _rollback = Prepare("ROLLBACK");
+        _savepoint = Prepare("SAVEPOINT posting");
+        _release = Prepare("RELEASE posting");
+        _undo = Prepare("ROLLBACK TO posting");
+        _byKey = Prepare($"SELECT {SqliteLedgerStore.RowColumns} FROM ledger WHERE idempotency_key = $key", "$key");
+        _byId = Prepare($"SELECT {SqliteLedgerStore.RowColumns} FROM ledger WHERE transaction_id = $id", "$id");
+        _reversed = Prepare("SELECT EXISTS (SELECT 1 FROM ledger WHERE reverses = $id)", "$id");
+        _role = Prepare("SELECT role FROM users WHERE id = $user", "$user");
+        _wallet = Prepare("SELECT balance, version FROM wallets WHERE user_id = $user AND currency = $currency", "$user", "$currency");
+        // The WHERE makes the version step exactly one: anything else changes no row, and Write refuses it.
+        _upsert = Prepare("""
+            INSERT INTO wallets (user_id, currency, balance, version, updated_at, last_transaction_id) VALUES ($user, $currency, $balance, $version, $now, $id)
+            ON CONFLICT (user_id, currency) DO UPDATE SET balance = excluded.balance, version = excluded.version,
+                updated_at = excluded.updated_at, last_transaction_id = excluded.last_transaction_id
+            WHERE wallets.version = excluded.version - 1
+            """, "$user", "$currency", "$balance", "$version", "$now", "$id");
+        _insert = Prepare("""
+            INSERT INTO ledger (transaction_id, user_id, type, amount, currency, balance_after, version, idempotency_key, request_hash, reference, reverses, posted_by, created_at)
+            VALUES ($id, $user, $type, $amount, $currency, $balance, $version, $key, $hash, $reference, $reverses, $by, $now)
+            """, "$id", "$user", "$type", "$amount", "$currency", "$balance", "$version", "$key", "$hash", "$reference", "$reverses", "$by", "$now");
+    }
+
+    private SqliteCommand Prepare(string sql, params string[] names)
+    {
+        var command = _c.CreateCommand();
+        command.CommandText = sql;
+        foreach (string name in names) command.Parameters.Add(new SqliteParameter { ParameterName = name });
+        return command;
+    }
+
+    private static SqliteCommand With(SqliteCommand command, params object?[] values)
+    {
+        for (int i = 0; i < values.Length; i++) command.Parameters[i].Value = values[i] ?? DBNull.Value;
+        return command;
+    }
+
+    public void Begin() => _begin.ExecuteNonQuery();
+    public void Commit() => _commit.ExecuteNonQuery();
+
+    public void Rollback()
+    {
+        try { _rollback.ExecuteNonQuery(); } catch (SqliteException) { /* already rolled back by SQLite */ }
+    }
+
+    public bool TryIsolated<T>(Func<T> posting, out T result)
+    {
+        _savepoint.ExecuteNonQuery();
+        try
+        {
+            result = posting();
+            return true;
+        }
+        catch (Exception ex) when (ex is StoreConflictException or SqliteException { SqliteErrorCode: 19 }) // a constraint: a rule raced us
+        {
+            _undo.ExecuteNonQuery();
+            result = default!;
+            return false;
+        }
+        finally
+        {
+            _release.ExecuteNonQuery();
+        }
+    }
+
+    private LedgerEntry? Row(SqliteCommand command)
+    {
+        using var r = command.ExecuteReader();
+        if (!r.Read()) return null;
+        return new LedgerEntry(r.GetString(0), Guid.Parse(r.GetString(1)), r.GetString(2), r.GetInt64(3), r.GetString(4), r.GetInt64(5),
+            r.GetInt64(6), r.GetString(7), r.IsDBNull(8) ? null : r.GetString(8), r.IsDBNull(9) ? null : r.GetString(9), r.GetString(10));
+    }
+
+    public LedgerEntry? FindByKey(string idempotencyKey) => Row(With(_byKey, idempotencyKey));
+    public LedgerEntry? FindById(string transactionId) => Row(With(_byId, transactionId));
+    public bool IsReversed(string transactionId) => Convert.ToInt64(With(_reversed, transactionId).ExecuteScalar()) != 0;
+    public string? RoleOf(Guid userId) => With(_role, userId.ToString()).ExecuteScalar() as string;
+
+    public (long Balance, long Version) ReadWallet(Guid userId, string currency)
+    {
+        using var r = With(_wallet, userId.ToString(), currency).ExecuteReader();
+        return r.Read() ? (r.GetInt64(0), r.GetInt64(1)) : (0, 0);
+    }
+
+    public void Write(LedgerEntry e, string idempotencyKey, Guid postedBy)
+    {
+        string user = e.UserId.ToString();
+        if (With(_upsert, user, e.Currency, e.BalanceAfter, e.Version, e.CreatedAt, e.TransactionId).ExecuteNonQuery() != 1)
+            throw new StoreConflictException($"Wallet {user}/{e.Currency} is no longer at version {e.Version - 1}.");
+        With(_insert, e.TransactionId, user, e.Type, e.Amount, e.Currency, e.BalanceAfter, e.Version, idempotencyKey, e.RequestHash,
+            e.Reference, e.Reverses, postedBy.ToString(), e.CreatedAt).ExecuteNonQuery();
+    }
+
+    public void Dispose()
+    {
+        foreach (var command in new[] { _begin, _commit, _rollback, _savepoint, _release, _undo, _byKey, _byId, _reversed, _role, _wallet, _upsert, _insert })
+            command.Dispose();
+        _c.Dispose();
+    }
+}
