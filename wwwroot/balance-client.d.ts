@@ -29,6 +29,8 @@ export type BalanceErrorCode =
   | (string & {});
 
 export class BalanceError extends Error {
+  /** extra: properties copied onto the error (closeCode, status, cause, data). */
+  constructor(code: BalanceErrorCode, message?: string, extra?: Record<string, unknown>);
   code: BalanceErrorCode;
   /** The socket's close code, when the error came from a close frame. */
   closeCode?: number;

@@ -565,9 +565,11 @@ export class BalanceWebSocketService {
     const result = await this._freshToken('refresh');
     if (!this._started || result.ok) { if (result.ok) this._refreshFailures = 0; return; }
     if (result.refused) { this._stop(STATUS.UNAUTHORIZED, result.error); return; }
-    // The current token still works for a while: try again before it runs out (a 4001 would also bring us back).
+    // The current token still works for a while: try again before it runs out. Once it has, the 4001 (or the
+    // next attempt to open a socket) asks for a token on its own.
     this._refreshFailures++;
-    this._setTimer('refresh', Math.max(250, Math.min(this._backoff(this._refreshFailures), this.expiresAt - this._now())), () => this._refreshAhead());
+    const left = this.expiresAt - this._now();
+    if (left > 500) this._setTimer('refresh', Math.min(Math.max(250, this._backoff(this._refreshFailures)), left / 2), () => this._refreshAhead());
   }
 
   // A token for a path that cannot go on without one (opening a socket, a 4001). Every outcome leads on:
