@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Net.Http.Json;
 using System.Text.Json;
 using Microsoft.Playwright;
 using Xunit.Abstractions;
@@ -93,7 +94,12 @@ public sealed class BrowserTabsTests(ChromiumFixture chromium, ITestOutputHelper
         await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "bet", amount = "10.00", currency = "USD" });
         await ShowAsync(tabs, "90.00");
 
-        output.WriteLine($"JS heap used after GC: leader tab {await JsHeapUsedAsync(tabs[0]) / 1024.0:F0} KiB, follower tab {await JsHeapUsedAsync(tabs[1]) / 1024.0:F0} KiB");
+        // Against the same page with the client loaded but not started: what a tab pays for the client's state.
+        var idle = await BrowserKit.NewPageAsync(context, output, "/__test/pages/client.html", "idle");
+        await idle.WaitForAsync("() => window.h?.ready");
+        output.WriteLine($"JS heap used after GC: leader tab {await JsHeapUsedAsync(tabs[0]) / 1024.0:F0} KiB, follower tab {await JsHeapUsedAsync(tabs[1]) / 1024.0:F0} KiB, " +
+            $"the same page with the client not started {await JsHeapUsedAsync(idle) / 1024.0:F0} KiB");
+        await idle.CloseAsync();
 
         // The leader goes; an update committed while nobody holds a socket must still reach the others.
         var clock = Stopwatch.StartNew();
@@ -183,6 +189,31 @@ public sealed class BrowserTabsTests(ChromiumFixture chromium, ITestOutputHelper
         Assert.Equal(0, await ServerSocketsAsync(app, 0));
         Assert.Null(await tabs[0].EvaluateAsync<string?>("() => localStorage.getItem('balance-client:' + h.service.userId)"));
         foreach (var tab in tabs) Assert.Null(await tab.EvaluateAsync<string?>("() => h.service.getBalance()"));
+    }
+
+    [Fact]
+    public async Task WhenTheServerEndsTheLoginEveryTabShowsTheLeadersErrorAndAsksForALogin()
+    {
+        await using var app = new BalanceApplication(Settings());
+        var alice = await app.LoginAsync("alice");
+        await using var context = await BrowserKit.OpenContextAsync(chromium.Browser, app.BaseAddress);
+        var tabs = await OpenTabsAsync(context, alice, 3);
+        await ShowAsync(tabs, "100.00");
+
+        // The login ends elsewhere (another device logs it out): the server closes the leader's socket with 4503.
+        using var http = app.Http(alice.AccessToken);
+        var response = await http.PostAsJsonAsync("/api/auth/logout", new { refresh_token = alice.RefreshToken });
+        Assert.Equal(System.Net.HttpStatusCode.NoContent, response.StatusCode);
+
+        await AllAsync(tabs, "() => h.service.status === 'unauthorized' && h.loginRequired.length === 1");
+        foreach (var tab in tabs)
+        {
+            Assert.Equal("session_revoked", await tab.EvaluateAsync<string>("() => h.service.error.code")); // the server's error frame, relayed
+            Assert.Equal(4503, await tab.EvaluateAsync<int>("() => h.service.error.closeCode"));
+            Assert.Equal(["session_revoked"], await tab.EvaluateAsync<string[]>("() => h.loginRequired"));
+            Assert.Contains(await tab.EvaluateAsync<string[]>("() => h.errors"), e => e.StartsWith("session_revoked"));
+        }
+        Assert.Equal(1, await SocketsOpenedAsync(tabs)); // and nobody retried
     }
 
     [Fact]
