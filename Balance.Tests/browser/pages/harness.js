@@ -3,7 +3,7 @@ import { BalanceWebSocketService, acquireBalanceService } from '/balance-client.
 
 const h = window.h = {
   sockets: 0, auths: 0, pongs: 0, pings: 0, authOks: [], statuses: [], errors: [], tokenCalls: [], received: [],
-  loginRequired: [], closes: [],
+  loginRequired: [], closes: [], tokenTimes: [],
   // What the next getToken calls do before (or instead of) refreshing: { delay: ms, fail: 'network' | 401 }.
   tokenPlan: [],
 };
@@ -47,6 +47,7 @@ h.spent = () => JSON.parse(localStorage.getItem('h-spent') || '[]');
 
 async function refresh(reason) {
   h.tokenCalls.push(reason);
+  h.tokenTimes.push(performance.now()); // monotonic: a test may have moved Date.now
   const plan = h.tokenPlan.shift();
   if (plan?.delay) await new Promise(resolve => setTimeout(resolve, plan.delay));
   if (plan?.fail === 'network') throw new TypeError('Failed to fetch');
