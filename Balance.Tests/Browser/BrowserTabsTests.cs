@@ -125,6 +125,32 @@ public sealed class BrowserTabsTests(ChromiumFixture chromium, ITestOutputHelper
     }
 
     [Fact]
+    public async Task WhenTheLeaderTabCrashesAnotherTakesOver()
+    {
+        await using var app = new BalanceApplication(Settings());
+        var alice = await app.LoginAsync("alice");
+        var op = await app.LoginAsync("operator");
+        await using var context = await BrowserKit.OpenContextAsync(chromium.Browser, app.BaseAddress);
+        var tabs = await OpenTabsAsync(context, alice, 3);
+        await ShowAsync(tabs, "100.00");
+
+        // The leader's renderer dies without running any page code: only the browser can free its lock.
+        var crashed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        tabs[0].Crash += (_, _) => crashed.TrySetResult();
+        var cdp = await context.NewCDPSessionAsync(tabs[0]);
+        var clock = Stopwatch.StartNew();
+        _ = cdp.SendAsync("Page.crash").ContinueWith(t => t.Exception, TaskScheduler.Default); // never answers
+        await crashed.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        var rest = tabs.Skip(1).ToList();
+        await Task.WhenAny(rest.Select(t => t.WaitForAsync("() => h.service.isLeader && h.authOks.length === 1")));
+        output.WriteLine($"takeover after a crash: {clock.ElapsedMilliseconds} ms from the crash to the new leader's auth_ok");
+
+        await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "bet", amount = "1.00", currency = "USD" });
+        await ShowAsync(rest, "99.00");
+        Assert.Equal(1, await ServerSocketsAsync(app, 1));
+    }
+
+    [Fact]
     public async Task TwelveTabsStillHoldOneSocketAndNoneIsTurnedAway()
     {
         await using var app = new BalanceApplication(Settings());
