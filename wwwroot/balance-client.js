@@ -783,6 +783,11 @@ class TabSharedBalanceService extends BalanceWebSocketService {
     if (this._joined && token) this._post({ type: 'token', token });
   }
 
+  // One writer for the shared cache: the tab that holds the socket.
+  _save() {
+    if (this._leader || !this._joined) super._save();
+  }
+
   // One tab at a time asks the app for a token. A tab that waited for the lock while another refreshed takes
   // that tab's token instead of spending the refresh token a second time.
   _callGetToken(reason) {
