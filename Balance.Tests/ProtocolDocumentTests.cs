@@ -4,6 +4,9 @@ using Xunit.Abstractions;
 namespace Balance.Tests;
 
 // docs/asyncapi.yaml, the machine-readable socket protocol, beside the OpenAPI document of the REST routes.
+// With the browser tests, one at a time after the rest: a node process starting up competes for the 2 cores
+// with the socket tests' token deadlines.
+[Collection(BrowserCollection.Name)]
 public sealed class ProtocolDocumentTests(ITestOutputHelper output)
 {
     private static readonly string Document = Path.GetFullPath(Path.Combine(BrowserKit.Root, "..", "..", "docs", "asyncapi.yaml"));
