@@ -9,9 +9,10 @@ if ! command -v chromium >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
-# React and Vue for the browser test pages, pinned by the committed lock file.
-if [ ! -d Balance.Tests/browser/node_modules ]; then
-  (cd Balance.Tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+# npm packages for the browser tests, pinned by the committed lock file: React and Vue for the test pages,
+# TypeScript and Vite for the package test, the AsyncAPI parser. Installed again only when the lock file changed.
+if ! cmp -s Balance.Tests/browser/package-lock.json Balance.Tests/browser/node_modules/.installed-lock.json; then
+  (cd Balance.Tests/browser && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.installed-lock.json)
 fi
 # Redocly, openapi-typescript, openapi-fetch and tsc for the OpenAPI client test, and the npm releases of the
 # vendored uPlot and Redoc, pinned by their lock file; again when the lock file changed since the last install.

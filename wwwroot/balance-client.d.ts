@@ -25,9 +25,12 @@ export interface BalanceMessage {
 export type BalanceErrorCode =
   | 'invalid_token' | 'forbidden' | 'bad_request' | 'token_expired' | 'token_unavailable' | 'token_refresh_failed'
   | 'unauthorized' | 'frame_too_large' | 'connection_lost' | 'auth_timeout' | 'heartbeat_timeout' | 'poll_failed'
-  | 'socket_failed' | 'bad_message' | 'bad_balance' | 'listener_failed' | (string & {});
+  | 'socket_failed' | 'bad_message' | 'bad_balance' | 'listener_failed' | 'token_refused' | 'logged_out' | 'tab_lock_failed'
+  | (string & {});
 
 export class BalanceError extends Error {
+  /** extra: properties copied onto the error (closeCode, status, cause, data). */
+  constructor(code: BalanceErrorCode, message?: string, extra?: Record<string, unknown>);
   code: BalanceErrorCode;
   /** The socket's close code, when the error came from a close frame. */
   closeCode?: number;
@@ -39,13 +42,20 @@ export class BalanceError extends Error {
 export type TokenReason = 'refresh' | 'expired';
 
 export interface BalanceClientOptions {
-  /** Returns a fresh access token (e.g. POST /api/auth/refresh). Without it, an expired token ends in 'unauthorized'. */
+  /**
+   * Returns a fresh access token (e.g. POST /api/auth/refresh). Without it, an expired token ends in 'unauthorized'.
+   * A refusal ends the session: return null, or throw an error whose `status` is 401 or 403 (the refresh endpoint's
+   * answer). Anything else thrown (a network error, a 5xx) is retried with backoff. With tabs shared, one tab at a time
+   * calls it, under a Web Lock: keep the refresh token where every tab reads the latest (localStorage), read it inside.
+   */
   getToken?: ((reason: TokenReason) => Promise<string | null | undefined> | string | null | undefined) | null;
   /** Where the REST API lives; default: baseUrl with ws→http, wss→https. */
   restBaseUrl?: string | null;
   onStatus?: ((status: BalanceStatus) => void) | null;
   /** Every problem, transient ones included (the client recovers from those by itself). */
   onError?: ((error: BalanceError) => void) | null;
+  /** The session is over (refused token, revoked login, logout in any tab): send the user to the login page. */
+  onLoginRequired?: ((error: BalanceError | null) => void) | null;
   /** Currency polled during the REST fallback and returned by getBalance(); default 'USD'. */
   currency?: string;
   /** Milliseconds to coalesce rapid updates per currency before listeners hear of them; default 0 (off). */
@@ -67,6 +77,8 @@ export interface BalanceClientOptions {
   heartbeatTimeout?: number;
   /** Milliseconds before the token's exp to call getToken; default a quarter of its lifetime, 1 s to 60 s. false: never ahead. */
   refreshAhead?: number | false | null;
+  /** acquireBalanceService only: one socket for all tabs of the browser (Web Locks + BroadcastChannel); default true. */
+  shareAcrossTabs?: boolean;
 }
 
 export type BalanceListener = (data: BalanceMessage) => void;
@@ -76,6 +88,8 @@ export class BalanceWebSocketService {
   constructor(baseUrl: string | null | undefined, token: string | null, options?: BalanceClientOptions);
   readonly baseUrl: string;
   readonly restBaseUrl: string;
+  /** The options given, over the defaults. */
+  readonly options: Readonly<BalanceClientOptions>;
   token: string | null;
   ws: WebSocket | null;
   readonly listeners: Set<BalanceListener>;
@@ -89,6 +103,8 @@ export class BalanceWebSocketService {
   readonly expiresAt: number | null;
   /** Last known balance per currency (from the server, or from the cache until the server speaks). */
   readonly balances: Map<string, BalanceMessage>;
+  /** Whether this tab holds the socket; false in a tab that gets its balances from the tab that does. */
+  readonly isLeader: boolean;
 
   connect(): void;
   disconnect(): void;
@@ -96,21 +112,30 @@ export class BalanceWebSocketService {
   addListener(callback: BalanceListener): void;
   removeListener(callback: BalanceListener): void;
   notifyListeners(data: BalanceMessage): void;
-  /** Re-authenticates the open socket; after 'unauthorized' it starts connecting again. */
+  /** Re-authenticates the open socket; after 'unauthorized' it starts connecting again. A token of the same user
+   *  that expires earlier than the current one is ignored (it cannot undo a refresh). */
   updateToken(newToken: string): void;
+  /** Ends the service (in every tab, when shared), clears the cached balance, and signals onLoginRequired. */
+  logout(): void;
   authenticate(): void;
   getBalance(currency?: string): BalanceMessage | null;
   addStatusListener(callback: (status: BalanceStatus) => void): void;
   removeStatusListener(callback: (status: BalanceStatus) => void): void;
   addErrorListener(callback: (error: BalanceError) => void): void;
   removeErrorListener(callback: (error: BalanceError) => void): void;
+  addLoginRequiredListener(callback: (error: BalanceError | null) => void): void;
+  removeLoginRequiredListener(callback: (error: BalanceError | null) => void): void;
 }
 
-/** A service shared by everything on the page that watches the same user on the same server; release() when done. */
+/** A service shared by everything on the page, and by every tab of the browser, that watches the same user on the
+ *  same server; release() when done. */
 export function acquireBalanceService(baseUrl: string | null | undefined, token: string, options?: BalanceClientOptions):
   { service: BalanceWebSocketService; release(): void };
 
 export function decodeJwt(token: string): Record<string, unknown> | null;
+/** A balance message as the server sends it: a non-negative amount with at most the currency's decimals. */
 export function isValidBalance(data: unknown): data is BalanceMessage;
+/** Decimals of a currency: the server's table (USD 2, JPY 0, BTC 8, ...), else ISO 4217 via Intl; null if unknown. */
+export function currencyDecimals(currency: string): number | null;
 
 export default BalanceWebSocketService;

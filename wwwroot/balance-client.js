@@ -1,6 +1,6 @@
-// Balance client: the frontend guide's BalanceWebSocketService, made to survive real networks.
-// ES module, no dependencies. Speaks the balance.v2 subprotocol (auth_ok, error, ping/pong) and
-// falls back to REST polling when the socket keeps failing. Types: balance-client.d.ts.
+// Balance client: the frontend guide's BalanceWebSocketService, made to survive real networks, and shared
+// by every tab of a browser. ES module, no dependencies. Speaks the balance.v2 subprotocol (auth_ok, error,
+// ping/pong) and falls back to REST polling when the socket keeps failing. Types: balance-client.d.ts.
 
 export const SUBPROTOCOL = 'balance.v2';
 
@@ -19,6 +19,7 @@ const DEFAULTS = {
   restBaseUrl: null,
   onStatus: null,
   onError: null,
+  onLoginRequired: null,
   currency: 'USD',
   debounce: 0,
   storage: undefined,
@@ -30,10 +31,22 @@ const DEFAULTS = {
   authTimeout: 10000,
   heartbeatTimeout: 40000,
   refreshAhead: null,
+  shareAcrossTabs: true,
 };
 
-const MONEY = /^-?\d+(\.\d+)?$/;
+// The server's currencies and their decimals; any other ISO code gets Intl's, and a balance never has more.
+const DECIMALS = { USD: 2, EUR: 2, GBP: 2, CAD: 2, AUD: 2, JPY: 0, BTC: 8, ETH: 8 };
+const MONEY = /^\d+(?:\.(\d+))?$/;
 const CURRENCY = /^[A-Z]{3,5}$/;
+
+export function currencyDecimals(currency) {
+  if (Object.hasOwn(DECIMALS, currency)) return DECIMALS[currency];
+  try {
+    return new Intl.NumberFormat('en', { style: 'currency', currency }).resolvedOptions().maximumFractionDigits;
+  } catch {
+    return null;
+  }
+}
 
 export function decodeJwt(token) {
   try {
@@ -45,6 +58,16 @@ export function decodeJwt(token) {
   } catch {
     return null;
   }
+}
+
+// Whether candidate should replace current: another user's token always does (an explicit switch); for the
+// same user only a later one, so a component mounting with the token it was rendered with cannot undo a refresh.
+function isNewerToken(candidate, current) {
+  if (!candidate || candidate === current) return false;
+  if (!current) return true;
+  const a = decodeJwt(candidate), b = decodeJwt(current);
+  if (typeof a?.exp !== 'number' || typeof b?.exp !== 'number' || a.sub !== b.sub) return true;
+  return a.exp > b.exp || (a.exp === b.exp && (a.iat ?? 0) > (b.iat ?? 0));
 }
 
 function defaultBaseUrl() {
@@ -64,10 +87,13 @@ function defaultStorage() {
 }
 
 export function isValidBalance(data) {
-  return data !== null && typeof data === 'object' && data.type === 'balance'
-    && typeof data.user_id === 'string' && typeof data.balance === 'string' && MONEY.test(data.balance)
-    && typeof data.currency === 'string' && CURRENCY.test(data.currency)
-    && Number.isSafeInteger(data.version) && data.version >= 0;
+  if (data === null || typeof data !== 'object' || data.type !== 'balance' || typeof data.user_id !== 'string'
+    || typeof data.currency !== 'string' || !CURRENCY.test(data.currency)
+    || !Number.isSafeInteger(data.version) || data.version < 0 || typeof data.balance !== 'string') return false;
+  // A wallet never goes below zero and never holds a fraction of the currency's smallest unit.
+  const money = MONEY.exec(data.balance);
+  const decimals = currencyDecimals(data.currency);
+  return money !== null && decimals !== null && (money[1]?.length ?? 0) <= decimals;
 }
 
 export class BalanceError extends Error {
@@ -79,22 +105,31 @@ export class BalanceError extends Error {
   }
 }
 
+// getToken's answer "no": null, or an error carrying the refresh endpoint's 401/403. Anything else it throws
+// (a network error, a 5xx) is a blip that is retried.
+function isRefusal(error) {
+  return error?.status === 401 || error?.status === 403 || error?.code === 'token_unavailable';
+}
+
+const TOKEN_OK = Object.freeze({ ok: true });
+
 export class BalanceWebSocketService {
   constructor(baseUrl, token, options = {}) {
     this.baseUrl = String(baseUrl || defaultBaseUrl()).replace(/\/+$/, '');
-    this.token = token || null;
+    this.token = null;
     this.options = { ...DEFAULTS, ...options };
     this.restBaseUrl = String(this.options.restBaseUrl || restFromSocketUrl(this.baseUrl)).replace(/\/+$/, '');
-    this.storage = this.options.storage === undefined ? defaultStorage() : this.options.storage;
     this.ws = null;
     this.listeners = new Set();
-    this.statusListeners = new Set();
-    this.errorListeners = new Set();
     this.status = STATUS.CLOSED;
     this.error = null;
     this.userId = null;
     this.expiresAt = null;
     this.balances = new Map();     // currency -> last balance message shown
+    this._storage = this.options.storage === undefined ? defaultStorage() : this.options.storage;
+    this._statusListeners = new Set();
+    this._errorListeners = new Set();
+    this._loginListeners = new Set();
     this._serverVersion = new Map(); // currency -> highest version the server sent this session
     this._etags = new Map();
     this._pending = new Map();     // debounced notifications per currency
@@ -106,9 +141,12 @@ export class BalanceWebSocketService {
     this._lastServerError = null;
     this._timers = { retry: null, poll: null, auth: null, heartbeat: null, refresh: null };
     this._tokenPromise = null;
+    this._clockOffset = 0;         // the token issuer's clock minus this device's, in ms
+    this._lastRefreshAt = 0;
+    this._refreshFailures = 0;
     this._onOnline = () => this._handleOnline();
     this._onOffline = () => this._handleOffline();
-    this._adoptToken(this.token);
+    this._adoptToken(token, false);
   }
 
   // ---- the guide's API ----
@@ -119,7 +157,7 @@ export class BalanceWebSocketService {
       this._failures = 0;
       globalThis.addEventListener?.('online', this._onOnline);
       globalThis.addEventListener?.('offline', this._onOffline);
-      this._scheduleRefresh(this.token ? decodeJwt(this.token) : null); // disconnect() cleared it
+      this._scheduleRefresh(); // disconnect() cleared it
     }
     if (this.ws && (this.ws.readyState === WebSocket.CONNECTING || this.ws.readyState === WebSocket.OPEN)) return;
     if (this.status === STATUS.UNAUTHORIZED || this.status === STATUS.CLOSED) this._setStatus(STATUS.CONNECTING);
@@ -155,9 +193,11 @@ export class BalanceWebSocketService {
   }
 
   updateToken(newToken) {
+    // An older token of the same user (a component rendered before the last refresh) changes nothing.
+    if (!isNewerToken(newToken, this.token)) return;
     const wasUnauthorized = this.status === STATUS.UNAUTHORIZED;
     const previousUser = this.userId;
-    this._adoptToken(newToken);
+    this._adoptToken(newToken, false);
     // A socket belongs to one player (re-auth as another is 4503): another user's token needs a new socket.
     if (previousUser && this.userId !== previousUser && this._started && !wasUnauthorized) {
       this._failures = 0;
@@ -181,12 +221,23 @@ export class BalanceWebSocketService {
     return this.balances.get(currency) ?? null;
   }
 
-  addStatusListener(callback) { this.statusListeners.add(callback); }
-  removeStatusListener(callback) { this.statusListeners.delete(callback); }
-  addErrorListener(callback) { this.errorListeners.add(callback); }
-  removeErrorListener(callback) { this.errorListeners.delete(callback); }
+  // The user logged out: stop, forget the cached balance, and tell the app to show its login.
+  logout() {
+    this._forget();
+    this._stop(STATUS.UNAUTHORIZED, new BalanceError('logged_out', 'The user logged out.'));
+  }
+
+  addStatusListener(callback) { this._statusListeners.add(callback); }
+  removeStatusListener(callback) { this._statusListeners.delete(callback); }
+  addErrorListener(callback) { this._errorListeners.add(callback); }
+  removeErrorListener(callback) { this._errorListeners.delete(callback); }
+  addLoginRequiredListener(callback) { this._loginListeners.add(callback); }
+  removeLoginRequiredListener(callback) { this._loginListeners.delete(callback); }
 
   get isConnected() { return this.status === STATUS.CONNECTED; }
+
+  // This instance holds its own socket; a follower tab of a shared service does not.
+  get isLeader() { return true; }
 
   // ---- socket lifecycle ----
 
@@ -195,7 +246,7 @@ export class BalanceWebSocketService {
     this._clear('retry');
     if (globalThis.navigator && globalThis.navigator.onLine === false) { this._handleOffline(); return; }
     if (!this.token || this._tokenExpired()) {
-      if (!(await this._freshToken('expired'))) return;
+      if (!(await this._ensureToken())) return;
       if (!this._started) return;
     }
     this._dropSocket(1000, 'replaced');
@@ -206,6 +257,7 @@ export class BalanceWebSocketService {
       ws = new WebSocket(`${this.baseUrl}/ws/balance/player`, [SUBPROTOCOL]);
     } catch (e) {
       this._report(new BalanceError('socket_failed', e?.message, { cause: e }));
+      this._failures++;
       this._scheduleRetry();
       return;
     }
@@ -227,7 +279,6 @@ export class BalanceWebSocketService {
     this._alive(ws);
     switch (data?.type) {
       case 'auth_ok':
-        if (data.expires_at) this.expiresAt = Date.parse(data.expires_at) || this.expiresAt;
         this._authenticatedOn(ws);
         return;
       case 'ping':
@@ -250,6 +301,8 @@ export class BalanceWebSocketService {
     if (this._authenticated) return; // a re-auth on the open socket
     this._authenticated = true;
     this._connectedAt = Date.now();
+    // The server took a token this device thinks has run out: the device's clock is ahead, by at least that much.
+    if (this.expiresAt !== null && this.expiresAt <= this._now()) this._learnClock(decodeJwt(this.token));
     this._stopPolling();
     this._setError(null);
     this._setStatus(STATUS.CONNECTED);
@@ -293,7 +346,7 @@ export class BalanceWebSocketService {
       this._failures++;
       this._setStatus(STATUS.RECONNECTING);
       // A second 4001 in a row (a server clock ahead of the token issuer?) waits like any failure.
-      this._freshToken('expired').then(ok => {
+      this._ensureToken().then(ok => {
         if (!ok || !this._started || this.ws) return;
         if (this._failures <= 1) this._openSocket();
         else this._scheduleRetry();
@@ -309,9 +362,12 @@ export class BalanceWebSocketService {
     if (!this._started) return;
     if (this._failures >= this.options.fallbackAfter) this._startPolling();
     else if (this.status !== STATUS.FALLBACK) this._setStatus(STATUS.RECONNECTING);
-    // Full jitter: spread reconnecting clients over the whole window so a restarted server is not stampeded.
-    const cap = Math.min(this.options.maxDelay, this.options.initialDelay * 2 ** Math.max(0, this._failures - 1));
-    this._setTimer('retry', Math.random() * cap, () => this._openSocket());
+    this._setTimer('retry', this._backoff(this._failures), () => this._openSocket());
+  }
+
+  // Full jitter: spread reconnecting clients over the whole window so a restarted server is not stampeded.
+  _backoff(failures) {
+    return Math.random() * Math.min(this.options.maxDelay, this.options.initialDelay * 2 ** Math.max(0, failures - 1));
   }
 
   _dropSocket(code, reason) {
@@ -326,6 +382,7 @@ export class BalanceWebSocketService {
     for (const name of Object.keys(this._timers)) this._clear(name);
     this._stopPolling();
     this._dropSocket(1000, 'stopped');
+    if (this.status === status && this.error) return; // already stopped: the first reason stands
     this._setError(error);
     this._setStatus(status);
   }
@@ -377,8 +434,10 @@ export class BalanceWebSocketService {
     const response = await fetch(`${this.restBaseUrl}/api/balance?currency=${encodeURIComponent(currency)}`, { headers, cache: 'no-store' });
     if (response.status === 304) return;
     if (response.status === 401 && !retried) {
-      if (await this._freshToken('expired')) return this._fetchBalance(currency, true);
-      return;
+      const result = await this._freshToken('expired');
+      if (result.ok) return this._fetchBalance(currency, true);
+      if (result.refused) this._stop(STATUS.UNAUTHORIZED, result.error);
+      return; // a blip: the next poll asks again
     }
     if (response.status === 401 || response.status === 403) {
       this._stop(STATUS.UNAUTHORIZED, new BalanceError(response.status === 401 ? 'unauthorized' : 'forbidden', `GET /api/balance answered ${response.status}.`));
@@ -428,23 +487,34 @@ export class BalanceWebSocketService {
 
   _save() {
     const key = this._cacheKey();
-    if (!this.storage || !key) return;
-    try { this.storage.setItem(key, JSON.stringify(Object.fromEntries(this.balances))); } catch { /* quota or disabled */ }
+    if (!this._storage || !key) return;
+    try { this._storage.setItem(key, JSON.stringify(Object.fromEntries(this.balances))); } catch { /* quota or disabled */ }
   }
 
   _load() {
     const key = this._cacheKey();
-    if (!this.storage || !key) return;
+    if (!this._storage || !key) return;
     try {
-      const cached = JSON.parse(this.storage.getItem(key) || '{}');
+      const cached = JSON.parse(this._storage.getItem(key) || '{}');
       // Cached balances are for display only; they do not set the version floor, the server's snapshot does.
       for (const data of Object.values(cached)) if (isValidBalance(data) && data.user_id === this.userId) this.balances.set(data.currency, data);
     } catch { /* a corrupt cache is no cache */ }
   }
 
+  // What a logged-out user leaves behind: nothing another person at this browser could read.
+  _forget() {
+    const key = this._cacheKey();
+    try { if (key) this._storage?.removeItem?.(key); } catch { /* disabled */ }
+    this.balances.clear();
+    this._serverVersion.clear();
+    this._etags.clear();
+    this._pending.clear();
+  }
+
   // ---- tokens ----
 
-  _adoptToken(token) {
+  // fresh: the token was issued just now (getToken's answer), so its iat tells this device the issuer's time.
+  _adoptToken(token, fresh) {
     this.token = token || null;
     const claims = token ? decodeJwt(token) : null;
     const userId = typeof claims?.sub === 'string' ? claims.sub : null;
@@ -455,50 +525,93 @@ export class BalanceWebSocketService {
       this._etags.clear();
       this._load();
     }
+    if (fresh) this._learnClock(claims);
     this.expiresAt = typeof claims?.exp === 'number' ? claims.exp * 1000 : null;
-    this._scheduleRefresh(claims);
+    this._scheduleRefresh();
   }
+
+  // iat is second-granular and the fetch took a moment: offsets under 2 s are noise, not a wrong clock.
+  _learnClock(claims) {
+    if (typeof claims?.iat !== 'number') return;
+    const offset = claims.iat * 1000 - Date.now();
+    this._clockOffset = Math.abs(offset) > 2000 ? offset : 0;
+  }
+
+  // The issuer's time as well as this device can tell; exp and iat are in that clock, not the device's.
+  _now() { return Date.now() + this._clockOffset; }
 
   _tokenExpired() {
-    return this.options.refreshAhead !== false && this.expiresAt !== null && this.expiresAt <= Date.now() && !!this.options.getToken;
+    return this.options.refreshAhead !== false && this.expiresAt !== null && this.expiresAt <= this._now() && !!this.options.getToken;
   }
 
-  _scheduleRefresh(claims) {
+  _lifetime() {
+    const iat = decodeJwt(this.token)?.iat;
+    return typeof iat === 'number' && this.expiresAt ? Math.max(1000, this.expiresAt - iat * 1000) : 60000;
+  }
+
+  _scheduleRefresh() {
     this._clear('refresh');
-    if (!this.options.getToken || this.options.refreshAhead === false || !this.expiresAt) return;
-    const lifetime = typeof claims?.iat === 'number' ? this.expiresAt - claims.iat * 1000 : 60000;
+    if (!this._started || !this.options.getToken || this.options.refreshAhead === false || !this.expiresAt) return;
+    const lifetime = this._lifetime();
     const ahead = this.options.refreshAhead ?? Math.min(60000, Math.max(1000, lifetime / 4));
-    this._setTimer('refresh', Math.max(0, this.expiresAt - ahead - Date.now()), () => {
-      if (this._started) this._freshToken('refresh');
-    });
+    const due = this.expiresAt - ahead - this._now();
+    // Whatever the clocks say, at most one refresh per half lifetime: a wrong clock must not become a loop.
+    const earliest = this._lastRefreshAt ? this._lastRefreshAt + lifetime / 2 - Date.now() : 0;
+    this._setTimer('refresh', Math.max(0, due, earliest), () => this._refreshAhead());
   }
 
-  // Asks the app for a token (once at a time); re-authenticates the open socket with it.
+  async _refreshAhead() {
+    if (!this._started) return;
+    const result = await this._freshToken('refresh');
+    if (!this._started || result.ok) { if (result.ok) this._refreshFailures = 0; return; }
+    if (result.refused) { this._stop(STATUS.UNAUTHORIZED, result.error); return; }
+    // The current token still works for a while: try again before it runs out. Once it has, the 4001 (or the
+    // next attempt to open a socket) asks for a token on its own.
+    this._refreshFailures++;
+    const left = this.expiresAt - this._now();
+    if (left > 500) this._setTimer('refresh', Math.min(Math.max(250, this._backoff(this._refreshFailures)), left / 2), () => this._refreshAhead());
+  }
+
+  // A token for a path that cannot go on without one (opening a socket, a 4001). Every outcome leads on:
+  // true to go ahead, or a retry scheduled, or a terminal status.
+  async _ensureToken() {
+    const result = await this._freshToken('expired');
+    if (result.ok) return true;
+    if (!this._started) return false;
+    if (result.refused) this._stop(STATUS.UNAUTHORIZED, result.error);
+    else { this._failures++; this._scheduleRetry(); }
+    return false;
+  }
+
+  // Asks the app for a token, once at a time: a caller that finds a request in flight shares its answer and
+  // decides for itself what a failure means. Resolves to { ok } or { refused, error }.
   _freshToken(reason) {
     if (!this.options.getToken) {
-      if (reason === 'expired') this._stop(STATUS.UNAUTHORIZED, new BalanceError('token_expired', 'The access token expired and no getToken option was given.'));
-      return Promise.resolve(false);
+      return Promise.resolve({ ok: false, refused: true, error: new BalanceError('token_expired', 'The access token expired and no getToken option was given.') });
     }
-    this._tokenPromise ??= (async () => {
-      try {
-        const token = await this.options.getToken(reason);
-        if (!token) throw new BalanceError('token_unavailable', 'getToken returned no token.');
-        this._adoptToken(token);
-        if (this._authenticated) this.authenticate();
-        return true;
-      } catch (e) {
-        if (reason === 'expired') {
-          this._stop(STATUS.UNAUTHORIZED, e instanceof BalanceError ? e : new BalanceError('token_refresh_failed', e?.message, { cause: e }));
-        } else {
-          // The current token still works for a while; the server's 4001 will bring us back here.
-          this._report(new BalanceError('token_refresh_failed', e?.message, { cause: e }));
-        }
-        return false;
-      } finally {
-        this._tokenPromise = null;
-      }
-    })();
+    this._tokenPromise ??= this._obtainToken(reason).finally(() => { this._tokenPromise = null; });
     return this._tokenPromise;
+  }
+
+  async _obtainToken(reason) {
+    this._lastRefreshAt = Date.now();
+    try {
+      const token = await this._callGetToken(reason);
+      if (!token) throw new BalanceError('token_unavailable', 'getToken returned no token.');
+      if (token !== this.token) this._adoptToken(token, true);
+      if (this._authenticated) this.authenticate();
+      return TOKEN_OK;
+    } catch (e) {
+      const error = e instanceof BalanceError && !e.status ? e
+        : new BalanceError(isRefusal(e) ? 'token_refused' : 'token_refresh_failed', e?.message, { cause: e, status: e?.status });
+      if (isRefusal(e)) return { ok: false, refused: true, error };
+      this._report(error);
+      return { ok: false, refused: false, error };
+    }
+  }
+
+  _callGetToken(reason) {
+    return this.options.getToken(reason);
   }
 
   // ---- plumbing ----
@@ -507,7 +620,14 @@ export class BalanceWebSocketService {
     if (this.status === status) return;
     this.status = status;
     try { this.options.onStatus?.(status); } catch { /* an app callback must not break the client */ }
-    this.statusListeners.forEach(cb => { try { cb(status); } catch { /* ditto */ } });
+    this._statusListeners.forEach(cb => { try { cb(status); } catch { /* ditto */ } });
+    if (status === STATUS.UNAUTHORIZED) this._loginRequired(this.error);
+  }
+
+  // One signal for "send the user to the login page", whatever ended the session.
+  _loginRequired(error) {
+    try { this.options.onLoginRequired?.(error); } catch { /* an app callback must not break the client */ }
+    this._loginListeners.forEach(cb => { try { cb(error); } catch { /* ditto */ } });
   }
 
   _setError(error) {
@@ -517,7 +637,7 @@ export class BalanceWebSocketService {
 
   _report(error) {
     try { this.options.onError?.(error); } catch { /* an app callback must not break the client */ }
-    this.errorListeners.forEach(cb => { try { cb(error); } catch { /* ditto */ } });
+    this._errorListeners.forEach(cb => { try { cb(error); } catch { /* ditto */ } });
   }
 
   _setTimer(name, ms, fn) {
@@ -531,18 +651,224 @@ export class BalanceWebSocketService {
   }
 }
 
-// One socket per user and server for the whole page: hooks and components lease the shared service.
+// ---- one socket per browser ----
+
+function canShareAcrossTabs() {
+  return typeof globalThis.BroadcastChannel === 'function' && typeof globalThis.navigator?.locks?.request === 'function';
+}
+
+function errorToWire(error) {
+  return error ? { code: error.code, message: error.message, closeCode: error.closeCode, status: error.status } : null;
+}
+
+function errorFromWire(wire) {
+  return wire ? new BalanceError(wire.code, wire.message, { closeCode: wire.closeCode, status: wire.status }) : null;
+}
+
+// The service acquireBalanceService hands out when the browser can coordinate tabs. Every tab of one user
+// and server asks for the same Web Lock; the tab that holds it runs the socket (the base class, unchanged)
+// and tells the others over a BroadcastChannel what it shows: balances, status, errors, and each new token.
+// When that tab goes, the browser hands the lock to a waiting tab, which opens the socket; the server's
+// snapshot on connect covers whatever was committed in between, and versions drop what was seen twice.
+class TabSharedBalanceService extends BalanceWebSocketService {
+  constructor(baseUrl, token, options, key) {
+    super(baseUrl, token, options);
+    this._key = key;
+    this._leader = false;
+    this._joined = false;
+    this._loggedOut = false;
+    this._channel = null;
+    this._lockAbort = null;
+    this._releaseLock = null;
+  }
+
+  get isLeader() { return this._leader; }
+
+  connect() {
+    if (this._joined) {
+      if (this._leader) super.connect();
+      return;
+    }
+    this._joined = true;
+    this._channel = new BroadcastChannel(`balance-client:${this._key}`);
+    this._channel.onmessage = event => this._fromPeer(event.data);
+    if (this.status === STATUS.CLOSED || this.status === STATUS.UNAUTHORIZED) {
+      this.error = null;
+      this._setStatus(STATUS.CONNECTING);
+    }
+    this._post({ type: 'hello', token: this.token });
+    const abort = this._lockAbort = new AbortController();
+    navigator.locks.request(`balance-client:socket:${this._key}`, { signal: abort.signal }, () => {
+      if (abort.signal.aborted || !this._joined) return undefined;
+      return new Promise(resolve => {
+        this._releaseLock = resolve;
+        this._lead();
+      });
+    }).catch(e => {
+      if (e?.name !== 'AbortError') this._report(new BalanceError('tab_lock_failed', e?.message, { cause: e }));
+    });
+  }
+
+  _lead() {
+    this._leader = true;
+    // The old leader's socket is gone: say so until this tab's own socket is authenticated.
+    if (this.status !== STATUS.CONNECTING && this.status !== STATUS.CLOSED && this.status !== STATUS.UNAUTHORIZED) this._setStatus(STATUS.RECONNECTING);
+    super.connect();
+  }
+
+  disconnect() {
+    this._leave();
+  }
+
+  _leave() {
+    const wasLeader = this._leader;
+    this._joined = false;
+    this._leader = false;
+    this._lockAbort?.abort();
+    this._lockAbort = null;
+    if (wasLeader) this._post({ type: 'status', status: STATUS.RECONNECTING, error: null }); // until the next leader speaks
+    super.disconnect();
+    this._releaseLock?.();
+    this._releaseLock = null;
+    this._channel?.close();
+    this._channel = null;
+  }
+
+  logout() {
+    this._post({ type: 'logout' });
+    this._endedByLogout();
+  }
+
+  _endedByLogout() {
+    this._leave();
+    this._loggedOut = true;
+    super.logout();
+  }
+
+  updateToken(newToken) {
+    // After a logout only a new login brings the service back, in this tab and through it in every other.
+    const rejoin = this._loggedOut && isNewerToken(newToken, this.token);
+    super.updateToken(newToken);
+    if (rejoin) {
+      this._loggedOut = false;
+      this.connect();
+    }
+  }
+
+  // ---- what the leader tells the others ----
+
+  _post(message) {
+    try { this._channel?.postMessage(message); } catch { /* the channel closed under us */ }
+  }
+
+  _setStatus(status) {
+    const changed = status !== this.status;
+    super._setStatus(status);
+    if (changed && this._leader) this._post({ type: 'status', status, error: errorToWire(this.error) });
+  }
+
+  _report(error) {
+    super._report(error);
+    if (this._leader) this._post({ type: 'error', error: errorToWire(error) });
+  }
+
+  _apply(data, source) {
+    const applied = super._apply(data, source);
+    if (applied && this._leader && source !== 'peer') this._post({ type: 'balance', data });
+    return applied;
+  }
+
+  _adoptToken(token, fresh) {
+    super._adoptToken(token, fresh);
+    if (this._joined && token) this._post({ type: 'token', token });
+  }
+
+  // One writer for the shared cache: the tab that holds the socket.
+  _save() {
+    if (this._leader || !this._joined) super._save();
+  }
+
+  // One tab at a time asks the app for a token. A tab that waited for the lock while another refreshed takes
+  // that tab's token instead of spending the refresh token a second time.
+  _callGetToken(reason) {
+    if (!this._joined) return super._callGetToken(reason);
+    const before = this.token;
+    return navigator.locks.request(`balance-client:token:${this._key}`, async () => {
+      if (this.token !== before && isNewerToken(this.token, before) && !this._tokenExpired()) return this.token;
+      const token = await super._callGetToken(reason);
+      // Shared before the lock is let go, so the next tab in line sees it.
+      if (token && isNewerToken(token, this.token)) this._adoptToken(token, true);
+      return token;
+    });
+  }
+
+  _snapshot() {
+    // Only what the server confirmed this session: a cached balance must not become another tab's version floor.
+    const balances = [...this.balances.values()].filter(b => this._serverVersion.get(b.currency) === b.version);
+    return { type: 'state', status: this.status, error: errorToWire(this.error), balances, token: this.token };
+  }
+
+  _fromPeer(message) {
+    if (!this._joined || !message || typeof message !== 'object') return;
+    switch (message.type) {
+      case 'hello':
+        if (this._leader) this._post(this._snapshot());
+        this._peerToken(message.token);
+        return;
+      case 'state':
+        this._peerToken(message.token);
+        if (this._leader) return;
+        for (const data of message.balances ?? []) this._apply(data, 'peer');
+        this._mirror(message.status, message.error);
+        return;
+      case 'status':
+        if (!this._leader) this._mirror(message.status, message.error);
+        return;
+      case 'error':
+        if (!this._leader) super._report(errorFromWire(message.error));
+        return;
+      case 'balance':
+        this._apply(message.data, 'peer');
+        return;
+      case 'token':
+        this._peerToken(message.token);
+        return;
+      case 'logout':
+        this._endedByLogout();
+        return;
+      default:
+        return; // a newer client in another tab; nothing this one understands
+    }
+  }
+
+  _peerToken(token) {
+    if (typeof token === 'string' && isNewerToken(token, this.token)) this.updateToken(token);
+  }
+
+  _mirror(status, error) {
+    if (!Object.values(STATUS).includes(status)) return;
+    this.error = errorFromWire(error);
+    super._setStatus(status);
+  }
+}
+
+// One service per user and server for the whole page, and with shareAcrossTabs (the default) one socket for
+// the whole browser: hooks and components lease it; the last release() closes it.
 const shared = new Map();
 
 export function acquireBalanceService(baseUrl, token, options = {}) {
-  const key = `${baseUrl || defaultBaseUrl()}|${decodeJwt(token)?.sub ?? token}`;
+  const base = String(baseUrl || defaultBaseUrl()).replace(/\/+$/, '');
+  const key = `${base}|${decodeJwt(token)?.sub ?? token}`;
   let entry = shared.get(key);
   if (!entry) {
-    entry = { service: new BalanceWebSocketService(baseUrl, token, options), count: 0 };
+    const service = options.shareAcrossTabs !== false && canShareAcrossTabs()
+      ? new TabSharedBalanceService(base, token, options, key)
+      : new BalanceWebSocketService(base, token, options);
+    entry = { service, count: 0 };
     shared.set(key, entry);
-    entry.service.connect();
-  } else if (token && token !== entry.service.token) {
-    entry.service.updateToken(token);
+    service.connect();
+  } else if (token) {
+    entry.service.updateToken(token); // ignored unless newer than the one the service already has
   }
   entry.count++;
   let released = false;

@@ -8,7 +8,11 @@ export interface UseBalanceResult {
   isConnected: boolean;
   /** Set when the client gave up ('unauthorized', or 'closed' after 1009): time to log in again. */
   error: BalanceError | null;
+  /** True once the session is over: show the login page (options.onLoginRequired is called at the same moment). */
+  loginRequired: boolean;
   updateToken(newToken: string): void;
+  /** Logs out every tab: ends the shared service and clears the cached balance. */
+  logout(): void;
 }
 
 /** Options are read when the user's socket is first opened; getToken may change between renders. */

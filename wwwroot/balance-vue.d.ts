@@ -8,7 +8,11 @@ export interface UseBalanceResult {
   status: Ref<BalanceStatus>;
   isConnected: ComputedRef<boolean>;
   error: ShallowRef<BalanceError | null>;
+  /** True once the session is over: show the login page (options.onLoginRequired is called at the same moment). */
+  loginRequired: ComputedRef<boolean>;
   updateToken(newToken: string): void;
+  /** Logs out every tab: ends the shared service and clears the cached balance. */
+  logout(): void;
   /** Releases the shared socket; called on unmount when used inside a component. */
   disconnect(): void;
 }

@@ -1,11 +1,12 @@
 // The demo page: a player watches their balance live; an operator moves a player's money.
-import { BalanceWebSocketService } from '/balance-client.js';
+import { acquireBalanceService } from '/balance-client.js';
 
 const $ = id => document.getElementById(id);
 const SESSION_KEY = 'balance-demo-session';
 
 // Per tab, so one window can be alice and another the operator.
 let session = JSON.parse(sessionStorage.getItem(SESSION_KEY) || 'null');
+let lease = null;   // the player's balance service, shared with every other tab of this user
 let service = null;
 let refreshing = null;
 
@@ -23,7 +24,8 @@ function refreshAccessToken() {
         method: 'POST', headers: { 'Content-Type': 'application/json' },
         body: JSON.stringify({ refresh_token: session?.refresh_token }),
       });
-      if (!response.ok) throw new Error(`refresh answered ${response.status}`);
+      // The status tells the client a refusal (log in again) from a blip (try again).
+      if (!response.ok) throw Object.assign(new Error(`refresh answered ${response.status}`), { status: response.status });
       const pair = await response.json();
       saveSession({ ...session, access_token: pair.access_token, refresh_token: pair.refresh_token });
       return pair.access_token;
@@ -42,8 +44,9 @@ async function api(path, init = {}, retried = false) {
     try {
       const token = await refreshAccessToken();
       service?.updateToken(token);
-    } catch {
-      logout();
+    } catch (e) {
+      if (e?.status !== 401 && e?.status !== 403) throw new Error('Could not renew the session; try again.');
+      sessionEnded(e);
       throw new Error('Your session ended; log in again.');
     }
     return api(path, init, true);
@@ -92,18 +95,35 @@ async function login(username, password) {
   show();
 }
 
+// The logout button: every tab of this user leaves with this one (the client tells them), then the login ends.
 async function logout() {
   const ending = session;
-  service?.disconnect();
-  service = null;
-  saveSession(null);
+  saveSession(null); // first, so this tab's own login-required signal finds nothing left to end
+  service?.logout();
+  stopPlayer();
   show();
-  if (ending) {
-    fetch('/api/auth/logout', {
-      method: 'POST', headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${ending.access_token}` },
-      body: JSON.stringify({ refresh_token: ending.refresh_token }),
-    }).catch(() => { /* the tokens expire anyway */ });
-  }
+  revoke(ending);
+}
+
+// The client says the session is over: refused or revoked by the server, or a logout in another tab.
+function sessionEnded(error) {
+  if (!session) return;
+  const ending = session;
+  saveSession(null);
+  stopPlayer();
+  show();
+  $('login-error').textContent = error?.code === 'logged_out'
+    ? 'You logged out in another tab.'
+    : `Your session ended (${error?.message || 'not authorized'}). Please log in again.`;
+  if (error?.code === 'logged_out') revoke(ending); // tabs log in separately: this tab's login ends too
+}
+
+function revoke(ending) {
+  if (!ending) return;
+  fetch('/api/auth/logout', {
+    method: 'POST', headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${ending.access_token}` },
+    body: JSON.stringify({ refresh_token: ending.refresh_token }),
+  }).catch(() => { /* the tokens expire anyway */ });
 }
 
 // ---- player ----
@@ -120,16 +140,19 @@ async function loadHistory() {
 }
 
 function startPlayer() {
-  service = new BalanceWebSocketService(location.origin.replace(/^http/, 'ws'), session.access_token, {
+  lease = acquireBalanceService(location.origin.replace(/^http/, 'ws'), session.access_token, {
     getToken: () => refreshAccessToken(),
     onStatus: status => {
       $('status').textContent = status;
       $('status').dataset.status = status;
-      if (status === 'unauthorized') $('player-error').textContent = `${service.error?.message || 'Not authorized.'} Log in again.`;
-      else if (status === 'connected') $('player-error').textContent = '';
+      if (status === 'connected') $('player-error').textContent = '';
     },
+    onLoginRequired: sessionEnded,
     debounce: 50,
   });
+  service = lease.service;
+  $('status').textContent = service.status;
+  $('status').dataset.status = service.status;
   service.addListener(data => {
     if (data.currency !== 'USD') return;
     $('balance').textContent = data.balance;
@@ -144,8 +167,14 @@ function startPlayer() {
     clearTimeout(historyTimer);
     historyTimer = setTimeout(loadHistory, 100);
   });
-  service.connect();
   loadHistory();
+}
+
+function stopPlayer() {
+  clearTimeout(historyTimer);
+  lease?.release();
+  lease = null;
+  service = null;
 }
 
 // ---- operator ----

@@ -1,3 +1,6 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
 using Microsoft.Playwright;
 using Xunit.Abstractions;
 
@@ -59,5 +62,44 @@ public sealed class BrowserDemoTests(ChromiumFixture chromium, ITestOutputHelper
                 """);
             await operatorPage.ScreenshotAsync(new PageScreenshotOptions { Path = path });
         }
+    }
+
+    private static async Task LogInAsync(IPage page, string username)
+    {
+        await page.FillAsync("#username", username);
+        await page.FillAsync("#password", "demo1234");
+        await page.ClickAsync("#login-button");
+        await TextAsync(page, "#balance", "100.00");
+        await TextAsync(page, "#status", "connected");
+    }
+
+    private static Task LoginFormAsync(IPage page) => page.WaitForAsync(
+        "() => !document.getElementById('login-view').hidden && document.getElementById('player-view').hidden");
+
+    [Fact]
+    public async Task WhenTheSessionEndsEveryTabOfThePlayerReturnsToTheLoginForm()
+    {
+        await using var app = new BalanceApplication();
+        await using var context = await BrowserKit.OpenContextAsync(chromium.Browser, app.BaseAddress);
+        var first = await BrowserKit.NewPageAsync(context, output, "/", "tab 1");
+        var second = await BrowserKit.NewPageAsync(context, output, "/", "tab 2");
+        await LogInAsync(first, "alice");
+        await LogInAsync(second, "alice");
+
+        // Log out in one tab: the other leaves too, and no balance stays behind in storage.
+        await first.ClickAsync("#logout");
+        await LoginFormAsync(first);
+        await LoginFormAsync(second);
+        await TextAsync(second, "#login-error", "logged out in another tab");
+        Assert.Equal(0, await second.EvaluateAsync<int>("() => Object.keys(localStorage).filter(k => k.startsWith('balance-client:')).length"));
+
+        // The server ends the login (a logout elsewhere, a reused refresh token): the socket closes 4503, the page asks to log in.
+        await LogInAsync(first, "alice");
+        var session = JsonDocument.Parse(await first.EvaluateAsync<string>("() => sessionStorage.getItem('balance-demo-session')")).RootElement;
+        using var http = app.Http(session.GetProperty("access_token").GetString());
+        var response = await http.PostAsJsonAsync("/api/auth/logout", new { refresh_token = session.GetProperty("refresh_token").GetString() });
+        Assert.Equal(HttpStatusCode.NoContent, response.StatusCode);
+        await LoginFormAsync(first);
+        await TextAsync(first, "#login-error", "Please log in again");
     }
 }

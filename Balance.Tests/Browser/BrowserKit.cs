@@ -66,6 +66,13 @@ public static class BrowserKit
     // so the service carries no test routes.
     public static async Task<IPage> OpenPageAsync(IBrowser browser, Uri origin, ITestOutputHelper output, string? path = null)
     {
+        var context = await OpenContextAsync(browser, origin);
+        return await NewPageAsync(context, output, path);
+    }
+
+    // One browser context is one browser profile: its pages are the tabs of one user, sharing locks, channels and storage.
+    public static async Task<IBrowserContext> OpenContextAsync(IBrowser browser, Uri origin)
+    {
         var context = await browser.NewContextAsync(new BrowserNewContextOptions { BaseURL = origin.ToString() });
         context.SetDefaultTimeout(Timeout);
         await context.RouteAsync("**/__test/**", async route =>
@@ -79,9 +86,15 @@ public static class BrowserKit
             }
             await route.FulfillAsync(new RouteFulfillOptions { Status = 200, ContentType = ContentType(file), BodyBytes = await File.ReadAllBytesAsync(file) });
         });
+        return context;
+    }
+
+    public static async Task<IPage> NewPageAsync(IBrowserContext context, ITestOutputHelper output, string? path = null, string? name = null)
+    {
         var page = await context.NewPageAsync();
-        page.Console += (_, message) => Log(output, $"[console.{message.Type}] {message.Text}");
-        page.PageError += (_, error) => Log(output, $"[pageerror] {error}");
+        string prefix = name is null ? "" : $"[{name}] ";
+        page.Console += (_, message) => Log(output, $"{prefix}[console.{message.Type}] {message.Text}");
+        page.PageError += (_, error) => Log(output, $"{prefix}[pageerror] {error}");
         if (path is not null) await page.GotoAsync(path);
         return page;
     }
@@ -96,6 +109,7 @@ public static class BrowserKit
         ".html" => "text/html; charset=utf-8",
         ".js" or ".mjs" => "text/javascript; charset=utf-8",
         ".json" => "application/json",
+        ".css" => "text/css; charset=utf-8",
         _ => "application/octet-stream",
     };
 
