@@ -1,3 +1,4 @@
+using System.ComponentModel.DataAnnotations;
 using System.Diagnostics;
 using System.Globalization;
 using System.Threading.Channels;
@@ -5,6 +6,7 @@ using Balance.Auth;
 using Balance.Postings;
 using Balance.Storage.Sqlite;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Options;
 
 namespace Balance;
 
@@ -35,11 +37,11 @@ public sealed class Ledger : IHostedService
         internal void Report(int size, double ms) { Interlocked.Increment(ref Batches); Interlocked.Add(ref Transactions, size); Committed?.Invoke(size, ms); }
     }
 
-    public Ledger(ILedgerStore store, TimeProvider time, IConfiguration config, ILoggerFactory loggers)
+    public Ledger(ILedgerStore store, TimeProvider time, IOptions<LedgerOptions> options, ILoggerFactory loggers)
     {
         (_store, _time) = (store, time);
         _log = loggers.CreateLogger("Balance.Audit"); // one structured line per committed change
-        _maxBatch = Math.Clamp(config.GetValue("Balance:MaxBatch", 256), 1, 10_000);
+        _maxBatch = options.Value.MaxBatch;
     }
 
     public Task StartAsync(CancellationToken ct)
@@ -209,12 +211,20 @@ public sealed class Ledger : IHostedService
         _store.HistoryAsync(userId, limit, before, ct);
 }
 
+public sealed class LedgerOptions
+{
+    // The most postings group-committed in one transaction.
+    [Range(1, 10_000)]
+    public int MaxBatch { get; set; } = 256;
+}
+
 public static class LedgerRegistration
 {
     // Money: the store and the ledger's writer loop; its committed changes are read by the socket hub.
     public static WebApplicationBuilder AddLedger(this WebApplicationBuilder builder)
     {
         builder.Services.TryAddSingleton(TimeProvider.System);
+        builder.Services.AddOptions<LedgerOptions>().BindConfiguration("Balance").ValidateDataAnnotations().ValidateOnStart();
         builder.Services.AddSqliteStorage(); // the ILedgerStore
         builder.Services.AddSingleton<Ledger>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<Ledger>());

@@ -18,9 +18,7 @@ public static class HttpRegistration
             o.SerializerOptions.MaxDepth = 16;
         });
         services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
-        services.AddOptions<ProxyOptions>().BindConfiguration("ForwardedHeaders")
-            .Validate(o => o.IsValid(out _), "ForwardedHeaders:KnownProxies must be IP addresses and ForwardedHeaders:KnownNetworks CIDR networks (10.0.0.0/8).")
-            .ValidateOnStart();
+        services.AddOptions<ProxyOptions>().BindConfiguration("ForwardedHeaders").ValidateDataAnnotations().ValidateOnStart();
         services.AddOptions<ForwardedHeadersOptions>().Configure<IOptions<ProxyOptions>>((o, proxies) => proxies.Value.ApplyTo(o));
         services.AddProblemDetails(o => o.CustomizeProblemDetails = Problems.Configure);
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = 64 * 1024);

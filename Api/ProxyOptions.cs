@@ -4,7 +4,7 @@ namespace Balance.Api;
 
 // Behind a proxy or load balancer: X-Forwarded-For / -Proto / -Host are honoured only from these peers (addresses and
 // CIDR networks), so a client cannot name its own address to dodge a per-address limit. Both empty by default.
-public sealed class ProxyOptions
+public sealed class ProxyOptions : System.ComponentModel.DataAnnotations.IValidatableObject
 {
     public string[] KnownProxies { get; set; } = [];
     public string[] KnownNetworks { get; set; } = [];
@@ -17,6 +17,11 @@ public sealed class ProxyOptions
         bad ??= KnownNetworks.FirstOrDefault(n => !System.Net.IPNetwork.TryParse(n, out _));
         error = bad is null ? "" : $"ForwardedHeaders: '{bad}' is not an IP address (KnownProxies) or a CIDR network such as 10.0.0.0/8 (KnownNetworks).";
         return bad is null;
+    }
+
+    public IEnumerable<System.ComponentModel.DataAnnotations.ValidationResult> Validate(System.ComponentModel.DataAnnotations.ValidationContext context)
+    {
+        if (!IsValid(out string error)) yield return new(error, [nameof(KnownProxies), nameof(KnownNetworks)]);
     }
 
     public void ApplyTo(Microsoft.AspNetCore.Builder.ForwardedHeadersOptions o)

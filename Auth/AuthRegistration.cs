@@ -10,11 +10,7 @@ public static class AuthRegistration
     public static WebApplicationBuilder AddBalanceAuth(this WebApplicationBuilder builder)
     {
         var services = builder.Services;
-        services.AddOptions<AuthOptions>().BindConfiguration("Auth")
-            .Validate(o => o.ClockSkew >= TimeSpan.Zero && o.ClockSkew <= TimeSpan.FromSeconds(30), "Auth:ClockSkew must be between 0 and 00:00:30.")
-            .Validate(o => o.AccessTokenLifetime > TimeSpan.Zero && o.RefreshTokenLifetime > TimeSpan.Zero && o.SessionLifetime > TimeSpan.Zero, "Token and session lifetimes must be positive.")
-            .Validate(o => o.RefreshReuseGrace >= TimeSpan.Zero && o.RefreshReuseGrace <= TimeSpan.FromMinutes(1), "Auth:RefreshReuseGrace must be between 0 and 00:01:00.")
-            .ValidateOnStart();
+        services.AddOptions<AuthOptions>().BindConfiguration("Auth").ValidateDataAnnotations().ValidateOnStart();
         services.AddSingleton(sp => sp.GetRequiredService<IOptions<AuthOptions>>().Value);
         services.AddSingleton(sp => new Tokens(sp.GetRequiredService<AuthOptions>(),
             Tokens.LoadSigningKey(sp.GetRequiredService<AuthOptions>(), sp.GetRequiredService<Database>(), sp.GetRequiredService<IHostEnvironment>()),

@@ -7,11 +7,7 @@ public static class SocketRegistration
     public static WebApplicationBuilder AddSockets(this WebApplicationBuilder builder)
     {
         var services = builder.Services;
-        services.AddOptions<SocketOptions>().BindConfiguration("Balance:Socket")
-            .Validate(o => o.KeepAliveInterval > TimeSpan.Zero && o.KeepAliveTimeout > TimeSpan.Zero, "Balance:Socket:KeepAliveInterval and KeepAliveTimeout must be positive.")
-            .Validate(o => o.ConnectBurstPerAddress >= 1 && o.ConnectBurstPerPlayer >= 1 && o.ConnectsPerSecondPerAddress > 0 && o.ConnectsPerSecondPerPlayer > 0,
-                "Balance:Socket:ConnectBurstPerAddress/PerPlayer must be at least 1 and ConnectsPerSecondPerAddress/PerPlayer positive.")
-            .ValidateOnStart();
+        services.AddOptions<SocketOptions>().BindConfiguration("Balance:Socket").ValidateDataAnnotations().ValidateOnStart();
         services.AddSingleton(sp => sp.GetRequiredService<IOptions<SocketOptions>>().Value);
         services.AddSingleton<SocketStats>();
         services.AddSingleton<SocketAdmission>();

@@ -1,6 +1,7 @@
 using System.Data;
 using Dapper;
 using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.Options;
 
 namespace Balance.Storage.Sqlite;
 
@@ -11,7 +12,7 @@ public sealed class Database
     public string FilePath { get; }
     private readonly string _synchronous;
 
-    public Database(IConfiguration config)
+    public Database(IConfiguration config, IOptions<SqliteOptions> options)
     {
         var builder = new SqliteConnectionStringBuilder(config.GetConnectionString("Balance") ?? "Data Source=balance.db")
         {
@@ -25,14 +26,7 @@ public sealed class Database
         FilePath = Path.GetFullPath(builder.DataSource);
         builder.DataSource = FilePath;
         ConnectionString = builder.ToString();
-        // FULL: an acknowledged transaction survives power loss. NORMAL trades that for speed (WAL stays consistent).
-        _synchronous = (config["Balance:Synchronous"] ?? "FULL").ToUpperInvariant() switch
-        {
-            "FULL" => "FULL",
-            "NORMAL" => "NORMAL",
-            "EXTRA" => "EXTRA",
-            var other => throw new InvalidOperationException($"Balance:Synchronous must be FULL, EXTRA or NORMAL, not '{other}'."),
-        };
+        _synchronous = options.Value.Synchronous.ToUpperInvariant();
     }
 
     public async Task<SqliteConnection> OpenAsync(CancellationToken ct = default)
@@ -81,4 +75,11 @@ public sealed class Database
     }
 
     public static string Now() => DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", System.Globalization.CultureInfo.InvariantCulture);
+}
+
+public sealed class SqliteOptions
+{
+    // FULL: an acknowledged transaction survives power loss. NORMAL trades that for speed (WAL stays consistent).
+    [System.ComponentModel.DataAnnotations.RegularExpression("(?i)^(FULL|NORMAL|EXTRA)$", ErrorMessage = "Balance:Synchronous must be FULL, EXTRA or NORMAL.")]
+    public string Synchronous { get; set; } = "FULL";
 }

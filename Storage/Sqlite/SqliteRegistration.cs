@@ -10,6 +10,7 @@ public static class SqliteRegistration
     {
         SqlMapper.RemoveTypeMap(typeof(Guid));
         SqlMapper.AddTypeHandler(new GuidHandler());
+        services.AddOptions<SqliteOptions>().BindConfiguration("Balance").ValidateDataAnnotations().ValidateOnStart();
         services.AddSingleton<Database>();
         services.AddSingleton<Checkpointer>();
         services.AddHostedService(sp => sp.GetRequiredService<Checkpointer>());

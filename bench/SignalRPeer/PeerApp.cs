@@ -22,13 +22,9 @@ public static class PeerApp
     public static void Main(string[] args)
     {
         var builder = WebApplication.CreateBuilder(args);
-        SqlMapper.RemoveTypeMap(typeof(Guid));
-        SqlMapper.AddTypeHandler(new GuidHandler());
 
         // The same ledger as the product: one writer loop, group commit, WAL + synchronous=FULL.
-        builder.Services.AddSingleton<Database>();
-        builder.Services.AddSingleton<Ledger>();
-        builder.Services.AddHostedService(sp => sp.GetRequiredService<Ledger>());
+        builder.AddLedger();
         builder.Services.AddHostedService<DrainChanges>();
 
         // What a C# team writes: JWT bearer (query string for the hub), SignalR with snake_case JSON.
