@@ -38,15 +38,18 @@ public sealed class OpsMonitor : BackgroundService
     private readonly Queue<OpsSample> _series = new();
     private readonly Lock _gate = new();
     private readonly Database _db;
-    private readonly DateTimeOffset _started = DateTimeOffset.UtcNow;
+    private readonly TimeProvider _time;
+    private readonly DateTimeOffset _started;
     private int _pageSize = 4096;
 
     public string NodeId { get; }
 
-    public OpsMonitor(IConfiguration config, Database db, IMeterFactory meters, BalanceMetrics metrics)
+    public OpsMonitor(IConfiguration config, Database db, IMeterFactory meters, BalanceMetrics metrics, TimeProvider time)
     {
         _ = metrics; // its instruments are what this listens to: created first
         _db = db;
+        _time = time;
+        _started = time.GetUtcNow();
         NodeId = config["Balance:NodeId"] is { Length: > 0 } id ? id : $"{Environment.MachineName}-{Environment.ProcessId}";
         // This host's meter only: another host in the same process (the tests run many) has a "Balance" meter too,
         // and its numbers are not this node's. A meter made by an IMeterFactory carries that factory as its scope.
@@ -94,7 +97,7 @@ public sealed class OpsMonitor : BackgroundService
         }
         catch (Exception e) when (e is not OperationCanceledException) { /* the page shows pages then, with the default size */ }
 
-        using var timer = new PeriodicTimer(Interval);
+        using var timer = new PeriodicTimer(Interval, _time);
         var last = Read();
         var previous = _pushDelay.Snapshot();
         do
@@ -104,7 +107,7 @@ public sealed class OpsMonitor : BackgroundService
             double seconds = Math.Max(0.001, (now.Ticks - last.Ticks) / (double)TimeSpan.TicksPerSecond);
             long batches = now.Batches - last.Batches;
             var sample = new OpsSample(
-                At: DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(),
+                At: _time.GetUtcNow().ToUnixTimeMilliseconds(),
                 SocketsOpen: (long)now.Get("balance.sockets.open"),
                 SocketsAuthenticated: (long)now.Get("balance.sockets.authenticated"),
                 PostingsPerSecond: Math.Round((now.Get("balance.ledger.commits") - last.Get("balance.ledger.commits")) / seconds, 1),
@@ -140,7 +143,7 @@ public sealed class OpsMonitor : BackgroundService
     private Reading Read()
     {
         _listener.RecordObservableInstruments();
-        return new Reading(DateTime.UtcNow.Ticks, new Dictionary<string, double>(_observed), Volatile.Read(ref _batchCount),
+        return new Reading(_time.GetUtcNow().UtcTicks, new Dictionary<string, double>(_observed), Volatile.Read(ref _batchCount),
             Volatile.Read(ref _batchSum), _closes.Values.Sum());
     }
 
@@ -152,7 +155,7 @@ public sealed class OpsMonitor : BackgroundService
         if (current is null) lock (_gate) current = _series.LastOrDefault();
         var observed = Read();
         var closes = _closes.ToDictionary(c => c.Key.ToString(CultureInfo.InvariantCulture), c => c.Value);
-        return new OpsNode(NodeId, _started.ToString("O", CultureInfo.InvariantCulture), Math.Round((DateTimeOffset.UtcNow - _started).TotalSeconds, 1), current,
+        return new OpsNode(NodeId, _started.ToString("O", CultureInfo.InvariantCulture), Math.Round((_time.GetUtcNow() - _started).TotalSeconds, 1), current,
             (long)observed.Get("balance.ledger.commits"), (long)observed.Get("balance.messages.sent"), (long)observed.Get("balance.messages.coalesced"),
             (long)observed.Get("balance.messages.dropped"), _closes.GetValueOrDefault(CloseCodes.SlowConsumer), closes, _pageSize, series);
     }

@@ -203,7 +203,7 @@ internal sealed class Connection(BalanceSocket hub, SocketAdmission admission, W
         {
             await ws.CloseOutputAsync((WebSocketCloseStatus)close.CloseCode, close.Reason, CancellationToken.None).WaitAsync(hub.Options.SendTimeout);
             // The peer should answer with its own close frame; if it does not, stop waiting for it.
-            _ = Task.Delay(TimeSpan.FromSeconds(5)).ContinueWith(_ => ws.Abort(), TaskScheduler.Default);
+            _ = Task.Delay(TimeSpan.FromSeconds(5), hub.Time).ContinueWith(_ => ws.Abort(), TaskScheduler.Default);
         }
         catch (Exception ex) when (ex is WebSocketException or ObjectDisposedException or IOException or TimeoutException)
         {
