@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.WebSockets;
 using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace Balance.Tests;
 
@@ -195,6 +196,24 @@ public sealed class SocketTests
         await using var socket = await app.OpenSocketAsync();
         await socket.SendTextAsync("{\"type\":\"auth\",\"access_token\":\"" + new string('a', 5000) + "\"}");
         Assert.Equal(1009, await socket.ReceiveCloseAsync());
+    }
+
+    [Fact]
+    public async Task AClientsCloseIsAnsweredAndCountedWithTheClientsOwnCode()
+    {
+        await using var app = new BalanceApplication();
+        var alice = await app.LoginAsync("alice");
+        var hub = app.Services.GetRequiredService<BalanceSocket>();
+        var closes = new System.Collections.Concurrent.ConcurrentQueue<int>();
+        hub.Stats.Closed += closes.Enqueue;
+        await using var socket = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
+        await socket.ReceiveMessageAsync();
+        using (var cts = new CancellationTokenSource(BalanceApplication.ReceiveTimeout))
+            await socket.Socket.CloseAsync(WebSocketCloseStatus.NormalClosure, "bye", cts.Token);
+        Assert.Equal(WebSocketCloseStatus.NormalClosure, socket.Socket.CloseStatus); // echoed, RFC 6455 §5.5.1
+        var deadline = DateTime.UtcNow + Patience.Long;
+        while (closes.IsEmpty && DateTime.UtcNow < deadline) await Task.Delay(20);
+        Assert.Equal([1000], closes.ToArray());
     }
 
     [Fact]

@@ -101,6 +101,11 @@ internal sealed class Connection(BalanceSocket hub, SocketAdmission admission, W
         return true;
     }
 
+    // The peer started the close: answer with its own code (RFC 6455 §5.5.1), and record that code, not ours.
+    public int? PeerCloseCode => ws.State == WebSocketState.CloseReceived
+        ? ws.CloseStatus is { } status && status != WebSocketCloseStatus.Empty ? (int)status : (int)WebSocketCloseStatus.NormalClosure
+        : null;
+
     /// True when this call started the close.
     public bool Close(int code, string? errorCode, string? message)
     {

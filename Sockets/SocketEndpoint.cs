@@ -100,7 +100,7 @@ public sealed class SocketEndpoint(BalanceSocket hub, SocketAdmission admission,
             var sending = connection.SendLoopAsync();
             if (headerToken is null || await connection.AuthenticateAsync(headerToken, headerAuth))
                 await connection.ReceiveLoopAsync();
-            connection.Close(CloseCodes.GoingAway, null, null); // ends the send loop if the peer left first
+            connection.Close(connection.PeerCloseCode ?? CloseCodes.GoingAway, null, null); // ends the send loop if the peer left first
             await sending;
         }
         finally

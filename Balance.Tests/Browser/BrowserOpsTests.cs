@@ -103,9 +103,9 @@ public sealed class BrowserOpsTests(ChromiumFixture chromium, ITestOutputHelper 
         Assert.Equal([0x89, 0x50, 0x4E, 0x47], png[..4]);
         foreach (var s in sockets) await s.DisposeAsync();
 
-        // Closed sockets leave the count. The server answers a close the client started with 1001 and records that code.
+        // Closed sockets leave the count. A close the client started (1000, normal) is answered and recorded with its own code.
         await FieldAsync(page, "sockets_open", "^0$");
-        await page.WaitForAsync("() => document.querySelector('#closes tr[data-code=\"1001\"] td[data-field=count]')?.textContent === '3'", timeout: 20_000);
+        await page.WaitForAsync("() => document.querySelector('#closes tr[data-code=\"1000\"] td[data-field=count]')?.textContent === '3'", timeout: 20_000);
     }
 
     [Fact]
