@@ -178,8 +178,8 @@ public sealed class BrowserTabsTests(ChromiumFixture chromium, ITestOutputHelper
         await ShowAsync(tabs, "100.00");
 
         // Two refreshes (a 4 s token is refreshed 1 s before it ends), then a new leader takes the refreshing over.
-        // The leader closes between refreshes: a tab closed while its refresh is in flight takes the rotated
-        // refresh token with it (docs/browser-client.md, "One socket per browser").
+        // The leader closes between refreshes (a leader closed mid-refresh is the test below: the server's refresh
+        // grace covers it).
         await tabs[0].WaitForAsync("() => h.tokenCalls.length >= 2 && h.authOks.length >= 3 && h.service._tokenPromise === null", timeout: 15_000);
         await tabs[0].CloseAsync();
         var rest = tabs.Skip(1).ToList();
@@ -199,6 +199,44 @@ public sealed class BrowserTabsTests(ChromiumFixture chromium, ITestOutputHelper
         // Every tab holds the newest token, so whichever leads next presents the newest refresh token's access token.
         var tokens = await Task.WhenAll(rest.Select(t => t.EvaluateAsync<string>("() => h.service.token")));
         Assert.Single(tokens.Distinct());
+    }
+
+    // The window the client cannot close alone: the leader's refresh reached the server (which rotated the token) but
+    // the tab closed before the answer was stored. The next leader presents the spent token; the server's refresh
+    // grace (Auth:RefreshReuseGrace) takes that for the lost answer it is, so the login goes on.
+    [Fact]
+    public async Task ALeaderClosedWhileItsRefreshIsInFlightDoesNotEndTheLogin()
+    {
+        await using var app = new BalanceApplication(Settings(tokenLifetime: "00:00:04"));
+        var alice = await app.LoginAsync("alice");
+        await using var context = await BrowserKit.OpenContextAsync(chromium.Browser, app.BaseAddress);
+        var tabs = await OpenTabsAsync(context, alice, 3);
+        await ShowAsync(tabs, "100.00");
+        var leader = (await Task.WhenAll(tabs.Select(async t => (Tab: t, Leads: await t.EvaluateAsync<bool>("() => h.service.isLeader"))))).Single(x => x.Leads).Tab;
+
+        var rotated = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await leader.RouteAsync("**/api/auth/refresh", async route =>
+        {
+            var answer = await route.FetchAsync(); // the server spends the token and rotates it...
+            Assert.Equal(200, answer.Status);
+            rotated.TrySetResult(); // ...and the answer never reaches the page
+        });
+        await rotated.Task.WaitAsync(TimeSpan.FromSeconds(15));
+        await leader.CloseAsync();
+        var rest = tabs.Where(t => t != leader).ToList();
+
+        // The next leader refreshes with the spent token (the newest the tabs know) and carries on.
+        await Task.WhenAny(rest.Select(t => t.WaitForAsync("() => h.service.isLeader && h.tokenCalls.length >= 1 && h.service._tokenPromise === null", timeout: 15_000)));
+        var op = await app.LoginAsync("operator");
+        await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "bet", amount = "3.00", currency = "USD" });
+        await ShowAsync(rest, "97.00");
+        foreach (var tab in rest)
+        {
+            Assert.DoesNotContain(4503, await tab.EvaluateAsync<int[]>("() => h.closes"));
+            Assert.DoesNotContain("unauthorized", await tab.EvaluateAsync<string[]>("() => h.statuses"));
+        }
+        using var http = app.Http(await rest[0].EvaluateAsync<string>("() => h.service.token"));
+        Assert.Equal(System.Net.HttpStatusCode.OK, (await http.GetAsync("/api/balance")).StatusCode);
     }
 
     [Fact]
