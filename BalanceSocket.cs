@@ -192,6 +192,7 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
     public async Task StoppingAsync(CancellationToken ct)
     {
         _stopping = true; // from now on new sockets are refused (503) or closed 1001 at once
+        _ledger.StopAccepting(); // so every commit a client is told of reaches the sockets before the 1001
         using var limit = CancellationTokenSource.CreateLinkedTokenSource(ct);
         limit.CancelAfter(TimeSpan.FromSeconds(5));
         await _ledger.DrainAsync(limit.Token);

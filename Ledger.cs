@@ -66,7 +66,19 @@ public sealed class Ledger : IHostedService
     public sealed class LedgerStats
     {
         public long Commits, Transactions, Batches;
+        // What SQLite says of the writer's own connection, read when it opens (-1 before): the durability promise
+        // rests on it, so an operator (and the durability test) can see it on the running service rather than trust the code.
+        public long Synchronous = -1, JournalWal = -1;
         public event Action<int, double>? Committed; // batch size, milliseconds
+        internal void Observe(SqliteConnection c)
+        {
+            using var command = c.CreateCommand();
+            command.CommandText = "PRAGMA synchronous";
+            Volatile.Write(ref Synchronous, (long)command.ExecuteScalar()!);
+            command.CommandText = "PRAGMA journal_mode";
+            Volatile.Write(ref JournalWal, string.Equals((string?)command.ExecuteScalar(), "wal", StringComparison.OrdinalIgnoreCase) ? 1 : 0);
+        }
+
         internal void Report(int size, double ms) { Interlocked.Increment(ref Batches); Interlocked.Add(ref Transactions, size); Committed?.Invoke(size, ms); }
     }
 
@@ -97,6 +109,15 @@ public sealed class Ledger : IHostedService
     }
 
     private int _inFlight;
+    private volatile bool _refusing;
+
+    // Shutdown: from here on a posting is answered 503 (retry with the same key, on the next instance) instead of
+    // being committed after the sockets that would have shown it were closed. Postings already accepted still commit.
+    public void StopAccepting()
+    {
+        _refusing = true;
+        Interlocked.MemoryBarrier(); // pairs with PostAsync's increment: a posting either counts in the drain or is refused
+    }
 
     public async Task<PostOutcome> PostAsync(Posting posting)
     {
@@ -104,7 +125,7 @@ public sealed class Ledger : IHostedService
         Interlocked.Increment(ref _inFlight);
         try
         {
-            if (!_work.Writer.TryWrite(new Work(posting, posting.Hash(), done))) throw new ServiceStoppingException();
+            if (_refusing || !_work.Writer.TryWrite(new Work(posting, posting.Hash(), done))) throw new ServiceStoppingException();
             return await done.Task;
         }
         finally
@@ -128,7 +149,12 @@ public sealed class Ledger : IHostedService
             var started = Stopwatch.GetTimestamp();
             try
             {
-                writer ??= new Writer(_db.OpenAsync().GetAwaiter().GetResult());
+                if (writer is null)
+                {
+                    var connection = _db.OpenAsync().GetAwaiter().GetResult();
+                    Stats.Observe(connection);
+                    writer = new Writer(connection);
+                }
                 writer.Run(batch, results, changes);
             }
             catch (Exception ex)

@@ -24,6 +24,10 @@ public sealed class BalanceMetrics
         meter.CreateObservableCounter("balance.messages.dropped", () => Volatile.Read(ref s.Dropped), "{message}", "Balances not sent because the socket had already seen a newer version.");
         meter.CreateObservableCounter("balance.ledger.commits", () => Volatile.Read(ref l.Transactions), "{transaction}", "Postings answered by a committed batch.");
         meter.CreateObservableCounter("balance.ledger.batches", () => Volatile.Read(ref l.Batches), "{batch}", "SQLite transactions committed by the writer loop.");
+        meter.CreateObservableGauge("balance.ledger.synchronous", () => Volatile.Read(ref l.Synchronous), "{level}",
+            "PRAGMA synchronous of the ledger writer's connection: 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA (-1 before its first commit).");
+        meter.CreateObservableGauge("balance.ledger.journal_wal", () => Volatile.Read(ref l.JournalWal), "{flag}",
+            "1 when the ledger writer's connection runs in WAL journal mode, 0 when not (-1 before its first commit).");
         meter.CreateObservableGauge("balance.wal.pages", () => checkpoints.WalPages, "{page}",
             $"Frames in SQLite's WAL at the last background checkpoint; it restarts near {Checkpointer.BackstopPages}. Growing without bound means checkpoints fall behind.");
         var closes = meter.CreateCounter<long>("balance.sockets.closed", "{socket}", "Socket closes by close code.");

@@ -8,6 +8,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.IdentityModel.JsonWebTokens;
@@ -197,7 +198,8 @@ public sealed class SecurityTests
 
         // Same origin, a configured origin, and no Origin at all (not a browser) may connect, but get nothing before auth.
         string self = new UriBuilder(app.BaseAddress) { Path = "" }.Uri.GetLeftPart(UriPartial.Authority);
-        await Task.WhenAll(new[] { self, "https://casino.example", null }.Select(async origin =>
+        string otherLoopback = $"http://localhost:{(app.BaseAddress.Port == 65535 ? 65534 : app.BaseAddress.Port + 1)}"; // Development trusts loopback pages
+        await Task.WhenAll(new[] { self, "https://casino.example", otherLoopback, null }.Select(async origin =>
         {
             await using (var socket = await app.OpenSocketAsync(origin: origin))
             {
@@ -207,6 +209,34 @@ public sealed class SecurityTests
             await using var unauthenticated = await app.OpenSocketAsync(origin: origin);
             Assert.Equal(4002, await unauthenticated.ReceiveCloseAsync(Patience.Long));
         }));
+    }
+
+    [Fact]
+    public async Task InProductionOnlyTheServicesOwnAndConfiguredOriginsMayOpenASocketAndLoopbackGetsNoException()
+    {
+        await using var app = new BalanceApplication(new()
+        {
+            ["environment"] = "Production",
+            ["Auth:SigningKey"] = SigningKey,
+            ["Balance:Socket:AllowedOrigins:0"] = "https://casino.example",
+        });
+        string self = new UriBuilder(app.BaseAddress) { Path = "" }.Uri.GetLeftPart(UriPartial.Authority);
+        int otherPort = app.BaseAddress.Port == 65535 ? 65534 : app.BaseAddress.Port + 1;
+        foreach (var (origin, allowed) in new (string?, bool)[]
+        {
+            (self, true), ("https://casino.example", true), (null, true),
+            // A page served from another loopback port (a developer's dev server) is trusted in Development only.
+            ($"http://127.0.0.1:{otherPort}", false), ("http://localhost:3000", false), ("http://[::1]:8080", false), ("https://evil.example", false),
+        })
+        {
+            using var ws = new ClientWebSocket();
+            ws.Options.CollectHttpResponseDetails = true;
+            if (origin is not null) ws.Options.SetRequestHeader("Origin", origin);
+            using var cts = new CancellationTokenSource(Patience.Long);
+            var refused = await Record.ExceptionAsync(() => ws.ConnectAsync(app.SocketUri, cts.Token));
+            if (allowed) Assert.True(refused is null && ws.State == WebSocketState.Open, $"Origin {origin ?? "(none)"} was refused: {refused?.Message} {ws.HttpStatusCode}");
+            else Assert.True(refused is WebSocketException && ws.HttpStatusCode == HttpStatusCode.Forbidden, $"Origin {origin} in Production: {ws.HttpStatusCode}");
+        }
     }
 
     [Fact]
@@ -389,9 +419,16 @@ public sealed class SecurityTests
     public async Task NoTokenOrPasswordReachesAnyLogLine()
     {
         var logs = new CapturingLoggerProvider();
-        await using var app = new BalanceApplication(new() { ["Logging:LogLevel:Default"] = "Trace", ["Logging:LogLevel:Microsoft"] = "Trace" })
+        // Every category at Trace: the ones appsettings.json names (which would otherwise keep theirs, being more
+        // specific), and through a rule for this provider alone, which outranks every category rule, any other.
+        var settings = new Dictionary<string, string?> { ["Logging:LogLevel:Default"] = "Trace" };
+        foreach (var category in new ConfigurationBuilder().AddJsonFile(Path.Combine(AppContext.BaseDirectory, "appsettings.json")).Build()
+                     .GetSection("Logging:LogLevel").GetChildren())
+            settings[$"Logging:LogLevel:{category.Key}"] = "Trace";
+        await using var app = new BalanceApplication(settings)
         {
-            ConfigureTestServices = services => services.AddSingleton<ILoggerProvider>(logs),
+            ConfigureTestServices = services => services.AddSingleton<ILoggerProvider>(logs).Configure<LoggerFilterOptions>(o =>
+                o.Rules.Add(new LoggerFilterRule(typeof(CapturingLoggerProvider).FullName, null, LogLevel.Trace, null))),
         };
         const string password = "Sup3r-Secret-Passw0rd", wrong = "Wr0ng-Guess-Passw0rd";
         var op = await app.LoginAsync("operator");
@@ -424,6 +461,9 @@ public sealed class SecurityTests
         var lines = logs.Lines.ToList();
         Assert.Contains(lines, l => l.Contains("Committed deposit")); // the capture works
         Assert.Contains(lines, l => l.Contains("Failed login"));
+        // The categories appsettings.json turns down or off are heard too, down to Trace.
+        Assert.Contains(lines, l => l.Contains(" Microsoft.AspNetCore.Hosting.Diagnostics: "));
+        Assert.Contains(lines, l => l.StartsWith("Trace Microsoft.AspNetCore.", StringComparison.Ordinal));
         var secrets = new Dictionary<string, string>
         {
             ["password"] = password, ["wrong password"] = wrong, ["demo password"] = "demo1234",
