@@ -58,7 +58,7 @@ public sealed class Tokens
         _options = options;
         _time = time;
         _key = new SymmetricSecurityKey(key);
-        RequestHandler = new RememberingTokenHandler(_handler, options.ClockSkew);
+        RequestHandler = new RememberingTokenHandler(_handler, options.ClockSkew, time);
         Parameters = new TokenValidationParameters
         {
             ValidIssuer = options.Issuer,
@@ -72,6 +72,17 @@ public sealed class Tokens
             RequireExpirationTime = true,
             RequireSignedTokens = true,
             ClockSkew = options.ClockSkew,
+            // IdentityModel's own lifetime rule (Validators.ValidateLifetime, the same exceptions), read on the
+            // service's clock instead of DateTime.UtcNow: the socket and the sessions already keep time by it.
+            LifetimeValidator = (notBefore, expires, _, p) =>
+            {
+                DateTime now = time.GetUtcNow().UtcDateTime;
+                if (expires is null) throw new SecurityTokenNoExpirationException("The token has no expiration time.");
+                if (notBefore > expires) throw new SecurityTokenInvalidLifetimeException("The token's nbf is after its exp.") { NotBefore = notBefore, Expires = expires };
+                if (notBefore is { } nbf && nbf > now + p.ClockSkew) throw new SecurityTokenNotYetValidException("The token is not yet valid.") { NotBefore = nbf };
+                if (expires.Value < now - p.ClockSkew) throw new SecurityTokenExpiredException("The token has expired.") { Expires = expires.Value };
+                return true;
+            },
             NameClaimType = JwtRegisteredClaimNames.Sub,
             RoleClaimType = "role",
         };
@@ -136,7 +147,7 @@ public sealed class Tokens
 // (one changed byte misses and is validated in full) until it expires: the lifetime, with the same clock skew, is
 // checked again on every hit, and revocation is checked per request after this (JwtBearer's OnTokenValidated).
 // Each hit gets a ClaimsIdentity of its own, so requests never share a mutable identity.
-public sealed class RememberingTokenHandler(JsonWebTokenHandler inner, TimeSpan clockSkew) : TokenHandler
+public sealed class RememberingTokenHandler(JsonWebTokenHandler inner, TimeSpan clockSkew, TimeProvider time) : TokenHandler
 {
     private const int Capacity = 10_000; // ~10k live tokens; past that, start over (the next requests validate in full)
     private sealed record Entry(JsonWebToken Token, Claim[] Claims, string? AuthenticationType, string NameType, string RoleType, DateTime ValidTo);
@@ -146,7 +157,7 @@ public sealed class RememberingTokenHandler(JsonWebTokenHandler inner, TimeSpan 
     {
         if (_valid.TryGetValue(token, out var hit))
         {
-            if (DateTime.UtcNow <= hit.ValidTo + clockSkew)
+            if (time.GetUtcNow().UtcDateTime <= hit.ValidTo + clockSkew)
                 return new TokenValidationResult
                 {
                     IsValid = true,
@@ -277,7 +288,7 @@ public sealed class Users(Database db)
         await using var connection = await db.OpenAsync();
         int inserted = await connection.ExecuteAsync(
             "INSERT INTO users (id, username, password_hash, role, created_at) VALUES (@Id, @Username, @PasswordHash, @Role, @now) ON CONFLICT DO NOTHING",
-            new { user.Id, user.Username, user.PasswordHash, user.Role, now = Database.Now() });
+            new { user.Id, user.Username, user.PasswordHash, user.Role, now = db.Now() });
         return inserted == 1 ? user : null;
     }
 }

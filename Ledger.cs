@@ -153,7 +153,7 @@ public sealed class Ledger : IHostedService
                 {
                     var connection = _db.OpenAsync().GetAwaiter().GetResult();
                     Stats.Observe(connection);
-                    writer = new Writer(connection);
+                    writer = new Writer(connection, _db);
                 }
                 writer.Run(batch, results, changes);
             }
@@ -214,12 +214,14 @@ public sealed class Ledger : IHostedService
     private sealed class Writer : IDisposable
     {
         private readonly SqliteConnection _c;
+        private readonly Database _db;
         private readonly SqliteCommand _begin, _commit, _rollback, _savepoint, _release, _undo;
         private readonly SqliteCommand _byKey, _byId, _reversed, _role, _wallet, _upsert, _insert;
 
-        public Writer(SqliteConnection connection)
+        public Writer(SqliteConnection connection, Database db)
         {
             _c = connection;
+            _db = db;
             _begin = Prepare("BEGIN IMMEDIATE");
             _commit = Prepare("COMMIT");
             _rollback = Prepare("ROLLBACK");
@@ -343,7 +345,7 @@ public sealed class Ledger : IHostedService
                 if (after < 0) return (new PostOutcome.InsufficientFunds(Money.Format(balance, currency), currency), null);
             }
 
-            string now = Database.Now();
+            string now = _db.Now();
             string transactionId = Guid.CreateVersion7().ToString();
             version++;
             if (With(_upsert, user, currency, after, version, now, transactionId).ExecuteNonQuery() != 1)
