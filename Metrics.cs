@@ -21,6 +21,8 @@ public sealed class BalanceMetrics
         meter.CreateObservableCounter("balance.sockets.snapshot_failures", () => Volatile.Read(ref s.SnapshotFailures), "{socket}", "Sockets closed 1011 because their balance snapshot could not be read.");
         meter.CreateObservableCounter("balance.sockets.housekeeping_failures", () => Volatile.Read(ref s.HousekeepingFailures), "{socket}", "Sockets whose housekeeping tick threw (logged; the socket is dropped, the others go on).");
         meter.CreateObservableCounter("balance.sockets.connects_limited", () => Volatile.Read(ref s.ConnectsLimited), "{socket}", "Socket opens refused for reconnecting too fast (per address or per player).");
+        meter.CreateObservableGauge("balance.sockets.outbox.deepest", () => Volatile.Read(ref s.DeepestOutbox), "{message}",
+            "The most messages that ever waited in one socket's outbox at once (bounded: one balance per currency, plus control frames).");
         meter.CreateObservableCounter("balance.messages.dropped", () => Volatile.Read(ref s.Dropped), "{message}", "Balances not sent because the socket had already seen a newer version.");
         meter.CreateObservableCounter("balance.ledger.commits", () => Volatile.Read(ref l.Transactions), "{transaction}", "Postings answered by a committed batch.");
         meter.CreateObservableCounter("balance.ledger.batches", () => Volatile.Read(ref l.Batches), "{batch}", "SQLite transactions committed by the writer loop.");
