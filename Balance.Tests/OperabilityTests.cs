@@ -21,7 +21,8 @@ public sealed class OperabilityTests
         using var http = app.Http();
         string text = "";
         // The exporter caches a scrape briefly; poll until the numbers show the work above.
-        for (int i = 0; i < 50 && !(text.Contains("balance_messages_sent_total") && text.Contains("balance_sockets_authenticated") && text.Contains("balance_push_delay_milliseconds_count")); i++)
+        for (int i = 0; i < 50 && !(text.Contains("balance_messages_sent_total") && text.Contains("balance_sockets_authenticated")
+                 && System.Text.RegularExpressions.Regex.IsMatch(text, @"balance_push_delay_milliseconds_count\{[^}]*\} [1-9]")); i++)
         {
             var response = await http.GetAsync("/metrics");
             Assert.Equal(HttpStatusCode.OK, response.StatusCode);
