@@ -146,7 +146,8 @@ public sealed class SessionTests
     [Fact]
     public async Task ALogoutRacingASocketsAuthNeverLeavesThatSocketOpen()
     {
-        await using var app = new BalanceApplication(new() { ["Auth:LoginAttemptsPerMinutePerIp"] = "1000" });
+        // 40 sockets of one player within seconds: past the reconnect limit (burst 20, 2/s), which is not under test here.
+        await using var app = new BalanceApplication(new() { ["Auth:LoginAttemptsPerMinutePerIp"] = "1000", ["Balance:Socket:ConnectBurstPerPlayer"] = "1000" });
         for (int round = 0; round < 40; round++)
         {
             var login = await app.LoginAsync("alice");
