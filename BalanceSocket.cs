@@ -119,8 +119,8 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
                         Interlocked.Increment(ref Stats.HousekeepingFailures);
                         try
                         {
+                            c.Abort(); // first: a logger that throws must not leave the socket unsupervised
                             Log.LogError(ex, "Housekeeping of socket {SocketId} failed; closing it", c.Id);
-                            c.Abort();
                         }
                         catch (Exception) { } // a logger that throws here too must not end the loop either
                     }

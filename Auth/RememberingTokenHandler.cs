@@ -17,7 +17,7 @@ namespace Balance.Auth;
 // (one changed byte misses and is validated in full) until it expires: the lifetime, with the same clock skew, is
 // checked again on every hit, and revocation is checked per request after this (JwtBearer's OnTokenValidated).
 // Each hit gets a ClaimsIdentity of its own, so requests never share a mutable identity.
-public sealed class RememberingTokenHandler(JsonWebTokenHandler inner, TimeSpan clockSkew) : TokenHandler
+public sealed class RememberingTokenHandler(JsonWebTokenHandler inner, TimeSpan clockSkew, TimeProvider time) : TokenHandler
 {
     private const int Capacity = 10_000; // ~10k live tokens; past that, start over (the next requests validate in full)
     private sealed record Entry(JsonWebToken Token, Claim[] Claims, string? AuthenticationType, string NameType, string RoleType, DateTime ValidTo);
@@ -27,7 +27,7 @@ public sealed class RememberingTokenHandler(JsonWebTokenHandler inner, TimeSpan 
     {
         if (_valid.TryGetValue(token, out var hit))
         {
-            if (DateTime.UtcNow <= hit.ValidTo + clockSkew)
+            if (time.GetUtcNow().UtcDateTime <= hit.ValidTo + clockSkew)
                 return new TokenValidationResult
                 {
                     IsValid = true,

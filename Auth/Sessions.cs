@@ -34,6 +34,8 @@ public sealed class Sessions(Database db, AuthOptions options, TimeProvider time
 
     public void MarkRevoked(string sessionId)
     {
-        if (_revoked.TryAdd(sessionId, 0)) Revoked?.Invoke(sessionId);
+        if (!_revoked.TryAdd(sessionId, 0)) return;
+        Interlocked.MemoryBarrier(); // pairs with the socket's exchange of its session: one of the two sees the other
+        Revoked?.Invoke(sessionId);
     }
 }

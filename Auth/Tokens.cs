@@ -29,7 +29,7 @@ public sealed class Tokens
         _options = options;
         _time = time;
         _key = new SymmetricSecurityKey(key);
-        RequestHandler = new RememberingTokenHandler(_handler, options.ClockSkew);
+        RequestHandler = new RememberingTokenHandler(_handler, options.ClockSkew, time);
         Parameters = new TokenValidationParameters
         {
             ValidIssuer = options.Issuer,
@@ -43,6 +43,17 @@ public sealed class Tokens
             RequireExpirationTime = true,
             RequireSignedTokens = true,
             ClockSkew = options.ClockSkew,
+            // IdentityModel's own lifetime rule (Validators.ValidateLifetime, the same exceptions), read on the
+            // service's clock instead of DateTime.UtcNow: the socket and the sessions already keep time by it.
+            LifetimeValidator = (notBefore, expires, _, p) =>
+            {
+                DateTime now = time.GetUtcNow().UtcDateTime;
+                if (expires is null) throw new SecurityTokenNoExpirationException("The token has no expiration time.");
+                if (notBefore > expires) throw new SecurityTokenInvalidLifetimeException("The token's nbf is after its exp.") { NotBefore = notBefore, Expires = expires };
+                if (notBefore is { } nbf && nbf > now + p.ClockSkew) throw new SecurityTokenNotYetValidException("The token is not yet valid.") { NotBefore = nbf };
+                if (expires.Value < now - p.ClockSkew) throw new SecurityTokenExpiredException("The token has expired.") { Expires = expires.Value };
+                return true;
+            },
             NameClaimType = JwtRegisteredClaimNames.Sub,
             RoleClaimType = "role",
         };

@@ -54,7 +54,7 @@ public sealed class Users(Database db)
         await using var connection = await db.OpenAsync();
         int inserted = await connection.ExecuteAsync(
             "INSERT INTO users (id, username, password_hash, role, created_at) VALUES (@Id, @Username, @PasswordHash, @Role, @now) ON CONFLICT DO NOTHING",
-            new { user.Id, user.Username, user.PasswordHash, user.Role, now = Database.Now() });
+            new { user.Id, user.Username, user.PasswordHash, user.Role, now = db.Now() });
         return inserted == 1 ? user : null;
     }
 }

@@ -54,8 +54,13 @@ public sealed class DurabilityTests
                 catch (OperationCanceledException) { return "still open"; }
             });
 
+            // The live service's own writer connection, as SQLite reports it: WAL, and synchronous FULL (2), or an
+            // acknowledged commit may sit in the OS cache when the power goes (SIGKILL alone cannot show that).
+            Assert.Equal(2, await service.GaugeAsync("balance_ledger_synchronous"));
+            Assert.Equal(1, await service.GaugeAsync("balance_ledger_journal_wal"));
+
             using var stop = new CancellationTokenSource();
-            int committed = 0;
+            int committed = 0, cutOff = 0;
             var load = Enumerable.Range(0, 12).Select(w => Task.Run(async () =>
             {
                 var random = new Random(4242 + w);
@@ -80,6 +85,8 @@ public sealed class DurabilityTests
                     catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException or IOException or JsonException)
                     {
                         unanswered[key] = body; // the crash cut it off: it may or may not have committed
+                        // Refused at connect: sent after the death. Anything else reached the service and lost its answer.
+                        if (ex is not HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError }) Interlocked.Increment(ref cutOff);
                         return;
                     }
                 }
@@ -91,6 +98,8 @@ public sealed class DurabilityTests
             Assert.True(Volatile.Read(ref committed) >= 300, "the load never got going");
             service.Kill();
             await Task.WhenAll(load).WaitAsync(TimeSpan.FromSeconds(60));
+            // The kill landed mid-request: at least one request sent to the live service never got its answer.
+            Assert.True(cutOff >= 1, $"no request was in flight at the kill ({committed} committed before it)");
             stop.Cancel();
             watching.CancelAfter(Patience.Long);
             Assert.Equal("dropped", await watched);
@@ -197,6 +206,8 @@ public sealed class DurabilityTests
     [Fact]
     public async Task PlainRestartKeepsEveryBalanceVersionHistoryAndToken()
     {
+        // A separate process stopped with SIGTERM, as an orchestrator stops it, and started again on the same files
+        // and port: nothing of the first process (its connection pool, its memory) survives into the second.
         using var temp = new TempDatabase();
         string db = temp.FilePath;
         Login op, alice;
@@ -204,38 +215,54 @@ public sealed class DurabilityTests
         JsonElement[] balancesBefore;
         string key = InvariantTests.NewKey();
         string firstId;
-        await using (var app = new BalanceApplication(databasePath: db))
+        int port;
+        async Task<JsonElement> PostOk(ServiceProcess service, object body, string? idempotencyKey = null)
         {
-            op = await app.LoginAsync("operator");
-            alice = await app.LoginAsync("alice");
-            firstId = (await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "0.01", currency = "USD" }, key)).GetProperty("transaction_id").GetString()!;
-            await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "0.00012345", currency = "BTC" });
-            await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "1200", currency = "JPY" });
-            var bet = await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "bet", amount = "40.00", currency = "USD" });
-            await app.PostOkAsync(op.AccessToken, new { type = "rollback", reverses = bet.GetProperty("transaction_id").GetString() });
-            await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "withdrawal", amount = "300", currency = "JPY" });
-            using var http = app.Http(op.AccessToken);
-            before = await InvariantTests.PageHistoryAsync(http, null, 2);
-            using var mine = app.Http(alice.AccessToken);
-            balancesBefore = (await mine.GetFromJsonAsync<JsonElement[]>("/api/balances"))!;
+            using var http = service.Http(op.AccessToken);
+            var response = await InvariantTests.Post(http, idempotencyKey ?? InvariantTests.NewKey(), body);
+            Assert.True(response.StatusCode == HttpStatusCode.Created, await response.Content.ReadAsStringAsync());
+            return await response.Content.ReadFromJsonAsync<JsonElement>();
         }
-        await using (var app = new BalanceApplication(databasePath: db))
+        await using (var service = await ServiceProcess.StartAsync(db))
         {
-            using var mine = app.Http(alice.AccessToken); // tokens survive a restart in Development
+            port = service.Port;
+            op = await service.LoginAsync("operator");
+            alice = await service.LoginAsync("alice");
+            firstId = (await PostOk(service, new { user_id = alice.UserId, type = "deposit", amount = "0.01", currency = "USD" }, key)).GetProperty("transaction_id").GetString()!;
+            await PostOk(service, new { user_id = alice.UserId, type = "deposit", amount = "0.00012345", currency = "BTC" });
+            await PostOk(service, new { user_id = alice.UserId, type = "deposit", amount = "1200", currency = "JPY" });
+            var bet = await PostOk(service, new { user_id = alice.UserId, type = "bet", amount = "40.00", currency = "USD" });
+            await PostOk(service, new { type = "rollback", reverses = bet.GetProperty("transaction_id").GetString() });
+            await PostOk(service, new { user_id = alice.UserId, type = "withdrawal", amount = "300", currency = "JPY" });
+            using var http = service.Http(op.AccessToken);
+            before = await InvariantTests.PageHistoryAsync(http, null, 2);
+            using var mine = service.Http(alice.AccessToken);
+            balancesBefore = (await mine.GetFromJsonAsync<JsonElement[]>("/api/balances"))!;
+            await service.StopAsync();
+        }
+        await using (var service = await ServiceProcess.StartAsync(db, port))
+        {
+            using var mine = service.Http(alice.AccessToken); // tokens survive a restart in Development
             var balancesAfter = (await mine.GetFromJsonAsync<JsonElement[]>("/api/balances"))!;
             Assert.Equal(balancesBefore.Select(b => b.ToString()), balancesAfter.Select(b => b.ToString()));
-            using var http = app.Http(op.AccessToken);
+            using var http = service.Http(op.AccessToken);
             var after = await InvariantTests.PageHistoryAsync(http, null, 2);
             Assert.Equal(before.Select(b => b.ToString()), after.Select(b => b.ToString()));
             // The key still binds: a replay after the restart is the same transaction, not a new one.
-            var replay = await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "0.01", currency = "USD" }, key);
+            var replay = await PostOk(service, new { user_id = alice.UserId, type = "deposit", amount = "0.01", currency = "USD" }, key);
             Assert.Equal(firstId, replay.GetProperty("transaction_id").GetString());
-            await using var socket = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
+            using var ws = new ClientWebSocket();
+            using (var cts = new CancellationTokenSource(Patience.Long)) await ws.ConnectAsync(service.SocketUri, cts.Token);
+            await using var socket = new TestSocket(ws);
+            await socket.SendAuthAsync(alice.AccessToken);
             var seen = new List<JsonElement>();
             for (int i = 0; i < balancesAfter.Length; i++) seen.Add(await socket.ReceiveMessageAsync(Patience.Long));
-            Assert.Equal(balancesAfter.Select(b => b.GetProperty("balance").GetString()).Order(), seen.Select(b => b.GetProperty("balance").GetString()).Order());
-            LedgerAudit.Read(db).AssertConsistent();
+            Assert.Equal(balancesAfter.Select(b => (b.GetProperty("currency").GetString(), b.GetProperty("balance").GetString(), b.GetProperty("version").GetInt64())).Order(),
+                seen.Select(b => (b.GetProperty("currency").GetString(), b.GetProperty("balance").GetString(), b.GetProperty("version").GetInt64())).Order());
+            await service.StopAsync();
         }
+        SqliteConnection.ClearAllPools();
+        LedgerAudit.Read(db).AssertConsistent();
     }
 
     [Fact]
@@ -400,12 +427,15 @@ public sealed class ServiceProcess : IAsyncDisposable
 
     private ServiceProcess(Process process, Uri baseAddress) { _process = process; BaseAddress = baseAddress; }
 
-    public static async Task<ServiceProcess> StartAsync(string databasePath)
+    public int Port => BaseAddress.Port;
+
+    // port 0 picks a free one; a restart passes the port of the process before it, where its clients expect it.
+    public static async Task<ServiceProcess> StartAsync(string databasePath, int port = 0, Dictionary<string, string>? settings = null)
     {
         string dll = Path.Combine(AppContext.BaseDirectory, "Balance.dll");
         Assert.True(File.Exists(dll), $"no {dll}");
-        int port;
-        using (var probe = new TcpListener(IPAddress.Loopback, 0)) { probe.Start(); port = ((IPEndPoint)probe.LocalEndpoint).Port; probe.Stop(); }
+        if (port == 0)
+            using (var probe = new TcpListener(IPAddress.Loopback, 0)) { probe.Start(); port = ((IPEndPoint)probe.LocalEndpoint).Port; probe.Stop(); }
         var info = new ProcessStartInfo("dotnet") { WorkingDirectory = AppContext.BaseDirectory, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         info.ArgumentList.Add(dll);
         info.ArgumentList.Add("--urls");
@@ -413,6 +443,7 @@ public sealed class ServiceProcess : IAsyncDisposable
         info.Environment["ASPNETCORE_ENVIRONMENT"] = "Development";
         info.Environment["ConnectionStrings__Balance"] = $"Data Source={databasePath}";
         info.Environment["Logging__LogLevel__Default"] = "Warning";
+        foreach (var (key, value) in settings ?? []) info.Environment[key.Replace(":", "__")] = value;
         var process = Process.Start(info)!;
         var service = new ServiceProcess(process, new Uri($"http://127.0.0.1:{port}"));
         process.OutputDataReceived += (_, e) => { if (e.Data is not null) service._output.Enqueue(e.Data); };
@@ -446,11 +477,37 @@ public sealed class ServiceProcess : IAsyncDisposable
 
     public Task<Login> LoginAsync(string username, string password = "demo1234") => Api.LoginAsync(BaseAddress, username, password);
 
+    /// A gauge of the service's /metrics (loopback may scrape), once it has a value.
+    public async Task<double> GaugeAsync(string name)
+    {
+        using var http = Http();
+        var deadline = DateTime.UtcNow + Patience.Long;
+        while (true)
+        {
+            var match = System.Text.RegularExpressions.Regex.Match(await http.GetStringAsync("/metrics"), $@"(?m)^{name}(\{{[^}}]*\}})? (\S+)");
+            if (match.Success) return double.Parse(match.Groups[2].Value, System.Globalization.CultureInfo.InvariantCulture);
+            Assert.True(DateTime.UtcNow < deadline, $"no {name} in /metrics");
+            await Task.Delay(100);
+        }
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", SetLastError = true)]
+    private static extern int kill(int pid, int signal);
+
+    /// SIGTERM, as systemd or Kubernetes stop it, and waits for the process to end on its own.
+    public async Task StopAsync()
+    {
+        Assert.Equal(0, kill(_process.Id, 15));
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        await _process.WaitForExitAsync(cts.Token);
+        Assert.True(_process.ExitCode == 0, $"exit code {_process.ExitCode} after SIGTERM:\n{string.Join("\n", _output)}");
+    }
+
     /// SIGKILL: no shutdown hooks, no flush, no drain.
     public void Kill()
     {
         if (_process.HasExited) return;
-        _process.Kill(entireProcessTree: true);
+        kill(_process.Id, 9); // at once: Process.Kill(entireProcessTree) walks /proc first, and requests finish meanwhile
         _process.WaitForExit(30_000);
     }
 

@@ -1,4 +1,7 @@
 using System.Net;
+using System.Net.Http.Json;
+using System.Net.WebSockets;
+using System.Text.Json;
 
 namespace Balance.Tests;
 
@@ -18,7 +21,8 @@ public sealed class OperabilityTests
         using var http = app.Http();
         string text = "";
         // The exporter caches a scrape briefly; poll until the numbers show the work above.
-        for (int i = 0; i < 50 && !(text.Contains("balance_messages_sent_total") && text.Contains("balance_sockets_authenticated") && text.Contains("balance_push_delay_milliseconds_count")); i++)
+        for (int i = 0; i < 50 && !(text.Contains("balance_messages_sent_total") && text.Contains("balance_sockets_authenticated")
+                 && System.Text.RegularExpressions.Regex.IsMatch(text, @"balance_push_delay_milliseconds_count\{[^}]*\} [1-9]")); i++)
         {
             var response = await http.GetAsync("/metrics");
             Assert.Equal(HttpStatusCode.OK, response.StatusCode);
@@ -28,6 +32,9 @@ public sealed class OperabilityTests
         Assert.Contains("balance_ledger_commits_total", text);
         Assert.Contains("balance_ledger_commit_duration_milliseconds_bucket", text);
         Assert.Contains("balance_sockets_open", text);
+        // The ledger writer's own connection, as SQLite reports it: synchronous FULL (2) and WAL.
+        Assert.Matches(@"balance_ledger_synchronous\{[^}]*\} 2\b", text);
+        Assert.Matches(@"balance_ledger_journal_wal\{[^}]*\} 1\b", text);
         Assert.Matches(@"balance_wal_pages\{[^}]*\} \d+", text); // the background checkpointer has run (every 50 ms)
         Assert.Contains("balance_sockets_authenticated", text);
         Assert.Contains("balance_messages_sent_total", text);
@@ -38,15 +45,51 @@ public sealed class OperabilityTests
     }
 
     [Fact]
-    public async Task ShutdownClosesSocketsWith1001()
+    public async Task ShutdownDuringABurstPushesEveryAcknowledgedCommitThenClosesSocketsWith1001()
     {
         var app = new BalanceApplication();
         var alice = await app.LoginAsync("alice");
-        await using var socket = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
-        await socket.ReceiveMessageAsync();
+        var op = await app.LoginAsync("operator");
+        await using var socket = await SocketRecorder.OpenAsync(app, alice.AccessToken);
+        await socket.WaitForAsync(m => m.Count > 0, "the snapshot");
+
+        // A burst from many connections; the stop begins while it is under way.
+        long newestAcknowledged = 0;
+        int acknowledged = 0, acknowledgedAfterTheStop = 0;
+        bool stopped = false;
+        var firstAcks = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var burst = Enumerable.Range(0, 16).Select(_ => Task.Run(async () =>
+        {
+            using var http = app.Http(op.AccessToken);
+            for (int n = 0; n < 40; n++)
+            {
+                bool sentBeforeTheStop = !Volatile.Read(ref stopped);
+                HttpResponseMessage response;
+                try { response = await InvariantTests.Post(http, InvariantTests.NewKey(), new { user_id = alice.UserId, type = "deposit", amount = "0.01", currency = "USD" }); }
+                catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException or IOException) { return; } // refused once stopping: not acknowledged
+                if (response.StatusCode != HttpStatusCode.Created) { Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode); return; }
+                long version = (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("version").GetInt64();
+                lock (firstAcks)
+                {
+                    newestAcknowledged = Math.Max(newestAcknowledged, version);
+                    if (Volatile.Read(ref stopped) && sentBeforeTheStop) acknowledgedAfterTheStop++;
+                }
+                if (Interlocked.Increment(ref acknowledged) == 50) firstAcks.TrySetResult();
+            }
+        })).ToList();
+        await firstAcks.Task.WaitAsync(Patience.Long);
+        Volatile.Write(ref stopped, true);
         var stopping = app.DisposeAsync().AsTask();
-        Assert.Equal(1001, await socket.ReceiveCloseAsync(TimeSpan.FromSeconds(10)));
-        await stopping.WaitAsync(TimeSpan.FromSeconds(30));
+        await Task.WhenAll(burst).WaitAsync(Patience.Long);
+        await stopping.WaitAsync(Patience.Long);
+        await socket.Reading.WaitAsync(Patience.Long);
+
+        Assert.True(acknowledgedAfterTheStop > 0, "no commit was in flight when the stop began");
+        Assert.Equal(WebSocketCloseStatus.EndpointUnavailable, socket.CloseStatus); // 1001, and only after everything below
+        var seen = socket.Snapshot();
+        Assert.True(seen[^1].GetProperty("version").GetInt64() >= newestAcknowledged,
+            $"v{newestAcknowledged} was acknowledged but the socket was closed 1001 after v{seen[^1].GetProperty("version").GetInt64()}");
+        socket.AssertOnlyOwnBalancesWithRisingVersions(alice.UserId);
     }
 }
 

@@ -38,6 +38,19 @@ public sealed class ProxyTests
     }
 
     [Fact]
+    public async Task WithAProxyConfiguredLoopbackIsNotTrustedUnlessListed()
+    {
+        // The framework trusts loopback by default; with another proxy listed, a local client is just a client.
+        await using var app = new BalanceApplication(new() { ["ForwardedHeaders:KnownProxies:0"] = "192.0.2.10", ["Auth:LoginAttemptsPerMinutePerIp"] = "3" });
+        for (int i = 0; i < 3; i++) Assert.Equal(HttpStatusCode.OK, await LoginFromAsync(app, $"198.51.100.{i}"));
+        Assert.Equal(HttpStatusCode.TooManyRequests, await LoginFromAsync(app, "198.51.100.99"));
+        using var http = app.Http();
+        using var request = new HttpRequestMessage(HttpMethod.Get, "/metrics");
+        request.Headers.Add("X-Forwarded-For", "203.0.113.7");
+        Assert.Equal(HttpStatusCode.OK, (await http.SendAsync(request)).StatusCode); // still the loopback peer it is
+    }
+
+    [Fact]
     public async Task BehindAKnownProxyLimitsAndTheMetricsRuleUseTheForwardedClient()
     {
         var logs = new CapturingLoggerProvider();

@@ -3,6 +3,7 @@ using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace Balance.Tests;
 
@@ -25,12 +26,15 @@ public sealed class RestTests
     [Fact]
     public async Task LoginReturnsTheContractsTokenPairAndWrongPasswordIs401()
     {
-        await using var app = new BalanceApplication();
+        // Not the default lifetime: expires_in must follow the setting, and the token's own exp.
+        await using var app = new BalanceApplication(new() { ["Auth:AccessTokenLifetime"] = "00:07:00" });
         using var http = app.Http();
         var ok = await http.PostAsJsonAsync("/api/auth/login", new { username = "alice", password = "demo1234" });
         var body = await Json(ok);
         Assert.Equal("Bearer", body.GetProperty("token_type").GetString());
-        Assert.Equal(900, body.GetProperty("expires_in").GetInt32());
+        Assert.Equal(420, body.GetProperty("expires_in").GetInt32());
+        var claims = JsonDocument.Parse(Microsoft.IdentityModel.Tokens.Base64UrlEncoder.Decode(body.GetProperty("access_token").GetString()!.Split('.')[1])).RootElement;
+        Assert.Equal(420, claims.GetProperty("exp").GetInt64() - claims.GetProperty("iat").GetInt64());
         Assert.Equal("player", body.GetProperty("role").GetString());
         Assert.False(string.IsNullOrEmpty(body.GetProperty("refresh_token").GetString()));
 
@@ -76,7 +80,9 @@ public sealed class RestTests
         Assert.Equal(HttpStatusCode.Unauthorized, reuse.StatusCode);
         Assert.Equal("refresh_token_reused", (await Json(reuse)).GetProperty("code").GetString());
         // The whole family is gone: the rotated refresh token and the access tokens of that login.
-        Assert.Equal(HttpStatusCode.Unauthorized, (await http.PostAsJsonAsync("/api/auth/refresh", new { refresh_token = newRefresh })).StatusCode);
+        var successor = await http.PostAsJsonAsync("/api/auth/refresh", new { refresh_token = newRefresh });
+        Assert.Equal(HttpStatusCode.Unauthorized, successor.StatusCode);
+        Assert.Equal("session_revoked", (await Json(successor)).GetProperty("code").GetString());
         using (var authed = app.Http(newAccess)) Assert.Equal(HttpStatusCode.Unauthorized, (await authed.GetAsync("/api/balance")).StatusCode);
         // Another login of the same user is untouched.
         var other = await app.LoginAsync("alice");
@@ -92,8 +98,80 @@ public sealed class RestTests
         Assert.Equal(HttpStatusCode.NoContent, (await authed.PostAsJsonAsync("/api/auth/logout", new { refresh_token = alice.RefreshToken })).StatusCode);
         Assert.Equal(HttpStatusCode.Unauthorized, (await authed.GetAsync("/api/balance")).StatusCode);
         using var http = app.Http();
-        Assert.Equal(HttpStatusCode.Unauthorized, (await http.PostAsJsonAsync("/api/auth/refresh", new { refresh_token = alice.RefreshToken })).StatusCode);
+        var refresh = await http.PostAsJsonAsync("/api/auth/refresh", new { refresh_token = alice.RefreshToken });
+        Assert.Equal(HttpStatusCode.Unauthorized, refresh.StatusCode);
+        Assert.Equal("session_revoked", (await Json(refresh)).GetProperty("code").GetString());
         Assert.Equal(HttpStatusCode.Unauthorized, (await http.PostAsJsonAsync("/api/auth/logout", new { refresh_token = alice.RefreshToken })).StatusCode);
+    }
+
+    [Fact]
+    public async Task AnUnknownOrMissingRefreshTokenIsInvalidAndAnExpiredOneIsExpired()
+    {
+        var clock = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var app = new BalanceApplication(new() { ["Auth:RefreshTokenLifetime"] = "00:10:00" })
+        {
+            ConfigureTestServices = services => services.AddSingleton<TimeProvider>(clock),
+        };
+        using var http = app.Http();
+        foreach (object body in new object[] { new { refresh_token = "no-such-token" }, new { refresh_token = "" }, new { } })
+        {
+            var unknown = await http.PostAsJsonAsync("/api/auth/refresh", body);
+            Assert.Equal(HttpStatusCode.Unauthorized, unknown.StatusCode);
+            Assert.Equal("invalid_refresh_token", (await Json(unknown)).GetProperty("code").GetString());
+        }
+        var alice = await app.LoginAsync("alice");
+        clock.Advance(TimeSpan.FromMinutes(10) + TimeSpan.FromSeconds(1));
+        var expired = await http.PostAsJsonAsync("/api/auth/refresh", new { refresh_token = alice.RefreshToken });
+        Assert.Equal(HttpStatusCode.Unauthorized, expired.StatusCode);
+        Assert.Equal("refresh_token_expired", (await Json(expired)).GetProperty("code").GetString());
+    }
+
+    [Fact]
+    public async Task ReadinessFailsWhileTheDatabaseCannotBeReadAndReturnsAfterwards()
+    {
+        await using var app = new BalanceApplication();
+        using var http = app.Http();
+        Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/readyz")).StatusCode);
+        Sql(app, "ALTER TABLE users RENAME TO users_away"); // a real read failure in the real database file
+        var failing = await http.GetAsync("/readyz");
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, failing.StatusCode);
+        Assert.Equal("Unhealthy", await failing.Content.ReadAsStringAsync());
+        Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/healthz")).StatusCode); // alive, only not ready
+        Sql(app, "ALTER TABLE users_away RENAME TO users");
+        var back = await http.GetAsync("/readyz");
+        Assert.Equal(HttpStatusCode.OK, back.StatusCode);
+        Assert.Equal("Healthy", await back.Content.ReadAsStringAsync());
+    }
+
+    [Fact]
+    public async Task ACreditThatWouldOverflowTheBalanceIs422BalanceOverflowAndWritesNothing()
+    {
+        await using var app = new BalanceApplication();
+        var alice = await app.LoginAsync("alice");
+        var op = await app.LoginAsync("operator");
+        // Reaching long.MaxValue through the API would take ~9,000 postings of the largest amount; set the wallet there instead.
+        Sql(app, $"UPDATE wallets SET balance = {long.MaxValue - 5} WHERE user_id = '{alice.UserId}' AND currency = 'USD'");
+        var before = LedgerAudit.Read(app.DatabasePath);
+        foreach (string type in new[] { "deposit", "win" })
+        {
+            var response = await app.PostTransactionAsync(op.AccessToken, new { user_id = alice.UserId, type, amount = "0.06", currency = "USD" });
+            Assert.Equal(422, (int)response.StatusCode);
+            Assert.Equal("balance_overflow", (await Json(response)).GetProperty("code").GetString());
+        }
+        var after = LedgerAudit.Read(app.DatabasePath);
+        Assert.Equal(before.Rows, after.Rows);
+        Assert.Equal(before.Wallets, after.Wallets);
+        // Exactly to the top is still a valid credit.
+        await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "0.05", currency = "USD" });
+    }
+
+    private static void Sql(BalanceApplication app, string sql)
+    {
+        using var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={app.DatabasePath};Pooling=False");
+        connection.Open();
+        using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        command.ExecuteNonQuery();
     }
 
     [Fact]
@@ -223,10 +301,13 @@ public sealed class RestTests
         var deposit = await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "1.00", currency = "USD" });
         var notABet = await app.PostTransactionAsync(op.AccessToken, new { type = "rollback", reverses = deposit.GetProperty("transaction_id").GetString() });
         Assert.Equal(422, (int)notABet.StatusCode);
+        Assert.Equal("not_reversible", (await Json(notABet)).GetProperty("code").GetString());
         var wrongOwner = await app.PostTransactionAsync(op.AccessToken, new { type = "rollback", reverses = betId, user_id = (await app.LoginAsync("bob")).UserId });
-        Assert.True((int)wrongOwner.StatusCode is >= 400 and < 500);
+        Assert.Equal(422, (int)wrongOwner.StatusCode);
+        Assert.Equal("user_mismatch", (await Json(wrongOwner)).GetProperty("code").GetString());
         var unknown = await app.PostTransactionAsync(op.AccessToken, new { type = "rollback", reverses = Guid.NewGuid().ToString() });
         Assert.Equal(HttpStatusCode.NotFound, unknown.StatusCode);
+        Assert.Equal("transaction_not_found", (await Json(unknown)).GetProperty("code").GetString());
         Assert.Equal("101.00", await BalanceOf(app, alice.AccessToken));
     }
 
@@ -393,35 +474,6 @@ public sealed class RestTests
         Assert.True(errors.TryGetProperty("username", out _) && errors.TryGetProperty("password", out _) && errors.TryGetProperty("role", out _));
         var carol = await app.LoginAsync("carol", "password123");
         Assert.Equal("player", carol.Role);
-    }
-
-    [Fact]
-    public async Task ARestartOnTheSameDatabaseKeepsEveryBalanceAndToken()
-    {
-        using var temp = new TempDatabase();
-        string path = temp.FilePath;
-        Login alice;
-        await using (var app = new BalanceApplication(databasePath: path))
-        {
-            alice = await app.LoginAsync("alice");
-            var op = await app.LoginAsync("operator");
-            await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "bet", amount = "12.34", currency = "USD" });
-            await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "500", currency = "JPY" });
-        }
-        await using (var app = new BalanceApplication(databasePath: path))
-        {
-            using var http = app.Http(alice.AccessToken); // the Development signing key is kept beside the database
-            var wallets = await Json(await http.GetAsync("/api/balances"));
-            var byCurrency = wallets.EnumerateArray().ToDictionary(w => w.GetProperty("currency").GetString()!, w => w);
-            Assert.Equal("87.66", byCurrency["USD"].GetProperty("balance").GetString());
-            Assert.Equal(2, byCurrency["USD"].GetProperty("version").GetInt64());
-            Assert.Equal("500", byCurrency["JPY"].GetProperty("balance").GetString());
-            // The demo seed ran again and did not deposit twice.
-            var history = await Json(await http.GetAsync("/api/transactions"));
-            Assert.Equal(3, history.GetProperty("items").GetArrayLength());
-        }
-        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
-        Directory.Delete(Path.GetDirectoryName(path)!, recursive: true);
     }
 
     [Fact]

@@ -225,4 +225,31 @@ public sealed class SocketFaultTests
         await using var other = await app.OpenAuthenticatedSocketAsync(bob.AccessToken);
         Assert.Equal("balance", (await other.ReceiveMessageAsync()).GetProperty("type").GetString());
     }
+
+    [Fact]
+    public async Task TokensOfAnEndedLoginCannotSpendThePlayersReconnectAllowance()
+    {
+        await using var app = new BalanceApplication(new()
+        {
+            ["Balance:Socket:ConnectBurstPerPlayer"] = "3",
+            ["Balance:Socket:ConnectsPerSecondPerPlayer"] = "0.1",
+        });
+        var stolen = await app.LoginAsync("alice");
+        using (var http = app.Http(stolen.AccessToken))
+            Assert.Equal(HttpStatusCode.NoContent, (await http.PostAsJsonAsync("/api/auth/logout", new { refresh_token = stolen.RefreshToken })).StatusCode);
+        // Whoever kept the token of the ended login hammers the socket with it, both ways.
+        for (int i = 0; i < 6; i++)
+        {
+            using var header = await TryOpenAsync(app, stolen.AccessToken);
+            Assert.NotEqual(HttpStatusCode.TooManyRequests, header.HttpStatusCode);
+            header.Abort();
+            await using var guide = await app.OpenAuthenticatedSocketAsync(stolen.AccessToken);
+            Assert.Null(await guide.ReceiveAsync());
+            Assert.Equal(4503, (int?)guide.Socket.CloseStatus);
+        }
+        // The player's own new login still connects: nothing of its allowance was spent.
+        var fresh = await app.LoginAsync("alice");
+        await using var socket = await app.OpenAuthenticatedSocketAsync(fresh.AccessToken);
+        Assert.Equal("balance", (await socket.ReceiveMessageAsync()).GetProperty("type").GetString());
+    }
 }

@@ -3,6 +3,9 @@ using System.Net.WebSockets;
 using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
 
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Time.Testing;
+
 namespace Balance.Tests;
 
 public sealed class SocketTests
@@ -97,53 +100,150 @@ public sealed class SocketTests
         Assert.Equal(4503, await socket.ReceiveCloseAsync());
     }
 
-    [Fact]
-    public async Task NoAuthWithinTheDeadlineClosesWith4002()
+    // The service on a fake clock, with a balance.v2 socket that answers its heartbeat pings. Each step moves the clock
+    // one housekeeping period and waits for the ping that period's pass sends: passes run one after the other, so once
+    // it arrives, every earlier pass has finished — what the service decided up to the step before is settled, on a
+    // busy machine as on an idle one. No real time is waited for.
+    private sealed class Clocked : IAsyncDisposable
     {
-        await using var app = new BalanceApplication(new() { ["Balance:Socket:AuthTimeout"] = "00:00:01" });
-        await using var socket = await app.OpenSocketAsync();
+        public static readonly TimeSpan Step = TimeSpan.FromMilliseconds(250); // the housekeeping period
+        public required FakeTimeProvider Clock { get; init; }
+        public required CapturingLoggerProvider Logs { get; init; }
+        public required BalanceApplication App { get; init; }
+        public TestSocket? Witness { get; init; }
+        public string? WitnessToken { get; init; }
+        public TimeSpan Elapsed => Clock.GetUtcNow() - _start;
+        private DateTimeOffset _start;
+
+        public static async Task<Clocked> StartAsync(Dictionary<string, string?> settings, bool witness = true)
+        {
+            var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
+            var logs = new CapturingLoggerProvider();
+            settings["Balance:Socket:HeartbeatInterval"] = Step.ToString();
+            settings["Logging:LogLevel:Balance.BalanceSocket"] = "Information"; // its decisions, logged as they are made
+            settings["Balance:Socket:MessagesPerSecond"] = "1000"; // a pong and an auth every step
+            var app = new BalanceApplication(settings)
+            {
+                ConfigureTestServices = services => services.AddSingleton<TimeProvider>(clock).AddSingleton<ILoggerProvider>(logs),
+            };
+            if (!witness) return new Clocked { App = app, Clock = clock, Logs = logs, _start = clock.GetUtcNow() };
+            string bob0 = (await app.LoginAsync("bob")).AccessToken;
+            var bob = await app.OpenAuthenticatedSocketAsync(bob0, "balance.v2");
+            Assert.Equal("auth_ok", (await bob.ReceiveMessageAsync()).GetProperty("type").GetString());
+            Assert.Equal("balance", (await bob.ReceiveMessageAsync()).GetProperty("type").GetString());
+            return new Clocked { App = app, Witness = bob, WitnessToken = bob0, Clock = clock, Logs = logs, _start = clock.GetUtcNow() };
+        }
+
+        public void StartTheWatch() => _start = Clock.GetUtcNow();
+
+        // The server has registered this many sockets (it reads the clock for a socket's deadline when it does).
+        public async Task WaitForOpenSocketsAsync(int count)
+        {
+            var hub = App.Services.GetRequiredService<BalanceSocket>();
+            var deadline = DateTime.UtcNow + Patience.Long;
+            while (hub.OpenSockets != count) { Assert.True(DateTime.UtcNow < deadline, $"{hub.OpenSockets} sockets open, not {count}"); await Task.Delay(10); }
+        }
+
+        public async Task StepAsync()
+        {
+            var frame = await PassAsync(Witness!, WitnessToken!);
+            Assert.True(frame is null, $"the witness got {frame}");
+        }
+
+        // One housekeeping pass, seen from a v2 socket: null when it brought the socket its ping, else the frame it
+        // brought instead. The pong is followed by an auth with the socket's own token, whose auth_ok proves the pong
+        // was read before the clock moves on (a pong read late, under load, would look like a dead peer).
+        public async Task<JsonElement?> PassAsync(TestSocket socket, string token)
+        {
+            Clock.Advance(Step);
+            var frame = await socket.ReceiveMessageAsync(Patience.Long);
+            if (frame.GetProperty("type").GetString() != "ping") return frame;
+            await socket.SendTextAsync("""{"type":"pong"}""");
+            await socket.SendAuthAsync(token);
+            Assert.Equal("auth_ok", (await socket.ReceiveMessageAsync(Patience.Long)).GetProperty("type").GetString());
+            return null;
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            if (Witness is not null) await Witness.DisposeAsync();
+            await App.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task NoAuthWithinTheDefaultTenSecondsClosesWith4002NotBeforeAndNotMuchAfter()
+    {
+        await using var clocked = await Clocked.StartAsync(new());
+        await using var socket = await clocked.App.OpenSocketAsync();
+        await clocked.WaitForOpenSocketsAsync(2);
+        clocked.StartTheWatch();
+        bool Closed() => clocked.Logs.Lines.Any(l => l.Contains("sent no auth within"));
+        // Up to 10 s on the service's clock the socket stands (settled up to one step before the last).
+        while (clocked.Elapsed < TimeSpan.FromSeconds(10)) await clocked.StepAsync();
+        Assert.False(Closed(), $"closed for want of auth before {clocked.Elapsed - Clocked.Step}");
+        await clocked.StepAsync();
+        await clocked.StepAsync();
+        Assert.True(Closed(), $"still open after {clocked.Elapsed - Clocked.Step} without auth");
         Assert.Equal(4002, await socket.ReceiveCloseAsync());
     }
 
     [Fact]
-    public async Task TheDefaultAuthDeadlineIsTenSeconds()
+    public async Task ExpiringTokenWithoutAFreshOneClosesWith4001AtItsExpiry()
     {
-        await using var app = new BalanceApplication();
-        await using var socket = await app.OpenSocketAsync();
-        var opened = DateTime.UtcNow;
-        Assert.Equal(4002, await socket.ReceiveCloseAsync(TimeSpan.FromSeconds(20)));
-        // Not before ten seconds; the upper bound only catches a deadline that never fires on time.
-        Assert.InRange((DateTime.UtcNow - opened).TotalSeconds, 9.5, 16);
-    }
-
-    [Fact]
-    public async Task ExpiringTokenWithoutAFreshOneClosesWith4001()
-    {
-        await using var app = new BalanceApplication(new() { ["Auth:AccessTokenLifetime"] = "00:00:02", ["Auth:ClockSkew"] = "00:00:00" });
-        var alice = await app.LoginAsync("alice");
-        await using var socket = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
-        await socket.ReceiveMessageAsync();
-        Assert.Equal(4001, await socket.ReceiveCloseAsync(TimeSpan.FromSeconds(6)));
+        // The v2 socket is its own witness (its token would expire a witness of its own lifetime alongside).
+        await using var clocked = await Clocked.StartAsync(new() { ["Auth:AccessTokenLifetime"] = "00:00:10", ["Auth:ClockSkew"] = "00:00:00" }, witness: false);
+        var alice = await clocked.App.LoginAsync("alice");
+        var exp = DateTimeOffset.FromUnixTimeSeconds(JsonDocument.Parse(Microsoft.IdentityModel.Tokens.Base64UrlEncoder.Decode(alice.AccessToken.Split('.')[1])).RootElement.GetProperty("exp").GetInt64());
+        await using var guide = await clocked.App.OpenAuthenticatedSocketAsync(alice.AccessToken);
+        Assert.Equal("balance", (await guide.ReceiveMessageAsync()).GetProperty("type").GetString());
+        // A v2 socket of the same token gets a ping for every pass it stands through, then the error and the close.
+        await using var v2 = await clocked.App.OpenAuthenticatedSocketAsync(alice.AccessToken, "balance.v2");
+        Assert.Equal("auth_ok", (await v2.ReceiveMessageAsync()).GetProperty("type").GetString());
+        Assert.Equal("balance", (await v2.ReceiveMessageAsync()).GetProperty("type").GetString());
+        while (true)
+        {
+            if (await clocked.PassAsync(v2, alice.AccessToken) is not { } frame)
+            {
+                Assert.True(clocked.Clock.GetUtcNow() < exp, $"still open {clocked.Clock.GetUtcNow() - exp} past the token's exp");
+                continue;
+            }
+            Assert.Equal("error", frame.GetProperty("type").GetString());
+            Assert.Equal("token_expired", frame.GetProperty("code").GetString());
+            Assert.True(clocked.Clock.GetUtcNow() >= exp, $"closed {exp - clocked.Clock.GetUtcNow()} before the token's exp");
+            break;
+        }
+        Assert.Equal(4001, await v2.ReceiveCloseAsync());
+        Assert.Equal(4001, await guide.ReceiveCloseAsync()); // the guide's client: the close alone
     }
 
     [Fact]
     public async Task ReauthWithAFreshTokenKeepsTheSocketOpenPastTheFirstExpiry()
     {
-        // The fresh token is issued 5 s after the first, so it outlives it by seconds even on a loaded machine.
-        await using var app = new BalanceApplication(new() { ["Auth:AccessTokenLifetime"] = "00:00:08", ["Auth:ClockSkew"] = "00:00:00" });
-        var alice = await app.LoginAsync("alice");
-        var firstExpiry = DateTime.UtcNow.AddSeconds(8);
-        await using var socket = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
-        await socket.ReceiveMessageAsync();
-        var opLogin = await app.LoginAsync("operator");
-        await Task.Delay(5000);
-        // Fresh tokens through refresh: cheap (no password hashing), so they are issued right now even under load.
-        string fresh = await RefreshAsync(app, alice.RefreshToken);
-        string op = await RefreshAsync(app, opLogin.RefreshToken);
-        await socket.SendAuthAsync(fresh); // the guide's updateToken
-        var untilPastFirstExpiry = firstExpiry - DateTime.UtcNow + TimeSpan.FromMilliseconds(500);
-        if (untilPastFirstExpiry > TimeSpan.Zero) await Task.Delay(untilPastFirstExpiry);
-        await app.PostOkAsync(op, new { user_id = alice.UserId, type = "win", amount = "1.00", currency = "USD" });
+        await using var clocked = await Clocked.StartAsync(new() { ["Auth:AccessTokenLifetime"] = "00:00:10", ["Auth:ClockSkew"] = "00:00:00" }, witness: false);
+        var alice = await clocked.App.LoginAsync("alice");
+        var opLogin = await clocked.App.LoginAsync("operator");
+        await using var socket = await clocked.App.OpenAuthenticatedSocketAsync(alice.AccessToken, "balance.v2");
+        var first = DateTimeOffset.Parse((await socket.ReceiveMessageAsync()).GetProperty("expires_at").GetString()!);
+        Assert.Equal("balance", (await socket.ReceiveMessageAsync()).GetProperty("type").GetString());
+        // Each housekeeping pass the socket stands through sends it a ping: an error or a close instead fails the test.
+        string current = alice.AccessToken;
+        async Task StandUntilAsync(DateTimeOffset until)
+        {
+            while (clocked.Clock.GetUtcNow() < until)
+                if (await clocked.PassAsync(socket, current) is { } frame)
+                    throw new Xunit.Sdk.XunitException($"{frame} at {clocked.Clock.GetUtcNow() - first} from the first expiry");
+        }
+        await StandUntilAsync(first - TimeSpan.FromSeconds(5));
+        // Halfway through the first token's life, a fresh one (the guide's updateToken), through refresh.
+        string fresh = await RefreshAsync(clocked.App, alice.RefreshToken);
+        await socket.SendAuthAsync(fresh);
+        var renewed = DateTimeOffset.Parse((await socket.ReceiveMessageAsync()).GetProperty("expires_at").GetString()!);
+        current = fresh;
+        Assert.True(renewed > first, $"the fresh token expires at {renewed}, the first at {first}");
+        await StandUntilAsync(first + TimeSpan.FromSeconds(2)); // past the first expiry, still open
+        string op = await RefreshAsync(clocked.App, opLogin.RefreshToken);
+        await clocked.App.PostOkAsync(op, new { user_id = alice.UserId, type = "win", amount = "1.00", currency = "USD" });
         Assert.Equal("101.00", (await socket.ReceiveMessageAsync()).GetProperty("balance").GetString());
     }
 

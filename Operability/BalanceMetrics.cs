@@ -11,7 +11,7 @@ public sealed class BalanceMetrics
 {
     public const string MeterName = "Balance";
 
-    public BalanceMetrics(IMeterFactory factory, Ledger ledger, BalanceSocket sockets, Checkpointer checkpoints)
+    public BalanceMetrics(IMeterFactory factory, Ledger ledger, BalanceSocket sockets, Checkpointer checkpoints, ILedgerStore store)
     {
         var meter = factory.Create(MeterName);
         var s = sockets.Stats;
@@ -24,9 +24,15 @@ public sealed class BalanceMetrics
         meter.CreateObservableCounter("balance.sockets.snapshot_failures", () => Volatile.Read(ref s.SnapshotFailures), "{socket}", "Sockets closed 1011 because their balance snapshot could not be read.");
         meter.CreateObservableCounter("balance.sockets.housekeeping_failures", () => Volatile.Read(ref s.HousekeepingFailures), "{socket}", "Sockets whose housekeeping tick threw (logged; the socket is dropped, the others go on).");
         meter.CreateObservableCounter("balance.sockets.connects_limited", () => Volatile.Read(ref s.ConnectsLimited), "{socket}", "Socket opens refused for reconnecting too fast (per address or per player).");
+        meter.CreateObservableGauge("balance.sockets.outbox.deepest", () => Volatile.Read(ref s.DeepestOutbox), "{message}",
+            "The most messages that ever waited in one socket's outbox at once (bounded: one balance per currency, plus control frames).");
         meter.CreateObservableCounter("balance.messages.dropped", () => Volatile.Read(ref s.Dropped), "{message}", "Balances not sent because the socket had already seen a newer version.");
         meter.CreateObservableCounter("balance.ledger.commits", () => Volatile.Read(ref l.Transactions), "{transaction}", "Postings answered by a committed batch.");
         meter.CreateObservableCounter("balance.ledger.batches", () => Volatile.Read(ref l.Batches), "{batch}", "SQLite transactions committed by the writer loop.");
+        meter.CreateObservableGauge("balance.ledger.synchronous", () => store is SqliteLedgerStore sqlite ? Volatile.Read(ref sqlite.Synchronous) : -1, "{level}",
+            "PRAGMA synchronous of the ledger writer's connection: 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA (-1 before its first commit).");
+        meter.CreateObservableGauge("balance.ledger.journal_wal", () => store is SqliteLedgerStore sqlite ? Volatile.Read(ref sqlite.JournalWal) : -1, "{flag}",
+            "1 when the ledger writer's connection runs in WAL journal mode, 0 when not (-1 before its first commit).");
         meter.CreateObservableGauge("balance.wal.pages", () => checkpoints.WalPages, "{page}",
             $"Frames in SQLite's WAL at the last background checkpoint; it restarts near {Checkpointer.BackstopPages}. Growing without bound means checkpoints fall behind.");
         var closes = meter.CreateCounter<long>("balance.sockets.closed", "{socket}", "Socket closes by close code.");

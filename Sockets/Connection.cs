@@ -17,7 +17,8 @@ internal sealed class Connection(BalanceSocket hub, SocketAdmission admission, W
 
     public readonly long Id = id;
     public Guid UserId;
-    public volatile string? SessionId;
+    private string? _sessionId;
+    public string? SessionId => Volatile.Read(ref _sessionId);
     public bool Authenticated;
     public int CloseCode = 1006;
     private long _expiresAt, _lastSeen = hub.Time.GetUtcNow().UtcTicks, _lastPing = hub.Time.GetUtcNow().UtcTicks;
@@ -65,6 +66,7 @@ internal sealed class Connection(BalanceSocket hub, SocketAdmission admission, W
             }
             if (!_hasHead) (_head, _hasHead) = (item, true);
             else (_more ??= new List<Outgoing>(2)).Add(item);
+            hub.Stats.NoteDepth(1 + (_more?.Count ?? 0));
             wake = _waiting;
             _waiting = false;
         }
@@ -353,7 +355,9 @@ internal sealed class Connection(BalanceSocket hub, SocketAdmission admission, W
         }
         // The session is recorded before it is checked: a logout marks the session revoked before it looks for
         // its sockets, so either this check sees the revocation or the logout sees this socket's session.
-        if (role == Roles.Player && !(Authenticated && userId != UserId)) SessionId = sid;
+        // A full fence on both sides (here, and in Sessions.MarkRevoked): a store followed by a load may otherwise be
+        // reordered, and each side could miss the other.
+        if (role == Roles.Player && !(Authenticated && userId != UserId)) Interlocked.Exchange(ref _sessionId, sid);
         if (role != Roles.Player || hub.Sessions.IsRevoked(sid) || (Authenticated && userId != UserId))
         {
             Close(CloseCodes.Forbidden, "forbidden", Authenticated && userId != UserId

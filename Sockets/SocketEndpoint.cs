@@ -7,8 +7,8 @@ namespace Balance.Sockets;
 
 // The endpoint: what a request must pass before it becomes a socket (WebSocket only, not while stopping, an allowed
 // Origin, the admission limits), the upgrade, and the socket's life from its first frame to its close.
-public sealed class SocketEndpoint(BalanceSocket hub, SocketAdmission admission, Tokens tokens, SocketOptions options,
-    IHostEnvironment env, TimeProvider time, ILogger<SocketEndpoint> log)
+public sealed class SocketEndpoint(BalanceSocket hub, SocketAdmission admission, Tokens tokens, Sessions sessions, SocketOptions options,
+    IHostEnvironment env, TimeProvider time, ILogger<BalanceSocket> log) // the hub's log category, as before the endpoint had a file of its own
 {
     public const string Path = "/ws/balance/player";
     public const string SubProtocolV2 = "balance.v2";
@@ -71,7 +71,11 @@ public sealed class SocketEndpoint(BalanceSocket hub, SocketAdmission admission,
         if (headerToken is not null)
         {
             headerAuth = await tokens.ValidateAsync(headerToken);
-            if (headerAuth.IsValid && Guid.TryParse(((JsonWebToken)headerAuth.SecurityToken).Subject, out var player)
+            // Only a token that could open this socket spends the player's allowance: a player's, of a login that
+            // has not ended (a stolen token of an ended login must not lock the real player out).
+            if (headerAuth.IsValid && headerAuth.SecurityToken is JsonWebToken jwt && Guid.TryParse(jwt.Subject, out var player)
+                && jwt.TryGetPayloadValue<string>("role", out var role) && role == Roles.Player
+                && jwt.TryGetPayloadValue<string>("sid", out var sid) && !sessions.IsRevoked(sid)
                 && admission.TryConnectAs(player) is { } playerWait)
             {
                 await TooFastAsync(http, playerWait);

@@ -30,11 +30,11 @@ public sealed class SocketOptions
     // close 4004 after the auth message, before the snapshot read). Token buckets: a burst, then a steady rate.
     [Range(1, int.MaxValue)]
     public int ConnectBurstPerAddress { get; set; } = 200;
-    [Range(0.001, double.MaxValue)]
+    [Range(0.001, 1_000_000)]
     public double ConnectsPerSecondPerAddress { get; set; } = 50;
     [Range(1, int.MaxValue)]
     public int ConnectBurstPerPlayer { get; set; } = 20;
-    [Range(0.001, double.MaxValue)]
+    [Range(0.001, 1_000_000)]
     public double ConnectsPerSecondPerPlayer { get; set; } = 2;
 
     // A browser origin other than the service's own: configured ones, and in Development any loopback one.

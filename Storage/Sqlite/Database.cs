@@ -11,9 +11,11 @@ public sealed class Database
     public string ConnectionString { get; }
     public string FilePath { get; }
     private readonly string _synchronous;
+    private readonly TimeProvider _time;
 
-    public Database(IConfiguration config, IOptions<SqliteOptions> options)
+    public Database(IConfiguration config, IOptions<SqliteOptions> options, TimeProvider time)
     {
+        _time = time;
         var builder = new SqliteConnectionStringBuilder(config.GetConnectionString("Balance") ?? "Data Source=balance.db")
         {
             Pooling = true,
@@ -74,7 +76,7 @@ public sealed class Database
             await connection.ExecuteAsync("ALTER TABLE refresh_tokens ADD COLUMN replaced_by TEXT");
     }
 
-    public static string Now() => DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", System.Globalization.CultureInfo.InvariantCulture);
+    public string Now() => _time.GetUtcNow().UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", System.Globalization.CultureInfo.InvariantCulture);
 }
 
 public sealed class SqliteOptions

@@ -13,7 +13,22 @@ public sealed class SqliteLedgerStore(Database db) : ILedgerStore
         version, request_hash AS requesthash, reference, reverses, created_at AS createdat
         """;
 
-    public ILedgerSession OpenSession() => new SqliteLedgerSession(db.OpenAsync().GetAwaiter().GetResult());
+    // What SQLite says of the writer's own connection, read when it opens (-1 before): the durability promise rests
+    // on it, so an operator (and the durability test) can see it on the running service rather than trust the code.
+    public long Synchronous = -1, JournalWal = -1;
+
+    public ILedgerSession OpenSession()
+    {
+        var connection = db.OpenAsync().GetAwaiter().GetResult();
+        using (var command = connection.CreateCommand())
+        {
+            command.CommandText = "PRAGMA synchronous";
+            Volatile.Write(ref Synchronous, (long)command.ExecuteScalar()!);
+            command.CommandText = "PRAGMA journal_mode";
+            Volatile.Write(ref JournalWal, string.Equals((string?)command.ExecuteScalar(), "wal", StringComparison.OrdinalIgnoreCase) ? 1 : 0);
+        }
+        return new SqliteLedgerSession(connection);
+    }
 
     public async Task<IReadOnlyList<BalanceChange>> WalletsAsync(Guid userId, CancellationToken ct = default)
     {

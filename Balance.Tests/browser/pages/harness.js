@@ -14,6 +14,7 @@ window.WebSocket = class extends NativeWebSocket {
   constructor(url, protocols) {
     super(url, protocols);
     h.sockets++;
+    h.socket = this;
     this.addEventListener('message', event => {
       try {
         const data = JSON.parse(event.data);
@@ -44,6 +45,10 @@ const store = {
   },
 };
 h.spent = () => JSON.parse(localStorage.getItem('h-spent') || '[]');
+
+// A frame as if it had come off the wire on the client's current socket: the tests hand the client what the
+// real server never sends (stale, duplicate, malformed) through the same message path a server frame takes.
+window.deliver = message => h.socket.dispatchEvent(new MessageEvent('message', { data: JSON.stringify(message) }));
 
 async function refresh(reason) {
   h.tokenCalls.push(reason);
