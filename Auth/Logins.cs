@@ -18,6 +18,10 @@ public sealed record TokenPair(string AccessToken, string RefreshToken, string T
 // Logins, refresh-token rotation with reuse detection, logout.
 public sealed class Logins(Database db, Tokens tokens, Sessions sessions, AuthOptions options, TimeProvider time, ILogger<Logins> log)
 {
+    // Spent tokens taken for a lost answer (the refresh grace). Each is also either a flaky network or a copy of the
+    // token in other hands, so it is counted and logged as a warning: a rise is worth a look.
+    public long GraceRetries;
+
     public async Task<TokenPair> StartAsync(UserRecord user)
     {
         string sessionId = Guid.NewGuid().ToString("N");
@@ -71,7 +75,8 @@ public sealed class Logins(Database db, Tokens tokens, Sessions sessions, AuthOp
             // Spent without a successor of its own: presented later, it counts as reuse.
             await connection.ExecuteAsync("UPDATE refresh_tokens SET used_at = @now WHERE token_hash = @successor",
                 new { now = Stamp(now), successor = row.ReplacedBy }, tx);
-            log.LogInformation("Refresh retried within the grace for user {UserId}, session {SessionId}", row.UserId, row.SessionId);
+            Interlocked.Increment(ref GraceRetries);
+            log.LogWarning("A spent refresh token was presented again within the grace for user {UserId}, session {SessionId}: taken for a lost answer", row.UserId, row.SessionId);
         }
         DateTime ends = Parse(row.SessionEnds);
         if (Parse(row.ExpiresAt) <= now || ends <= now) return (RefreshOutcome.Expired, null);

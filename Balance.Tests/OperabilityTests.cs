@@ -39,13 +39,12 @@ public sealed class OperabilityTests
         Assert.Contains("balance_ledger_commit_duration_milliseconds_bucket", text);
         Assert.Contains("balance_sockets_open", text);
         // The ledger writer's own connection, as SQLite reports it: synchronous FULL (2) and WAL.
-        // (Exact here from this host's store; the separate-process SIGKILL test reads the exported values, which in this
-        // process other hosts' meters of the same name also feed.)
+        // The writer's pragmas, from this host's store. Their exported gauges are read exactly by the separate-process
+        // SIGKILL test: in this process other hosts register instruments of the same names, and the exporter keeps
+        // one gauge per name, not necessarily this host's.
         var store = (SqliteLedgerStore)app.Services.GetRequiredService<ILedgerStore>();
         Assert.Equal(2, Volatile.Read(ref store.Synchronous));
         Assert.Equal(1, Volatile.Read(ref store.JournalWal));
-        Assert.Matches(@"balance_ledger_synchronous\{[^}]*\} \d+", text);
-        Assert.Matches(@"balance_ledger_journal_wal\{[^}]*\} \d+", text);
         Assert.Matches(@"balance_wal_pages\{[^}]*\} \d+", text); // the background checkpointer has run (every 50 ms)
         Assert.Contains("balance_sockets_authenticated", text);
         Assert.Contains("balance_messages_sent_total", text);

@@ -94,6 +94,7 @@ public sealed class SessionTests
         Assert.NotNull(lost);
         var (status, code, retried) = await RefreshAsync(app, login.RefreshToken, login.UserId);
         Assert.True(status == HttpStatusCode.OK, $"a repeated refresh within the grace gets a fresh pair: {status} {code}");
+        Assert.Equal(1, Volatile.Read(ref app.Services.GetRequiredService<Logins>().GraceRetries)); // counted: it may be a copy
         Assert.NotEqual(lost!.RefreshToken, retried!.RefreshToken);
 
         // The retried pair carries the login on.

@@ -11,7 +11,7 @@ public sealed class BalanceMetrics
 {
     public const string MeterName = "Balance";
 
-    public BalanceMetrics(IMeterFactory factory, Ledger ledger, BalanceSocket sockets, Checkpointer checkpoints, ILedgerStore store)
+    public BalanceMetrics(IMeterFactory factory, Ledger ledger, BalanceSocket sockets, Checkpointer checkpoints, ILedgerStore store, Logins logins)
     {
         var meter = factory.Create(MeterName);
         var s = sockets.Stats;
@@ -23,6 +23,8 @@ public sealed class BalanceMetrics
         meter.CreateObservableCounter("balance.sockets.dead_peers", () => Volatile.Read(ref s.DeadPeers), "{socket}", "Sockets dropped because the peer stopped answering WebSocket pings.");
         meter.CreateObservableCounter("balance.sockets.snapshot_failures", () => Volatile.Read(ref s.SnapshotFailures), "{socket}", "Sockets closed 1011 because their balance snapshot could not be read.");
         meter.CreateObservableCounter("balance.sockets.housekeeping_failures", () => Volatile.Read(ref s.HousekeepingFailures), "{socket}", "Sockets whose housekeeping tick threw (logged; the socket is dropped, the others go on).");
+        meter.CreateObservableCounter("balance.auth.refresh_grace_retries", () => Volatile.Read(ref logins.GraceRetries), "{refresh}",
+            "Spent refresh tokens presented again within Auth:RefreshReuseGrace and taken for a lost answer (a flaky network, or a copy in other hands).");
         meter.CreateObservableCounter("balance.sockets.connects_limited", () => Volatile.Read(ref s.ConnectsLimited), "{socket}", "Socket opens refused for reconnecting too fast (per address or per player).");
         meter.CreateObservableGauge("balance.sockets.outbox.deepest", () => Volatile.Read(ref s.DeepestOutbox), "{message}",
             "The most messages that ever waited in one socket's outbox at once (bounded: one balance per currency, plus control frames).");
