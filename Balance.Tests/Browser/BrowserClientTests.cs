@@ -7,18 +7,6 @@ namespace Balance.Tests.Browser;
 [Collection(BrowserCollection.Name)]
 public sealed class BrowserClientTests(ChromiumFixture chromium, ITestOutputHelper output)
 {
-    // A short server heartbeat so the client's pong path and watchdog are exercised within a test.
-    private static Dictionary<string, string?> Settings(string? tokenLifetime = null)
-    {
-        var settings = new Dictionary<string, string?> { ["Balance:Socket:HeartbeatInterval"] = "00:00:01" };
-        if (tokenLifetime is not null)
-        {
-            settings["Auth:AccessTokenLifetime"] = tokenLifetime;
-            settings["Auth:ClockSkew"] = "00:00:00";
-        }
-        return settings;
-    }
-
     private const string FastOptions = "{ initialDelay: 100, maxDelay: 1000, heartbeatTimeout: 4000, pollInterval: 300 }";
 
     private async Task<IPage> StartAsync(BalanceApplication app, Login login, bool withRefresh = true, string options = FastOptions, int listeners = 1)
@@ -33,7 +21,7 @@ public sealed class BrowserClientTests(ChromiumFixture chromium, ITestOutputHelp
     [Fact]
     public async Task SnapshotAndLiveUpdatesReachTwoListenersOverOneSocket()
     {
-        await using var app = new BalanceApplication(Settings());
+        await using var app = new BalanceApplication(BrowserKit.Settings());
         var alice = await app.LoginAsync("alice");
         var op = await app.LoginAsync("operator");
         var page = await StartAsync(app, alice, listeners: 2);
@@ -56,7 +44,7 @@ public sealed class BrowserClientTests(ChromiumFixture chromium, ITestOutputHelp
     [Fact]
     public async Task StaleAndDuplicateVersionsAreDroppedAndTheCachedBalanceShowsBeforeConnecting()
     {
-        await using var app = new BalanceApplication(Settings());
+        await using var app = new BalanceApplication(BrowserKit.Settings());
         var alice = await app.LoginAsync("alice");
         var page = await StartAsync(app, alice);
         await using var pageContext = page.Context; // closed before the app: no client retries after the test
@@ -86,7 +74,7 @@ public sealed class BrowserClientTests(ChromiumFixture chromium, ITestOutputHelp
     [Fact]
     public async Task TheTokenIsRefreshedBeforeItExpiresOnTheOpenSocket()
     {
-        await using var app = new BalanceApplication(Settings(tokenLifetime: "00:00:04"));
+        await using var app = new BalanceApplication(BrowserKit.Settings(tokenLifetime: "00:00:04"));
         var alice = await app.LoginAsync("alice");
         var page = await StartAsync(app, alice);
         await using var pageContext = page.Context; // closed before the app: no client retries after the test
@@ -109,7 +97,7 @@ public sealed class BrowserClientTests(ChromiumFixture chromium, ITestOutputHelp
     [Fact]
     public async Task AnExpiredTokenClosedWith4001IsReplacedAndTheSocketComesBack()
     {
-        await using var app = new BalanceApplication(Settings(tokenLifetime: "00:00:03"));
+        await using var app = new BalanceApplication(BrowserKit.Settings(tokenLifetime: "00:00:03"));
         var alice = await app.LoginAsync("alice");
         // refreshAhead: false lets the token run out on the open socket, as when a laptop sleeps through the refresh.
         var page = await StartAsync(app, alice, options: "{ initialDelay: 100, maxDelay: 1000, refreshAhead: false }");
@@ -131,7 +119,7 @@ public sealed class BrowserClientTests(ChromiumFixture chromium, ITestOutputHelp
     [Fact]
     public async Task AnInvalidTokenEndsUnauthorizedWithoutARetryLoop()
     {
-        await using var app = new BalanceApplication(Settings());
+        await using var app = new BalanceApplication(BrowserKit.Settings());
         var alice = await app.LoginAsync("alice");
         var page = await StartAsync(app, alice with { AccessToken = alice.AccessToken[..^4] + "AAAA" });
         await using var pageContext = page.Context; // closed before the app: no client retries after the test
@@ -149,7 +137,7 @@ public sealed class BrowserClientTests(ChromiumFixture chromium, ITestOutputHelp
     [Fact]
     public async Task DebounceHandsListenersOnlyTheNewestOfABurst()
     {
-        await using var app = new BalanceApplication(Settings());
+        await using var app = new BalanceApplication(BrowserKit.Settings());
         var alice = await app.LoginAsync("alice");
         var op = await app.LoginAsync("operator");
         var page = await StartAsync(app, alice, options: "{ debounce: 2000 }");

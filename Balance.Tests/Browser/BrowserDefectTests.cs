@@ -8,17 +8,6 @@ namespace Balance.Tests.Browser;
 [Collection(BrowserCollection.Name)]
 public sealed class BrowserDefectTests(ChromiumFixture chromium, ITestOutputHelper output)
 {
-    private static Dictionary<string, string?> Settings(string? tokenLifetime = null)
-    {
-        var settings = new Dictionary<string, string?> { ["Balance:Socket:HeartbeatInterval"] = "00:00:01" };
-        if (tokenLifetime is not null)
-        {
-            settings["Auth:AccessTokenLifetime"] = tokenLifetime;
-            settings["Auth:ClockSkew"] = "00:00:00";
-        }
-        return settings;
-    }
-
     private async Task<IPage> OpenAsync(BalanceApplication app, string? initScript = null)
     {
         var context = await BrowserKit.OpenContextAsync(chromium.Browser, app.BaseAddress);
@@ -36,7 +25,7 @@ public sealed class BrowserDefectTests(ChromiumFixture chromium, ITestOutputHelp
     [Fact]
     public async Task A4001ThatJoinsARefreshWhichThenFailsStillEndsConnected()
     {
-        await using var app = new BalanceApplication(Settings(tokenLifetime: "00:00:04"));
+        await using var app = new BalanceApplication(BrowserKit.Settings(tokenLifetime: "00:00:04"));
         var alice = await app.LoginAsync("alice");
         var page = await OpenAsync(app);
         await using var pageContext = page.Context;
@@ -59,7 +48,7 @@ public sealed class BrowserDefectTests(ChromiumFixture chromium, ITestOutputHelp
     [Fact]
     public async Task ANetworkErrorFromGetTokenIsRetriedAndOnlyARefusalEndsTheSession()
     {
-        await using var app = new BalanceApplication(Settings(tokenLifetime: "00:00:03"));
+        await using var app = new BalanceApplication(BrowserKit.Settings(tokenLifetime: "00:00:03"));
         var alice = await app.LoginAsync("alice");
         var page = await OpenAsync(app);
         await using var pageContext = page.Context;
@@ -81,7 +70,7 @@ public sealed class BrowserDefectTests(ChromiumFixture chromium, ITestOutputHelp
     [Fact]
     public async Task ADeviceClockAnHourFastRefreshesOncePerIntervalNotInALoop()
     {
-        await using var app = new BalanceApplication(Settings(tokenLifetime: "00:00:05"));
+        await using var app = new BalanceApplication(BrowserKit.Settings(tokenLifetime: "00:00:05"));
         var alice = await app.LoginAsync("alice");
         // Only this page's clock is wrong; the service and its tokens keep real time.
         var page = await OpenAsync(app, "(() => { const now = Date.now; Date.now = () => now() + 3600_000; })()");
@@ -107,7 +96,7 @@ public sealed class BrowserDefectTests(ChromiumFixture chromium, ITestOutputHelp
     [Fact]
     public async Task AComponentMountingWithAnOlderTokenDoesNotDowngradeTheSharedService()
     {
-        await using var app = new BalanceApplication(Settings());
+        await using var app = new BalanceApplication(BrowserKit.Settings());
         var first = await app.LoginAsync("alice");
         await Task.Delay(TimeSpan.FromSeconds(1.1)); // iat and exp are in whole seconds
         using var http = app.Http();
@@ -133,7 +122,7 @@ public sealed class BrowserDefectTests(ChromiumFixture chromium, ITestOutputHelp
     [Fact]
     public async Task BalancesThatAreNegativeOrFinerThanTheCurrencyAreRefused()
     {
-        await using var app = new BalanceApplication(Settings());
+        await using var app = new BalanceApplication(BrowserKit.Settings());
         var alice = await app.LoginAsync("alice");
         var page = await OpenAsync(app);
         await using var pageContext = page.Context;

@@ -45,6 +45,19 @@ public sealed class ChromiumFixture : IAsyncLifetime
 
 public static class BrowserKit
 {
+    // The browser tests' service: a short server heartbeat, so the client's pong path and watchdog run within a test;
+    // with a token lifetime, no clock skew either, so a token really ends when it says.
+    public static Dictionary<string, string?> Settings(string? tokenLifetime = null)
+    {
+        var settings = new Dictionary<string, string?> { ["Balance:Socket:HeartbeatInterval"] = "00:00:01" };
+        if (tokenLifetime is not null)
+        {
+            settings["Auth:AccessTokenLifetime"] = tokenLifetime;
+            settings["Auth:ClockSkew"] = "00:00:00";
+        }
+        return settings;
+    }
+
     public const float Timeout = 10_000;
 
     // Balance.Tests/browser: the test pages, the guide's class and the npm packages (React, Vue) they load.

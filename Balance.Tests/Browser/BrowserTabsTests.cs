@@ -11,17 +11,6 @@ namespace Balance.Tests.Browser;
 [Collection(BrowserCollection.Name)]
 public sealed class BrowserTabsTests(ChromiumFixture chromium, ITestOutputHelper output)
 {
-    private static Dictionary<string, string?> Settings(string? tokenLifetime = null)
-    {
-        var settings = new Dictionary<string, string?> { ["Balance:Socket:HeartbeatInterval"] = "00:00:01" };
-        if (tokenLifetime is not null)
-        {
-            settings["Auth:AccessTokenLifetime"] = tokenLifetime;
-            settings["Auth:ClockSkew"] = "00:00:00";
-        }
-        return settings;
-    }
-
     private static readonly object FastOptions = new { initialDelay = 100, maxDelay = 1000, heartbeatTimeout = 4000 };
 
     // The first tab brings the refresh token (into localStorage, where every tab's getToken reads the latest).
@@ -80,7 +69,7 @@ public sealed class BrowserTabsTests(ChromiumFixture chromium, ITestOutputHelper
     [Fact]
     public async Task ThreeTabsShareOneSocketAndWhenTheLeaderClosesAnotherTakesOverWithoutLosingAnUpdate()
     {
-        await using var app = new BalanceApplication(Settings());
+        await using var app = new BalanceApplication(BrowserKit.Settings());
         var alice = await app.LoginAsync("alice");
         var op = await app.LoginAsync("operator");
         await using var context = await BrowserKit.OpenContextAsync(chromium.Browser, app.BaseAddress);
@@ -127,7 +116,7 @@ public sealed class BrowserTabsTests(ChromiumFixture chromium, ITestOutputHelper
     [Fact]
     public async Task WhenTheLeaderTabCrashesAnotherTakesOver()
     {
-        await using var app = new BalanceApplication(Settings());
+        await using var app = new BalanceApplication(BrowserKit.Settings());
         var alice = await app.LoginAsync("alice");
         var op = await app.LoginAsync("operator");
         await using var context = await BrowserKit.OpenContextAsync(chromium.Browser, app.BaseAddress);
@@ -153,7 +142,7 @@ public sealed class BrowserTabsTests(ChromiumFixture chromium, ITestOutputHelper
     [Fact]
     public async Task TwelveTabsStillHoldOneSocketAndNoneIsTurnedAway()
     {
-        await using var app = new BalanceApplication(Settings());
+        await using var app = new BalanceApplication(BrowserKit.Settings());
         var alice = await app.LoginAsync("alice");
         var op = await app.LoginAsync("operator");
         await using var context = await BrowserKit.OpenContextAsync(chromium.Browser, app.BaseAddress);
@@ -171,7 +160,7 @@ public sealed class BrowserTabsTests(ChromiumFixture chromium, ITestOutputHelper
     [Fact]
     public async Task ThreeTabsThroughSeveralTokenLifetimesSpendEachRefreshTokenOnce()
     {
-        await using var app = new BalanceApplication(Settings(tokenLifetime: "00:00:04"));
+        await using var app = new BalanceApplication(BrowserKit.Settings(tokenLifetime: "00:00:04"));
         var alice = await app.LoginAsync("alice");
         await using var context = await BrowserKit.OpenContextAsync(chromium.Browser, app.BaseAddress);
         var tabs = await OpenTabsAsync(context, alice, 3);
@@ -207,7 +196,7 @@ public sealed class BrowserTabsTests(ChromiumFixture chromium, ITestOutputHelper
     [Fact]
     public async Task ALeaderClosedWhileItsRefreshIsInFlightDoesNotEndTheLogin()
     {
-        await using var app = new BalanceApplication(Settings(tokenLifetime: "00:00:04"));
+        await using var app = new BalanceApplication(BrowserKit.Settings(tokenLifetime: "00:00:04"));
         var alice = await app.LoginAsync("alice");
         await using var context = await BrowserKit.OpenContextAsync(chromium.Browser, app.BaseAddress);
         var tabs = await OpenTabsAsync(context, alice, 3);
@@ -242,7 +231,7 @@ public sealed class BrowserTabsTests(ChromiumFixture chromium, ITestOutputHelper
     [Fact]
     public async Task LogoutInOneTabEndsTheServiceInEveryTabAndClearsTheCachedBalance()
     {
-        await using var app = new BalanceApplication(Settings());
+        await using var app = new BalanceApplication(BrowserKit.Settings());
         var alice = await app.LoginAsync("alice");
         await using var context = await BrowserKit.OpenContextAsync(chromium.Browser, app.BaseAddress);
         var tabs = await OpenTabsAsync(context, alice, 3);
@@ -260,7 +249,7 @@ public sealed class BrowserTabsTests(ChromiumFixture chromium, ITestOutputHelper
     [Fact]
     public async Task WhenTheServerEndsTheLoginEveryTabShowsTheLeadersErrorAndAsksForALogin()
     {
-        await using var app = new BalanceApplication(Settings());
+        await using var app = new BalanceApplication(BrowserKit.Settings());
         var alice = await app.LoginAsync("alice");
         await using var context = await BrowserKit.OpenContextAsync(chromium.Browser, app.BaseAddress);
         var tabs = await OpenTabsAsync(context, alice, 3);
@@ -285,7 +274,7 @@ public sealed class BrowserTabsTests(ChromiumFixture chromium, ITestOutputHelper
     [Fact]
     public async Task WithoutWebLocksOrWhenTurnedOffEveryTabHasItsOwnSocket()
     {
-        await using var app = new BalanceApplication(Settings());
+        await using var app = new BalanceApplication(BrowserKit.Settings());
         var alice = await app.LoginAsync("alice");
         var op = await app.LoginAsync("operator");
         // An old browser or a webview: no navigator.locks.
