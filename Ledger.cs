@@ -4,7 +4,6 @@ using System.Globalization;
 using System.Threading.Channels;
 using Balance.Auth;
 using Balance.Postings;
-using Balance.Storage.Sqlite;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 
@@ -76,20 +75,22 @@ public sealed class Ledger : IHostedService
     private void WriteLoop()
     {
         var batch = new List<Work>(_maxBatch);
+        var postings = new List<Posting>(_maxBatch);
         var results = new List<PostOutcome>(_maxBatch);
         var changes = new List<BalanceChange>(_maxBatch);
         ILedgerSession? session = null;
         while (_work.Reader.TryPeek(out _) || _work.Reader.WaitToReadAsync().AsTask().GetAwaiter().GetResult())
         {
             batch.Clear();
-            while (batch.Count < _maxBatch && _work.Reader.TryRead(out var item)) batch.Add(item);
+            postings.Clear();
+            while (batch.Count < _maxBatch && _work.Reader.TryRead(out var item)) { batch.Add(item); postings.Add(item.Posting); }
             results.Clear();
             changes.Clear();
             var started = Stopwatch.GetTimestamp();
             try
             {
                 session ??= _store.OpenSession();
-                Run(session, batch, results, changes);
+                Run(session, batch, postings, results, changes);
             }
             catch (Exception ex)
             {
@@ -128,30 +129,41 @@ public sealed class Ledger : IHostedService
         _stopped.TrySetResult();
     }
 
-    // One transaction for the whole batch, each posting isolated, so a conflict of one undoes only that one.
-    // Throws when the batch as a whole cannot commit.
-    private void Run(ILedgerSession session, List<Work> batch, List<PostOutcome> results, List<BalanceChange> changes)
+    // One transaction for the whole batch, each posting isolated, so a conflict of one undoes only that one. A store
+    // that refuses the batch as a whole (another node took a key or a reversal meanwhile, and a constraint caught it)
+    // gets it again once: the rerun reads what the other node committed and answers each posting by it. Throws when
+    // the batch cannot commit.
+    private void Run(ILedgerSession session, List<Work> batch, List<Posting> postings, List<PostOutcome> results, List<BalanceChange> changes)
     {
-        session.Begin();
-        try
+        for (int attempt = 1; ; attempt++)
         {
-            foreach (var work in batch)
+            try
             {
-                if (session.TryIsolated(() => Apply(session, work.Posting, work.Hash), out var applied))
+                session.Begin(postings);
+                foreach (var work in batch)
                 {
-                    results.Add(applied.Outcome);
-                    if (applied.Change is not null) changes.Add(applied.Change);
+                    if (session.TryIsolated(() => Apply(session, work.Posting, work.Hash), out var applied))
+                    {
+                        results.Add(applied.Outcome);
+                        if (applied.Change is not null) changes.Add(applied.Change);
+                    }
+                    else results.Add(new PostOutcome.Refused(Refusal.Conflict, "The transaction conflicts with another one; retry with the same Idempotency-Key."));
                 }
-                else results.Add(new PostOutcome.Refused(Refusal.Conflict, "The transaction conflicts with another one; retry with the same Idempotency-Key."));
+                session.Commit();
+                return;
             }
-            session.Commit();
-        }
-        catch
-        {
-            results.Clear();
-            changes.Clear();
-            session.Rollback();
-            throw;
+            catch (Exception ex)
+            {
+                results.Clear();
+                changes.Clear();
+                session.Rollback();
+                if (ex is StoreConflictException && attempt == 1)
+                {
+                    _log.LogWarning("The store refused a batch of {Count} postings as a whole ({Reason}); running it again", batch.Count, ex.Message);
+                    continue;
+                }
+                throw;
+            }
         }
     }
 
@@ -220,12 +232,11 @@ public sealed class LedgerOptions
 
 public static class LedgerRegistration
 {
-    // Money: the store and the ledger's writer loop; its committed changes are read by the socket hub.
+    // Money: the ledger's writer loop over the engine's ILedgerStore (AddStorage); its committed changes are read by the socket hub.
     public static WebApplicationBuilder AddLedger(this WebApplicationBuilder builder)
     {
         builder.Services.TryAddSingleton(TimeProvider.System);
         builder.Services.AddOptions<LedgerOptions>().BindConfiguration("Balance").ValidateDataAnnotations().ValidateOnStart();
-        builder.Services.AddSqliteStorage(); // the ILedgerStore
         builder.Services.AddSingleton<Ledger>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<Ledger>());
         return builder;

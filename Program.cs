@@ -3,9 +3,10 @@ using Balance.Api;
 using Balance.Auth;
 using Balance.Operability;
 using Balance.Sockets;
-using Balance.Storage.Sqlite;
+using Balance.Storage;
 
 var builder = WebApplication.CreateBuilder(args);
+builder.AddStorage();
 builder.AddLedger();
 builder.AddBalanceAuth();
 builder.AddSockets();

@@ -1,9 +1,9 @@
+using System.Data.Common;
 using System.Text.Json;
 using Balance.Postings;
 using Microsoft.AspNetCore.Diagnostics;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Mvc;
-using Microsoft.Data.Sqlite;
 
 namespace Balance.Api;
 
@@ -37,7 +37,13 @@ public static class Problems
                     : bad.InnerException is JsonException json ? $"Malformed JSON: {json.Message}" : bad.Message;
                 problem.Extensions.TryAdd("code", bad.StatusCode == 413 ? "payload_too_large" : "malformed_request");
                 break;
-            case SqliteException or ServiceStoppingException:
+            case CommitOutcomeUnknownException:
+                problem.Title = "Service Unavailable";
+                problem.Detail = "The connection to the database was lost while it committed; the transaction may or may not have been applied. Retry with the same Idempotency-Key: it applies at most once.";
+                problem.Extensions.TryAdd("code", "unavailable");
+                context.HttpContext.Response.Headers.RetryAfter = "1";
+                break;
+            case DbException or TimeoutException or StoreConflictException or ServiceStoppingException:
                 problem.Title = "Service Unavailable";
                 problem.Detail = "The ledger is temporarily unavailable; nothing was changed. Retry with the same Idempotency-Key.";
                 problem.Extensions.TryAdd("code", "unavailable");
@@ -62,7 +68,9 @@ public static class Problems
     public static int StatusFor(Exception exception) => exception switch
     {
         BadHttpRequestException bad => bad.StatusCode,
-        SqliteException or ServiceStoppingException => StatusCodes.Status503ServiceUnavailable,
+        // The database (either engine) failed or timed out, or refused a batch twice: nothing was changed, or in the one
+        // case it cannot know (CommitOutcomeUnknownException) the same key makes a retry safe.
+        DbException or TimeoutException or StoreConflictException or CommitOutcomeUnknownException or ServiceStoppingException => StatusCodes.Status503ServiceUnavailable,
         _ => StatusCodes.Status500InternalServerError,
     };
 }

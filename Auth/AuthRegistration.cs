@@ -1,4 +1,4 @@
-using Balance.Storage.Sqlite;
+using Balance.Storage;
 using Microsoft.AspNetCore.Authentication.JwtBearer;
 using Microsoft.Extensions.Options;
 
@@ -13,7 +13,7 @@ public static class AuthRegistration
         services.AddOptions<AuthOptions>().BindConfiguration("Auth").ValidateDataAnnotations().ValidateOnStart();
         services.AddSingleton(sp => sp.GetRequiredService<IOptions<AuthOptions>>().Value);
         services.AddSingleton(sp => new Tokens(sp.GetRequiredService<AuthOptions>(),
-            Tokens.LoadSigningKey(sp.GetRequiredService<AuthOptions>(), sp.GetRequiredService<Database>(), sp.GetRequiredService<IHostEnvironment>()),
+            Tokens.LoadSigningKey(sp.GetRequiredService<AuthOptions>(), sp.GetRequiredService<IDatabase>(), sp.GetRequiredService<IHostEnvironment>()),
             sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton<Sessions>().AddSingleton<Users>().AddSingleton<Logins>().AddSingleton<LoginThrottle>();
         services.AddAuthentication(JwtBearerDefaults.AuthenticationScheme).AddJwtBearer();

@@ -1,6 +1,6 @@
 using System.Security.Cryptography;
 using System.Text;
-using Balance.Storage.Sqlite;
+using Balance.Storage;
 using Dapper;
 using Microsoft.IdentityModel.Tokens;
 
@@ -9,7 +9,7 @@ namespace Balance.Auth;
 public sealed record TokenPair(string AccessToken, string RefreshToken, string TokenType, int ExpiresIn, Guid UserId, string Role);
 
 // Logins, refresh-token rotation with reuse detection, logout.
-public sealed class Logins(Database db, Tokens tokens, Sessions sessions, AuthOptions options, TimeProvider time, ILogger<Logins> log)
+public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, AuthOptions options, TimeProvider time, ILogger<Logins> log)
 {
     // Spent tokens taken for a lost answer (the refresh grace). Each is also either a flaky network or a copy of the
     // token in other hands, so it is counted and logged as a warning: a rise is worth a look.
@@ -43,7 +43,8 @@ public sealed class Logins(Database db, Tokens tokens, Sessions sessions, AuthOp
         string hash = Hash(refreshToken);
         DateTime now = time.GetUtcNow().UtcDateTime;
         await using var connection = await db.OpenAsync();
-        await using var tx = await connection.BeginTransactionAsync(); // BEGIN IMMEDIATE: one winner per token
+        await using var tx = await connection.BeginTransactionAsync(); // one winner per token: SQLite's BEGIN IMMEDIATE, or the row lock
+        if (db.LockRefreshToken is { } lockToken) await connection.ExecuteAsync(lockToken, new { hash }, tx);
         var row = await connection.QuerySingleOrDefaultAsync<(string SessionId, string ExpiresAt, string? UsedAt, string? ReplacedBy, string? SuccessorUsedAt,
             string? RevokedAt, string SessionEnds, Guid UserId, string Role)>(
             """

@@ -1,12 +1,12 @@
 using System.Collections.Concurrent;
-using Balance.Storage.Sqlite;
+using Balance.Storage;
 using Dapper;
 
 namespace Balance.Auth;
 
 // Login sessions. Revocation is checked on every request and socket, so it is kept in memory
 // (loaded at start) and announced to whoever holds open sockets of that session.
-public sealed class Sessions(Database db, AuthOptions options, TimeProvider time)
+public sealed class Sessions(IDatabase db, AuthOptions options, TimeProvider time)
 {
     private readonly ConcurrentDictionary<string, byte> _revoked = new(StringComparer.Ordinal);
     public event Action<string>? Revoked;

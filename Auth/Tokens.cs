@@ -1,6 +1,6 @@
 using System.Security.Cryptography;
 using System.Text;
-using Balance.Storage.Sqlite;
+using Balance.Storage;
 using Microsoft.IdentityModel.JsonWebTokens;
 using Microsoft.IdentityModel.Tokens;
 
@@ -82,7 +82,7 @@ public sealed class Tokens
     // What JwtBearer validates REST requests with: the same handler, remembering tokens that passed.
     public TokenHandler RequestHandler { get; }
 
-    public static byte[] LoadSigningKey(AuthOptions options, Database db, IHostEnvironment env)
+    public static byte[] LoadSigningKey(AuthOptions options, IDatabase db, IHostEnvironment env)
     {
         if (!string.IsNullOrEmpty(options.SigningKey))
         {
@@ -95,13 +95,7 @@ public sealed class Tokens
         }
         if (!env.IsDevelopment())
             throw new InvalidOperationException("Auth:SigningKey is required outside Development (at least 32 bytes; prefix with 'base64:' for binary keys).");
-        // Development: generate once and keep beside the database so tokens survive a restart.
-        string path = db.FilePath + ".key";
-        if (File.Exists(path)) return Convert.FromBase64String(File.ReadAllText(path).Trim());
-        byte[] key = RandomNumberGenerator.GetBytes(64);
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        File.WriteAllText(path, Convert.ToBase64String(key));
-        if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
-        return key;
+        // Development: generated once and kept with the database (a file beside SQLite's, a row in PostgreSQL's).
+        return db.DevelopmentSigningKeyAsync().GetAwaiter().GetResult();
     }
 }

@@ -1,4 +1,4 @@
-using Balance.Storage.Sqlite;
+using Balance.Storage;
 using Dapper;
 using Microsoft.AspNetCore.Identity;
 
@@ -7,7 +7,7 @@ namespace Balance.Auth;
 public sealed record UserRecord(Guid Id, string Username, string PasswordHash, string Role);
 public sealed record UserView(Guid UserId, string Username, string Role);
 
-public sealed class Users(Database db)
+public sealed class Users(IDatabase db, TimeProvider time)
 {
     private static readonly PasswordHasher<UserRecord> Hasher = new();
     // Verifying against this when the user does not exist keeps the timing of both answers alike.
@@ -20,7 +20,7 @@ public sealed class Users(Database db)
     {
         await using var connection = await db.OpenAsync();
         return await connection.QuerySingleOrDefaultAsync<UserRecord>(
-            "SELECT id, username, password_hash AS passwordhash, role FROM users WHERE username = @username", new { username });
+            $"SELECT id, username, password_hash AS passwordhash, role FROM users WHERE {db.UsernameIs}", new { username });
     }
 
     public async Task<UserRecord?> FindAsync(Guid id)
@@ -45,7 +45,7 @@ public sealed class Users(Database db)
         await using var connection = await db.OpenAsync();
         int inserted = await connection.ExecuteAsync(
             "INSERT INTO users (id, username, password_hash, role, created_at) VALUES (@Id, @Username, @PasswordHash, @Role, @now) ON CONFLICT DO NOTHING",
-            new { user.Id, user.Username, user.PasswordHash, user.Role, now = db.Now() });
+            new { user.Id, user.Username, user.PasswordHash, user.Role, now = Logins.Stamp(time.GetUtcNow().UtcDateTime) });
         return inserted == 1 ? user : null;
     }
 }

@@ -1,7 +1,7 @@
 using System.Diagnostics.Metrics;
 using Balance.Auth;
 using Balance.Postings;
-using Balance.Storage.Sqlite;
+using Balance.Storage;
 
 namespace Balance.Operability;
 
@@ -11,7 +11,7 @@ public sealed class BalanceMetrics
 {
     public const string MeterName = "Balance";
 
-    public BalanceMetrics(IMeterFactory factory, Ledger ledger, BalanceSocket sockets, Checkpointer checkpoints, ILedgerStore store, Logins logins)
+    public BalanceMetrics(IMeterFactory factory, Ledger ledger, BalanceSocket sockets, IEnumerable<IStorageInstruments> storage, Logins logins)
     {
         var meter = factory.Create(MeterName);
         var s = sockets.Stats;
@@ -30,13 +30,8 @@ public sealed class BalanceMetrics
             "The most messages that ever waited in one socket's outbox at once (bounded: one balance per currency, plus control frames).");
         meter.CreateObservableCounter("balance.messages.dropped", () => Volatile.Read(ref s.Dropped), "{message}", "Balances not sent because the socket had already seen a newer version.");
         meter.CreateObservableCounter("balance.ledger.commits", () => Volatile.Read(ref l.Transactions), "{transaction}", "Postings answered by a committed batch.");
-        meter.CreateObservableCounter("balance.ledger.batches", () => Volatile.Read(ref l.Batches), "{batch}", "SQLite transactions committed by the writer loop.");
-        meter.CreateObservableGauge("balance.ledger.synchronous", () => store is SqliteLedgerStore sqlite ? Volatile.Read(ref sqlite.Synchronous) : -1, "{level}",
-            "PRAGMA synchronous of the ledger writer's connection: 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA (-1 before its first commit).");
-        meter.CreateObservableGauge("balance.ledger.journal_wal", () => store is SqliteLedgerStore sqlite ? Volatile.Read(ref sqlite.JournalWal) : -1, "{flag}",
-            "1 when the ledger writer's connection runs in WAL journal mode, 0 when not (-1 before its first commit).");
-        meter.CreateObservableGauge("balance.wal.pages", () => checkpoints.WalPages, "{page}",
-            $"Frames in SQLite's WAL at the last background checkpoint; it restarts near {Checkpointer.BackstopPages}. Growing without bound means checkpoints fall behind.");
+        meter.CreateObservableCounter("balance.ledger.batches", () => Volatile.Read(ref l.Batches), "{batch}", "Database transactions committed by the writer loop.");
+        foreach (var instruments in storage) instruments.Create(meter); // the engine's own: SQLite's pragmas and WAL, PostgreSQL's change feed
         var closes = meter.CreateCounter<long>("balance.sockets.closed", "{socket}", "Socket closes by close code.");
         s.Closed += code => closes.Add(1, new KeyValuePair<string, object?>("code", code));
         var latency = meter.CreateHistogram<double>("balance.ledger.commit.duration", "ms", "Time from the start of a batch to its durable commit.");

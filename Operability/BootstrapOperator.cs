@@ -1,8 +1,5 @@
 using Balance.Auth;
 using Balance.Postings;
-using Balance.Storage.Sqlite;
-using Dapper;
-using Microsoft.Data.Sqlite;
 
 namespace Balance.Operability;
 

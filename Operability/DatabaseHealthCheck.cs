@@ -1,25 +1,24 @@
-using Balance.Auth;
-using Balance.Postings;
-using Balance.Storage.Sqlite;
+using System.Data.Common;
+using Balance.Storage;
 using Dapper;
-using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
 
 namespace Balance.Operability;
 
-public sealed class DatabaseHealthCheck(Database db) : Microsoft.Extensions.Diagnostics.HealthChecks.IHealthCheck
+// Ready only while the database answers a query (either engine).
+public sealed class DatabaseHealthCheck(IDatabase db) : IHealthCheck
 {
-    public async Task<Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult> CheckHealthAsync(
-        Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckContext context, CancellationToken ct = default)
+    public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken ct = default)
     {
         try
         {
             await using var connection = await db.OpenAsync(ct);
-            await connection.ExecuteScalarAsync<long>("SELECT count(*) FROM users LIMIT 1");
-            return Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult.Healthy();
+            await connection.ExecuteScalarAsync<long>(new CommandDefinition("SELECT count(*) FROM users LIMIT 1", cancellationToken: ct));
+            return HealthCheckResult.Healthy();
         }
-        catch (SqliteException ex)
+        catch (Exception ex) when (ex is DbException or TimeoutException)
         {
-            return Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult.Unhealthy("database unreachable", ex);
+            return HealthCheckResult.Unhealthy("database unreachable", ex);
         }
     }
 }

@@ -4,6 +4,7 @@ using System.Globalization;
 using Balance.Api;
 using Balance.Auth;
 using Balance.Sockets;
+using Balance.Storage;
 using Balance.Storage.Sqlite;
 using Dapper;
 using Microsoft.AspNetCore.Http.HttpResults;
@@ -37,14 +38,14 @@ public sealed class OpsMonitor : BackgroundService
     private long _batchCount, _batchSum, _batchMax;
     private readonly Queue<OpsSample> _series = new();
     private readonly Lock _gate = new();
-    private readonly Database _db;
+    private readonly IDatabase _db;
     private readonly TimeProvider _time;
     private readonly DateTimeOffset _started;
     private int _pageSize = 4096;
 
     public string NodeId { get; }
 
-    public OpsMonitor(IConfiguration config, Database db, IMeterFactory meters, BalanceMetrics metrics, TimeProvider time)
+    public OpsMonitor(IConfiguration config, IDatabase db, IMeterFactory meters, BalanceMetrics metrics, TimeProvider time)
     {
         _ = metrics; // its instruments are what this listens to: created first
         _db = db;
@@ -92,8 +93,11 @@ public sealed class OpsMonitor : BackgroundService
     {
         try
         {
-            await using var connection = await _db.OpenAsync(ct);
-            _pageSize = await connection.ExecuteScalarAsync<int>("PRAGMA page_size");
+            if (_db is SqliteDatabase sqlite)
+            {
+                await using var connection = await sqlite.OpenAsync(ct);
+                _pageSize = await connection.ExecuteScalarAsync<int>("PRAGMA page_size");
+            }
         }
         catch (Exception e) when (e is not OperationCanceledException) { /* the page shows pages then, with the default size */ }
 
@@ -131,7 +135,8 @@ public sealed class OpsMonitor : BackgroundService
 
     private long WalFileBytes()
     {
-        try { return new FileInfo(_db.FilePath + "-wal") is { Exists: true } wal ? wal.Length : 0; }
+        if (_db is not SqliteDatabase sqlite) return 0; // PostgreSQL's WAL is the server's, not a file of this node
+        try { return new FileInfo(sqlite.FilePath + "-wal") is { Exists: true } wal ? wal.Length : 0; }
         catch (IOException) { return 0; }
     }
 

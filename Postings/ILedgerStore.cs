@@ -1,7 +1,7 @@
 namespace Balance.Postings;
 
 // What the ledger's rules need from a database, and nothing more: one implementation per engine
-// (Storage/Sqlite today). The rules themselves — idempotency, rollback once, no overdraft, versions that step by
+// (Storage/Sqlite, Storage/Postgres). The rules themselves — idempotency, rollback once, no overdraft, versions that step by
 // one — live once, in Ledger.cs.
 public interface ILedgerStore
 {
@@ -18,7 +18,11 @@ public interface ILedgerStore
 // One batch of postings in one transaction: Begin, then each posting (isolated from the others' failures), then Commit.
 public interface ILedgerSession : IDisposable
 {
-    void Begin();
+    /// Opens the batch's transaction. The postings are given so an engine can lock and read what they touch at once
+    /// (PostgreSQL: every wallet in sorted order, then their keys and reversals); the rules then ask one by one.
+    void Begin(IReadOnlyList<Posting> postings);
+    /// Throws StoreConflictException when a constraint refused the batch as a whole (nothing of it is written), and
+    /// CommitOutcomeUnknownException when the database may or may not have committed it.
     void Commit();
     void Rollback();
 
@@ -47,4 +51,8 @@ public sealed record LedgerEntry(string TransactionId, Guid UserId, string Type,
 }
 
 // A write lost to a concurrent one (a wallet that moved, a key or reversal taken meanwhile): retry with the same key.
-public sealed class StoreConflictException(string message) : Exception(message);
+public sealed class StoreConflictException(string message, Exception? inner = null) : Exception(message, inner);
+
+// The connection died while the database was committing: the batch may be durable or not. Its postings are answered
+// 503 "retry with the same Idempotency-Key", which is safe either way; never a definite failure.
+public sealed class CommitOutcomeUnknownException(Exception inner) : Exception("The database connection was lost during COMMIT; the outcome is unknown.", inner);

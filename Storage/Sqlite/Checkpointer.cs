@@ -9,7 +9,7 @@ namespace Balance.Storage.Sqlite;
 // writer or a reader). Autocheckpoint stays on as the backstop, at BackstopPages: a WAL can only restart from its
 // beginning after a checkpoint that catches up completely between two commits, which the writer's own
 // checkpoint does — cheaply, because by then this loop has already copied nearly every page.
-public sealed class Checkpointer(Database db, ILogger<Checkpointer> log) : BackgroundService
+public sealed class Checkpointer(SqliteDatabase db, ILogger<Checkpointer> log) : BackgroundService
 {
     // 64 MiB of WAL with 4 KiB pages. The ledger alone (64 concurrent posters, this repo's 2-core box) did
     // ~5,700-6,300 postings/s with 4,000 pages and ~6,500-7,400 with 16,000: the writer runs its own

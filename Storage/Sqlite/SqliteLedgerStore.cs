@@ -6,7 +6,7 @@ namespace Balance.Storage.Sqlite;
 
 // The ledger's store on SQLite. The writer's session holds one connection with its statements prepared once;
 // reads open a pooled connection each (WAL: readers never wait for the writer).
-public sealed class SqliteLedgerStore(Database db) : ILedgerStore
+public sealed class SqliteLedgerStore(SqliteDatabase db) : ILedgerStore
 {
     internal const string RowColumns = """
         transaction_id AS transactionid, user_id AS userid, type, amount, currency, balance_after AS balanceafter,
@@ -115,7 +115,7 @@ internal sealed class SqliteLedgerSession : ILedgerSession
         return command;
     }
 
-    public void Begin() => _begin.ExecuteNonQuery();
+    public void Begin(IReadOnlyList<Posting> postings) => _begin.ExecuteNonQuery(); // each posting reads as it goes, inside BEGIN IMMEDIATE
     public void Commit() => _commit.ExecuteNonQuery();
 
     public void Rollback()

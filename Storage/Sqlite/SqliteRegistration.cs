@@ -5,19 +5,19 @@ namespace Balance.Storage.Sqlite;
 
 public static class SqliteRegistration
 {
-    // The SQLite file, its schema, and its background checkpoints.
+    // The SQLite file, its schema, the ledger's store on it, and its background checkpoints.
     public static IServiceCollection AddSqliteStorage(this IServiceCollection services)
     {
         SqlMapper.RemoveTypeMap(typeof(Guid));
-        SqlMapper.AddTypeHandler(new GuidHandler());
+        SqlMapper.AddTypeHandler(new GuidHandler()); // GUIDs are TEXT in SQLite
         services.AddOptions<SqliteOptions>().BindConfiguration("Balance").ValidateDataAnnotations().ValidateOnStart();
-        services.AddSingleton<Database>();
+        services.AddSingleton<SqliteDatabase>();
+        services.AddSingleton<IDatabase>(sp => sp.GetRequiredService<SqliteDatabase>());
         services.AddSingleton<Checkpointer>();
         services.AddHostedService(sp => sp.GetRequiredService<Checkpointer>());
-        services.AddSingleton<ILedgerStore, SqliteLedgerStore>();
+        services.AddSingleton<SqliteLedgerStore>();
+        services.AddSingleton<ILedgerStore>(sp => sp.GetRequiredService<SqliteLedgerStore>());
+        services.AddSingleton<IStorageInstruments, SqliteInstruments>();
         return services;
     }
-
-    /// Creates or upgrades the schema before the first request.
-    public static Task InitializeStorageAsync(this WebApplication app) => app.Services.GetRequiredService<Database>().InitializeAsync();
 }

@@ -5,6 +5,7 @@ using Balance.Api;
 using Balance.Auth;
 using Balance.Postings;
 using Balance.Sockets;
+using Balance.Storage;
 using Balance.Storage.Sqlite;
 using Dapper;
 using Microsoft.AspNetCore.Authentication.JwtBearer;
@@ -24,6 +25,7 @@ public static class PeerApp
         var builder = WebApplication.CreateBuilder(args);
 
         // The same ledger as the product: one writer loop, group commit, WAL + synchronous=FULL.
+        builder.AddStorage();
         builder.AddLedger();
         builder.Services.AddHostedService<DrainChanges>();
 
@@ -53,7 +55,7 @@ public static class PeerApp
         builder.Services.Configure<JsonOptions>(o => o.SerializerOptions.PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower);
 
         var app = builder.Build();
-        app.Services.GetRequiredService<Database>().InitializeAsync().GetAwaiter().GetResult();
+        app.Services.GetRequiredService<SqliteDatabase>().InitializeAsync().GetAwaiter().GetResult();
         app.UseAuthentication();
         app.UseAuthorization();
 
@@ -79,7 +81,7 @@ public static class PeerApp
         app.MapPost("/noop", (TransactionBody body) => Results.Created("/noop", noop with { UserId = body.UserId ?? Guid.Empty }));
 
         // Bench setup: players without password hashing, tokens minted here.
-        app.MapPost("/bench/setup", async (SetupRequest req, Database db, PeerTokens tokens) =>
+        app.MapPost("/bench/setup", async (SetupRequest req, SqliteDatabase db, PeerTokens tokens) =>
         {
             await using var c = await db.OpenAsync();
             await using var tx = await c.BeginTransactionAsync();

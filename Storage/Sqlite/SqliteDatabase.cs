@@ -1,19 +1,24 @@
-using System.Data;
+using System.Data.Common;
+using System.Security.Cryptography;
 using Dapper;
 using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.Options;
 
 namespace Balance.Storage.Sqlite;
 
-// Storage plumbing: where the database lives, how a connection is opened, the schema.
-public sealed class Database
+// The SQLite file: where it lives, how a connection is opened, the schema and its upgrades.
+public sealed class SqliteDatabase : IDatabase
 {
+    // PRAGMA user_version of the schema this build writes. A database with a higher one was made by a newer build:
+    // starting on it could misread or damage what that build wrote, so start is refused.
+    public const int SchemaVersion = 1;
+
     public string ConnectionString { get; }
     public string FilePath { get; }
     private readonly string _synchronous;
     private readonly TimeProvider _time;
 
-    public Database(IConfiguration config, IOptions<SqliteOptions> options, TimeProvider time)
+    public SqliteDatabase(IConfiguration config, IOptions<SqliteOptions> options, TimeProvider time)
     {
         _time = time;
         var builder = new SqliteConnectionStringBuilder(config.GetConnectionString("Balance") ?? "Data Source=balance.db")
@@ -31,6 +36,12 @@ public sealed class Database
         _synchronous = options.Value.Synchronous.ToUpperInvariant();
     }
 
+    public string Engine => "sqlite";
+    public string UsernameIs => "username = @username"; // the column is COLLATE NOCASE
+    public string? LockRefreshToken => null; // a write transaction is BEGIN IMMEDIATE: one writer at a time
+
+    async Task<DbConnection> IDatabase.OpenAsync(CancellationToken ct) => await OpenAsync(ct);
+
     public async Task<SqliteConnection> OpenAsync(CancellationToken ct = default)
     {
         var connection = new SqliteConnection(ConnectionString);
@@ -40,13 +51,16 @@ public sealed class Database
         return connection;
     }
 
-    public async Task InitializeAsync()
+    public async Task InitializeAsync(CancellationToken ct = default)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(FilePath)!);
-        using var stream = typeof(Database).Assembly.GetManifestResourceStream("balance.db.sql")
+        using var stream = typeof(SqliteDatabase).Assembly.GetManifestResourceStream("balance.db.sql")
             ?? throw new InvalidOperationException("balance.db.sql is not embedded in the assembly.");
         string schema = await new StreamReader(stream).ReadToEndAsync();
-        await using var connection = await OpenAsync();
+        await using var connection = await OpenAsync(ct);
+        long found = await connection.ExecuteScalarAsync<long>("PRAGMA user_version");
+        if (found > SchemaVersion)
+            throw new InvalidOperationException($"{FilePath} has schema version {found}, made by a newer Balance; this build knows version {SchemaVersion}. Run the newer build, or restore a backup.");
         await connection.ExecuteAsync(schema);
         // Databases made before wallets.last_transaction_id: add it and fill it from the ledger, once. (They keep
         // their old UNIQUE (user_id, currency, version) on the ledger: same guarantee, one more index to write.)
@@ -74,6 +88,19 @@ public sealed class Database
         }
         if (!(await connection.QueryAsync<string>("SELECT name FROM pragma_table_info('refresh_tokens')")).Contains("replaced_by"))
             await connection.ExecuteAsync("ALTER TABLE refresh_tokens ADD COLUMN replaced_by TEXT");
+        await connection.ExecuteAsync($"PRAGMA user_version = {SchemaVersion}");
+    }
+
+    // Beside the database file, readable by its owner alone, so tokens survive a restart.
+    public Task<byte[]> DevelopmentSigningKeyAsync(CancellationToken ct = default)
+    {
+        string path = FilePath + ".key";
+        if (File.Exists(path)) return Task.FromResult(Convert.FromBase64String(File.ReadAllText(path).Trim()));
+        byte[] key = RandomNumberGenerator.GetBytes(64);
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        File.WriteAllText(path, Convert.ToBase64String(key));
+        if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        return Task.FromResult(key);
     }
 
     public string Now() => _time.GetUtcNow().UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", System.Globalization.CultureInfo.InvariantCulture);

@@ -1,0 +1,17 @@
+using System.Diagnostics.Metrics;
+
+namespace Balance.Storage.Sqlite;
+
+// What SQLite says of the writer's connection, read on the running service: the durability promise rests on it.
+internal sealed class SqliteInstruments(SqliteLedgerStore store, Checkpointer checkpoints) : IStorageInstruments
+{
+    public void Create(Meter meter)
+    {
+        meter.CreateObservableGauge("balance.ledger.synchronous", () => Volatile.Read(ref store.Synchronous), "{level}",
+            "PRAGMA synchronous of the ledger writer's connection: 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA (-1 before its first commit).");
+        meter.CreateObservableGauge("balance.ledger.journal_wal", () => Volatile.Read(ref store.JournalWal), "{flag}",
+            "1 when the ledger writer's connection runs in WAL journal mode, 0 when not (-1 before its first commit).");
+        meter.CreateObservableGauge("balance.wal.pages", () => checkpoints.WalPages, "{page}",
+            $"Frames in SQLite's WAL at the last background checkpoint; it restarts near {Checkpointer.BackstopPages}. Growing without bound means checkpoints fall behind.");
+    }
+}
