@@ -94,6 +94,20 @@ public sealed class PostgresServerTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task Failed_start_reports_the_end_of_the_log()
+    {
+        await using var server = await PostgresServer.StartNewAsync().WaitAsync(Timeout);
+        await server.StopAsync().WaitAsync(Timeout);
+        await File.AppendAllTextAsync(Path.Combine(server.Directory, "data", "postgresql.conf"), "shared_buffers = 'plenty'\n");
+
+        var failure = await Assert.ThrowsAsync<InvalidOperationException>(() => server.StartAsync().WaitAsync(Timeout));
+
+        Assert.Contains("pg_ctl start failed", failure.Message);
+        Assert.Contains(server.LogPath, failure.Message);
+        Assert.Contains("invalid value for parameter \"shared_buffers\"", failure.Message);
+    }
+
+    [Fact]
     public async Task Deadlocks_counts_a_deadlock_in_that_database()
     {
         var server = await PostgresServer.SharedAsync().WaitAsync(Timeout);
