@@ -45,7 +45,7 @@ public sealed class PostgresServer : IAsyncDisposable
             ApplicationName = "balance-tests-admin",
         }.ConnectionString;
         _admin = NpgsqlDataSource.Create(AdminConnectionString);
-        _onProcessExit = (_, _) => Remove().GetAwaiter().GetResult();
+        _onProcessExit = (_, _) => RemoveAsync().GetAwaiter().GetResult();
     }
 
     /// The test process's server; never stop, restart or dispose it.
@@ -135,7 +135,7 @@ public sealed class PostgresServer : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         AppDomain.CurrentDomain.ProcessExit -= _onProcessExit;
-        await Remove();
+        await RemoveAsync();
     }
 
     private async Task CreateClusterAsync(string password)
@@ -180,7 +180,7 @@ public sealed class PostgresServer : IAsyncDisposable
         }
     }
 
-    private async Task Remove()
+    private async Task RemoveAsync()
     {
         await _admin.DisposeAsync();
         // Immediate: nothing in the cluster is worth a shutdown checkpoint. Fails harmlessly when not running.
