@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# Runs every test: the xunit suite (real Kestrel, real SQLite, real sockets) and the browser tests
-# in Debian's Chromium, which this script installs when it is missing.
+# Runs every test: the xunit suite (real Kestrel, real SQLite, real PostgreSQL, real sockets) and the browser tests
+# in Debian's Chromium; this script installs Chromium and PostgreSQL from Debian when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")"
+if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
 if ! command -v chromium >/dev/null 2>&1; then
   echo "Installing Chromium from Debian (needed by the browser tests)..."
-  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+# The PostgreSQL tests start their own throwaway cluster from these binaries (Balance.Tests/Postgres/PostgresServer.cs).
+# The package may also create and start the system cluster on port 5432; the tests never use it.
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+  echo "Installing PostgreSQL from Debian (needed by the PostgreSQL tests)..."
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
 fi
 # npm packages for the browser tests, pinned by the committed lock file: React and Vue for the test pages,
 # TypeScript and Vite for the package test, the AsyncAPI parser. Installed again only when the lock file changed.
