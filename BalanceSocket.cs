@@ -33,9 +33,12 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
     public int OpenSockets => _all.Count;
     internal bool Stopping => _stopping;
 
-    public BalanceSocket(Ledger ledger, Tokens tokens, Sessions sessions, SocketOptions options, SocketStats stats, ILogger<BalanceSocket> log, ILoggerFactory loggers, TimeProvider time)
+    private readonly IChangeFeed[] _feeds;
+
+    public BalanceSocket(Ledger ledger, IEnumerable<IChangeFeed> feeds, Tokens tokens, Sessions sessions, SocketOptions options, SocketStats stats, ILogger<BalanceSocket> log, ILoggerFactory loggers, TimeProvider time)
     {
         (Ledger, Tokens, Sessions, Options, Stats, Log, Time) = (ledger, tokens, sessions, options, stats, log, time);
+        _feeds = [.. feeds];
         Audit = loggers.CreateLogger("Balance.Audit");
         Sessions.Revoked += sid =>
         {
@@ -86,9 +89,22 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
     {
         using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(250), Time);
         var housekeeping = HousekeepingAsync(timer, stoppingToken);
+        // Other nodes' commits (PostgreSQL's change feed), beside this node's own: the same fan-out.
+        var feeds = _feeds.Select(f => FanOutAsync(f.Changes, stoppingToken)).ToArray();
         try
         {
-            await foreach (var (change, committedAt) in Ledger.Changes.ReadAllAsync(stoppingToken))
+            await FanOutAsync(Ledger.Changes, stoppingToken);
+        }
+        finally { _fannedOut.TrySetResult(); } // the ledger completed its changes (or the host gave up): nothing more comes
+        await Task.WhenAll(feeds);
+        await housekeeping;
+    }
+
+    private async Task FanOutAsync(System.Threading.Channels.ChannelReader<CommittedChange> changes, CancellationToken ct)
+    {
+        try
+        {
+            await foreach (var (change, committedAt) in changes.ReadAllAsync(ct))
             {
                 if (!_byPlayer.TryGetValue(change.UserId, out var sockets)) continue;
                 byte[] bytes = Serialize(change);
@@ -96,8 +112,6 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
             }
         }
         catch (OperationCanceledException) { }
-        finally { _fannedOut.TrySetResult(); } // the ledger completed its changes (or the host gave up): nothing more comes
-        await housekeeping;
     }
 
     public static byte[] Serialize(BalanceChange change) => JsonSerializer.SerializeToUtf8Bytes(BalanceMessage.From(change), WireJson.Default.BalanceMessage);

@@ -50,11 +50,11 @@ public static class AuthApi
         if (throttle.CheckAttempt(ip) is { } ipWait) return TooMany(http, ipWait);
         if (string.IsNullOrEmpty(body.Username) || string.IsNullOrEmpty(body.Password) || body.Username.Length > 64 || body.Password.Length > 256)
             return Problems.Unauthorized("invalid_credentials", "Username or password is wrong.");
-        if (throttle.CheckUsername(body.Username) is { } userWait) return TooMany(http, userWait);
+        if (await throttle.CheckUsernameAsync(body.Username) is { } userWait) return TooMany(http, userWait);
         var user = await users.VerifyAsync(body.Username, body.Password);
         if (user is null)
         {
-            throttle.Failed(body.Username);
+            await throttle.FailedAsync(body.Username);
             log.LogWarning("Failed login from {RemoteIp}", ip);
             return Problems.Unauthorized("invalid_credentials", "Username or password is wrong.");
         }

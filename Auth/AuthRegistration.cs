@@ -1,5 +1,6 @@
 using Balance.Storage;
 using Microsoft.AspNetCore.Authentication.JwtBearer;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 
 namespace Balance.Auth;
@@ -16,6 +17,7 @@ public static class AuthRegistration
             Tokens.LoadSigningKey(sp.GetRequiredService<AuthOptions>(), sp.GetRequiredService<IDatabase>(), sp.GetRequiredService<IHostEnvironment>()),
             sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton<Sessions>().AddSingleton<Users>().AddSingleton<Logins>().AddSingleton<LoginThrottle>();
+        services.TryAddSingleton<ILoginFailures, MemoryLoginFailures>(); // unless the store counts them for every node
         services.AddAuthentication(JwtBearerDefaults.AuthenticationScheme).AddJwtBearer();
         services.AddOptions<JwtBearerOptions>(JwtBearerDefaults.AuthenticationScheme).Configure<Tokens, Sessions>((o, tokens, sessions) =>
         {

@@ -2,22 +2,14 @@ using System.Threading.RateLimiting;
 
 namespace Balance.Auth;
 
-// Login throttles on the framework's partitioned rate limiters: attempts per client address (a window of a minute),
-// and failed logins per username (a window of FailedLoginWindow that counts failures only, alike for real and unknown
-// names). The limiter creates a partition on first use and drops it once idle: nothing on the login path scans them.
-// Per node: with several nodes behind a balancer, each node counts its own (the README says so).
-public sealed class LoginThrottle : IDisposable
+// Login throttles: attempts per client address (a window of a minute, on the framework's partitioned rate limiter),
+// and failed logins per username (ILoginFailures). The per-address window is per node: with several nodes behind a
+// balancer each counts its own (the README says so); the per-username one holds across nodes on PostgreSQL.
+public sealed class LoginThrottle(AuthOptions options, ILoginFailures failures) : IDisposable
 {
-    private readonly PartitionedRateLimiter<string> _attempts;
-    private readonly PartitionedRateLimiter<string> _failures;
+    private readonly PartitionedRateLimiter<string> _attempts = Windows(options.LoginAttemptsPerMinutePerIp, TimeSpan.FromMinutes(1));
 
-    public LoginThrottle(AuthOptions options)
-    {
-        _attempts = Windows(options.LoginAttemptsPerMinutePerIp, TimeSpan.FromMinutes(1));
-        _failures = Windows(options.FailedLoginsPerUsername, options.FailedLoginWindow);
-    }
-
-    private static PartitionedRateLimiter<string> Windows(int limit, TimeSpan window) =>
+    internal static PartitionedRateLimiter<string> Windows(int limit, TimeSpan window) =>
         PartitionedRateLimiter.Create<string, string>(key => RateLimitPartition.GetFixedWindowLimiter(key, _ => new FixedWindowRateLimiterOptions
         {
             PermitLimit = limit,
@@ -30,21 +22,15 @@ public sealed class LoginThrottle : IDisposable
     public TimeSpan? CheckAttempt(string ip) => WaitOf(_attempts.AttemptAcquire(ip));
 
     /// Counts nothing: whether this username may try a password now.
-    public TimeSpan? CheckUsername(string username) => WaitOf(_failures.AttemptAcquire(Key(username), 0));
+    public ValueTask<TimeSpan?> CheckUsernameAsync(string username) => failures.WaitAsync(username);
 
-    public void Failed(string username) => _failures.AttemptAcquire(Key(username)).Dispose();
+    public ValueTask FailedAsync(string username) => failures.FailedAsync(username);
 
-    private static string Key(string username) => username.ToUpperInvariant(); // usernames are case-insensitive
-
-    private static TimeSpan? WaitOf(RateLimitLease lease)
+    internal static TimeSpan? WaitOf(RateLimitLease lease)
     {
         using (lease)
             return lease.IsAcquired ? null : lease.TryGetMetadata(MetadataName.RetryAfter, out var wait) ? wait : TimeSpan.FromMinutes(1);
     }
 
-    public void Dispose()
-    {
-        _attempts.Dispose();
-        _failures.Dispose();
-    }
+    public void Dispose() => _attempts.Dispose();
 }

@@ -99,8 +99,9 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, AuthO
                 new { hash = Hash(refreshToken), userId }, tx);
             if (other is not null && other != sessionId) ended.Add(other);
         }
-        await connection.ExecuteAsync("UPDATE sessions SET revoked_at = @now WHERE id IN @ended AND revoked_at IS NULL",
-            new { now = Stamp(time.GetUtcNow().UtcDateTime), ended }, tx);
+        string now = Stamp(time.GetUtcNow().UtcDateTime);
+        foreach (string id in ended) // one or two: a statement each reads alike in both engines' SQL (no list parameter)
+            await connection.ExecuteAsync("UPDATE sessions SET revoked_at = @now WHERE id = @id AND revoked_at IS NULL", new { now, id }, tx);
         await tx.CommitAsync();
         foreach (string id in ended) sessions.MarkRevoked(id);
         log.LogInformation("Logout {UserId} ended session {SessionId}", userId, sessionId);

@@ -13,19 +13,26 @@ using Microsoft.Extensions.DependencyInjection;
 
 namespace Balance.Tests;
 
-// The real service on real Kestrel (a free loopback port) with its own temp-file SQLite database.
+// The engines a test can run the service on: a SQLite file, or a database of the test process's own PostgreSQL.
+public enum Store { Sqlite, Postgres }
+
+// The real service on real Kestrel (a free loopback port) with its own database: a temp SQLite file, or a fresh
+// database on the test process's real PostgreSQL (Postgres/PostgresServer.cs).
 public sealed class BalanceApplication : WebApplicationFactory<Program>
 {
     public static readonly TimeSpan ReceiveTimeout = TimeSpan.FromSeconds(10); // generous: CI may share two cores
+    public Store Store { get; }
+    /// The SQLite file, or with PostgreSQL the Npgsql connection string of the test's database.
     public string DatabasePath { get; }
     private readonly Dictionary<string, string?> _settings;
     private readonly TempDatabase? _ownDatabase; // when the test did not bring a database file of its own
     private readonly int _port;
 
     // port 0 picks a free one; a fixed port lets a test restart the service where a client expects it.
-    public BalanceApplication(Dictionary<string, string?>? settings = null, string? databasePath = null, int port = 0)
+    public BalanceApplication(Dictionary<string, string?>? settings = null, string? databasePath = null, int port = 0, Store store = Store.Sqlite)
     {
-        DatabasePath = databasePath ?? (_ownDatabase = new TempDatabase()).FilePath;
+        Store = store;
+        DatabasePath = databasePath ?? (_ownDatabase = new TempDatabase(store)).Location;
         _settings = settings ?? new();
         _port = port;
         // The address goes in through configuration, not UseKestrel(port): the factory would rewrite the
@@ -37,7 +44,12 @@ public sealed class BalanceApplication : WebApplicationFactory<Program>
     {
         builder.UseEnvironment("Development");
         builder.UseSetting("urls", $"http://127.0.0.1:{_port}");
-        builder.UseSetting("ConnectionStrings:Balance", $"Data Source={DatabasePath}");
+        if (Store == Store.Postgres)
+        {
+            builder.UseSetting("Balance:Store", "Postgres");
+            builder.UseSetting("ConnectionStrings:Balance", DatabasePath);
+        }
+        else builder.UseSetting("ConnectionStrings:Balance", $"Data Source={DatabasePath}");
         builder.UseSetting("Logging:LogLevel:Default", "Warning");
         foreach (var (key, value) in _settings) builder.UseSetting(key, value);
         // After Program's own registrations, so a test's TimeProvider (a fake clock) replaces the system one.
@@ -201,14 +213,19 @@ public sealed class TestSocket(ClientWebSocket ws) : IAsyncDisposable
     }
 }
 
-// A fresh directory for one test's database file, removed (after SQLite lets go of it) at the end of the test.
-public sealed class TempDatabase : IDisposable
+// One test's database: a fresh directory for a SQLite file, removed (after SQLite lets go of it) at the end of the
+// test; or a fresh database on the test process's PostgreSQL, which goes with that server at the end of the run.
+public sealed class TempDatabase(Store store = Store.Sqlite) : IDisposable
 {
     private readonly string _directory = Path.Combine(Path.GetTempPath(), "balance-tests", Guid.NewGuid().ToString("N"));
+    private readonly string? _postgres = store == Store.Postgres ? PostgresServer.SharedAsync().GetAwaiter().GetResult().CreateDatabaseAsync().GetAwaiter().GetResult() : null;
     public string FilePath => Path.Combine(_directory, "balance.db");
+    /// What BalanceApplication takes as its database: the file, or the connection string.
+    public string Location => _postgres ?? FilePath;
 
     public void Dispose()
     {
+        if (_postgres is not null) return;
         Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
         try { Directory.Delete(_directory, recursive: true); } catch (IOException) { }
     }

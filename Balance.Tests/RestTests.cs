@@ -7,8 +7,11 @@ using Microsoft.Extensions.DependencyInjection;
 
 namespace Balance.Tests;
 
-public sealed class RestTests
+public class RestTests
 {
+    /// The engine under test; the same tests run again on PostgreSQL (Postgres/OnPostgres.cs).
+    protected virtual Store Store => Store.Sqlite;
+
     private static async Task<JsonElement> Json(HttpResponseMessage response) => await response.Content.ReadFromJsonAsync<JsonElement>();
 
     private static async Task<string> BalanceOf(BalanceApplication app, string playerToken, string currency = "USD")
@@ -27,7 +30,7 @@ public sealed class RestTests
     public async Task LoginReturnsTheContractsTokenPairAndWrongPasswordIs401()
     {
         // Not the default lifetime: expires_in must follow the setting, and the token's own exp.
-        await using var app = new BalanceApplication(new() { ["Auth:AccessTokenLifetime"] = "00:07:00" });
+        await using var app = new BalanceApplication(store: Store, settings: new() { ["Auth:AccessTokenLifetime"] = "00:07:00" });
         using var http = app.Http();
         var ok = await http.PostAsJsonAsync("/api/auth/login", new { username = "alice", password = "demo1234" });
         var body = await Json(ok);
@@ -51,7 +54,7 @@ public sealed class RestTests
     [Fact]
     public async Task AccessTokenCarriesThePinnedAlgorithmAndContractClaims()
     {
-        await using var app = new BalanceApplication();
+        await using var app = new BalanceApplication(store: Store);
         var alice = await app.LoginAsync("alice");
         string[] parts = alice.AccessToken.Split('.');
         var header = JsonDocument.Parse(Microsoft.IdentityModel.Tokens.Base64UrlEncoder.Decode(parts[0])).RootElement;
@@ -65,7 +68,7 @@ public sealed class RestTests
     public async Task RefreshRotatesAndASpentTokenRevokesTheWholeLogin()
     {
         // No grace: any second use of a spent token is reuse (the grace has tests of its own in SessionTests).
-        await using var app = new BalanceApplication(new() { ["Auth:RefreshReuseGrace"] = "00:00:00" });
+        await using var app = new BalanceApplication(store: Store, settings: new() { ["Auth:RefreshReuseGrace"] = "00:00:00" });
         var alice = await app.LoginAsync("alice");
         using var http = app.Http();
         var first = await http.PostAsJsonAsync("/api/auth/refresh", new { refresh_token = alice.RefreshToken });
@@ -92,7 +95,7 @@ public sealed class RestTests
     [Fact]
     public async Task LogoutEndsTheSessionsAccessAndRefreshTokens()
     {
-        await using var app = new BalanceApplication();
+        await using var app = new BalanceApplication(store: Store);
         var alice = await app.LoginAsync("alice");
         using var authed = app.Http(alice.AccessToken);
         Assert.Equal(HttpStatusCode.NoContent, (await authed.PostAsJsonAsync("/api/auth/logout", new { refresh_token = alice.RefreshToken })).StatusCode);
@@ -108,7 +111,7 @@ public sealed class RestTests
     public async Task AnUnknownOrMissingRefreshTokenIsInvalidAndAnExpiredOneIsExpired()
     {
         var clock = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
-        await using var app = new BalanceApplication(new() { ["Auth:RefreshTokenLifetime"] = "00:10:00" })
+        await using var app = new BalanceApplication(store: Store, settings: new() { ["Auth:RefreshTokenLifetime"] = "00:10:00" })
         {
             ConfigureTestServices = services => services.AddSingleton<TimeProvider>(clock),
         };
@@ -129,7 +132,7 @@ public sealed class RestTests
     [Fact]
     public async Task ReadinessFailsWhileTheDatabaseCannotBeReadAndReturnsAfterwards()
     {
-        await using var app = new BalanceApplication();
+        await using var app = new BalanceApplication(store: Store);
         using var http = app.Http();
         Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/readyz")).StatusCode);
         Sql(app, "ALTER TABLE users RENAME TO users_away"); // a real read failure in the real database file
@@ -146,7 +149,7 @@ public sealed class RestTests
     [Fact]
     public async Task ACreditThatWouldOverflowTheBalanceIs422BalanceOverflowAndWritesNothing()
     {
-        await using var app = new BalanceApplication();
+        await using var app = new BalanceApplication(store: Store);
         var alice = await app.LoginAsync("alice");
         var op = await app.LoginAsync("operator");
         // Reaching long.MaxValue through the API would take ~9,000 postings of the largest amount; set the wallet there instead.
@@ -167,7 +170,9 @@ public sealed class RestTests
 
     private static void Sql(BalanceApplication app, string sql)
     {
-        using var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={app.DatabasePath};Pooling=False");
+        using System.Data.Common.DbConnection connection = app.Store == Store.Postgres
+            ? new Npgsql.NpgsqlConnection(app.DatabasePath)
+            : new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={app.DatabasePath};Pooling=False");
         connection.Open();
         using var command = connection.CreateCommand();
         command.CommandText = sql;
@@ -177,7 +182,7 @@ public sealed class RestTests
     [Fact]
     public async Task BalanceHasAnETagAndAnswers304WhenUnchanged()
     {
-        await using var app = new BalanceApplication();
+        await using var app = new BalanceApplication(store: Store);
         var alice = await app.LoginAsync("alice");
         var op = await app.LoginAsync("operator");
         using var http = app.Http(alice.AccessToken);
@@ -203,7 +208,7 @@ public sealed class RestTests
     [Fact]
     public async Task WalletsPerCurrencyUseThatCurrencysDecimals()
     {
-        await using var app = new BalanceApplication();
+        await using var app = new BalanceApplication(store: Store);
         var alice = await app.LoginAsync("alice");
         var op = await app.LoginAsync("operator");
         await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "1200", currency = "JPY" });
@@ -220,7 +225,7 @@ public sealed class RestTests
     [Fact]
     public async Task BetLargerThanBalanceIsRefusedAndChangesNothing()
     {
-        await using var app = new BalanceApplication();
+        await using var app = new BalanceApplication(store: Store);
         var alice = await app.LoginAsync("alice");
         var op = await app.LoginAsync("operator");
         int before = await LedgerCount(app, op.AccessToken);
@@ -239,7 +244,7 @@ public sealed class RestTests
     [Fact]
     public async Task WithdrawalFromAWalletThatDoesNotExistIsInsufficientFunds()
     {
-        await using var app = new BalanceApplication();
+        await using var app = new BalanceApplication(store: Store);
         var alice = await app.LoginAsync("alice");
         var op = await app.LoginAsync("operator");
         var response = await app.PostTransactionAsync(op.AccessToken, new { user_id = alice.UserId, type = "withdrawal", amount = "1.00", currency = "EUR" });
@@ -250,7 +255,7 @@ public sealed class RestTests
     [Fact]
     public async Task SameKeySameBodyReplaysTheFirstAnswerAndDifferentBodyConflicts()
     {
-        await using var app = new BalanceApplication();
+        await using var app = new BalanceApplication(store: Store);
         var alice = await app.LoginAsync("alice");
         var op = await app.LoginAsync("operator");
         var body = new { user_id = alice.UserId, type = "deposit", amount = "10.00", currency = "USD", reference = "pay-1" };
@@ -270,7 +275,7 @@ public sealed class RestTests
     [Fact]
     public async Task ConcurrentRequestsWithOneKeyHaveOneEffect()
     {
-        await using var app = new BalanceApplication();
+        await using var app = new BalanceApplication(store: Store);
         var alice = await app.LoginAsync("alice");
         var op = await app.LoginAsync("operator");
         var body = new { user_id = alice.UserId, type = "deposit", amount = "1.00", currency = "USD" };
@@ -284,7 +289,7 @@ public sealed class RestTests
     [Fact]
     public async Task ABetIsRolledBackExactlyOnce()
     {
-        await using var app = new BalanceApplication();
+        await using var app = new BalanceApplication(store: Store);
         var alice = await app.LoginAsync("alice");
         var op = await app.LoginAsync("operator");
         var bet = await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "bet", amount = "30.00", currency = "USD" });
@@ -314,7 +319,7 @@ public sealed class RestTests
     [Fact]
     public async Task ConcurrentRollbacksOfOneBetCreditItOnce()
     {
-        await using var app = new BalanceApplication();
+        await using var app = new BalanceApplication(store: Store);
         var alice = await app.LoginAsync("alice");
         var op = await app.LoginAsync("operator");
         var bet = await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "bet", amount = "40.00", currency = "USD" });
@@ -338,7 +343,7 @@ public sealed class RestTests
     [InlineData("""{"type":"rollback"}""", "reverses")]
     public async Task BadTransactionsAre400WithTheFieldAndWriteNothing(string template, string field)
     {
-        await using var app = new BalanceApplication();
+        await using var app = new BalanceApplication(store: Store);
         var alice = await app.LoginAsync("alice");
         var op = await app.LoginAsync("operator");
         var body = JsonSerializer.Deserialize<Dictionary<string, JsonElement>>(template)!;
@@ -358,7 +363,7 @@ public sealed class RestTests
     [InlineData("[]")]
     public async Task MalformedOrWronglyTypedJsonIs400AndWritesNothing(string template)
     {
-        await using var app = new BalanceApplication();
+        await using var app = new BalanceApplication(store: Store);
         var alice = await app.LoginAsync("alice");
         var op = await app.LoginAsync("operator");
         using var http = app.Http(op.AccessToken);
@@ -376,7 +381,7 @@ public sealed class RestTests
     [Fact]
     public async Task IdempotencyKeyIsRequiredAndAtMost255Characters()
     {
-        await using var app = new BalanceApplication();
+        await using var app = new BalanceApplication(store: Store);
         var alice = await app.LoginAsync("alice");
         var op = await app.LoginAsync("operator");
         using var http = app.Http(op.AccessToken);
@@ -391,7 +396,7 @@ public sealed class RestTests
     [Fact]
     public async Task UnknownUserAndOperatorWalletsAreRefused()
     {
-        await using var app = new BalanceApplication();
+        await using var app = new BalanceApplication(store: Store);
         var op = await app.LoginAsync("operator");
         var unknown = await app.PostTransactionAsync(op.AccessToken, new { user_id = Guid.NewGuid(), type = "deposit", amount = "1.00", currency = "USD" });
         Assert.Equal(HttpStatusCode.NotFound, unknown.StatusCode);
@@ -403,7 +408,7 @@ public sealed class RestTests
     [Fact]
     public async Task PlayersReadOnlyTheirOwnAndNeverPost()
     {
-        await using var app = new BalanceApplication();
+        await using var app = new BalanceApplication(store: Store);
         var alice = await app.LoginAsync("alice");
         var bob = await app.LoginAsync("bob");
         var op = await app.LoginAsync("operator");
@@ -425,7 +430,7 @@ public sealed class RestTests
     [Fact]
     public async Task HistoryIsNewestFirstPagedAndScopedToThePlayer()
     {
-        await using var app = new BalanceApplication();
+        await using var app = new BalanceApplication(store: Store);
         var alice = await app.LoginAsync("alice");
         var bob = await app.LoginAsync("bob");
         var op = await app.LoginAsync("operator");
@@ -458,7 +463,7 @@ public sealed class RestTests
     [Fact]
     public async Task OperatorsCreateAndFindUsers()
     {
-        await using var app = new BalanceApplication();
+        await using var app = new BalanceApplication(store: Store);
         var op = await app.LoginAsync("operator");
         using var http = app.Http(op.AccessToken);
         var created = await http.PostAsJsonAsync("/api/users", new { username = "carol", password = "password123", role = "player" });
@@ -479,7 +484,7 @@ public sealed class RestTests
     [Fact]
     public async Task OpenApiHealthAndReadinessAreServed()
     {
-        await using var app = new BalanceApplication();
+        await using var app = new BalanceApplication(store: Store);
         using var http = app.Http();
         var openapi = await Json(await http.GetAsync("/openapi/v1.json"));
         Assert.True(openapi.GetProperty("paths").TryGetProperty("/api/transactions", out _));

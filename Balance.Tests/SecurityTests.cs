@@ -16,8 +16,11 @@ using Microsoft.IdentityModel.Tokens;
 
 namespace Balance.Tests;
 
-public sealed class SecurityTests
+public class SecurityTests
 {
+    /// The engine under test; the same tests run again on PostgreSQL (Postgres/OnPostgres.cs).
+    protected virtual Store Store => Store.Sqlite;
+
     private const string SigningKey = "security-tests-signing-key-0123456789-abcdef";
 
     // ---- tokens ----
@@ -61,7 +64,7 @@ public sealed class SecurityTests
     [Fact]
     public async Task ForgedTamperedAndMisdirectedTokensAreRefusedOnRestAndSocket()
     {
-        await using var app = new BalanceApplication(new() { ["Auth:SigningKey"] = SigningKey, ["Auth:ClockSkew"] = "00:00:02" });
+        await using var app = new BalanceApplication(store: Store, settings: new() { ["Auth:SigningKey"] = SigningKey, ["Auth:ClockSkew"] = "00:00:02" });
         var alice = await app.LoginAsync("alice");
         var payload = Payload(alice.AccessToken);
 
@@ -133,7 +136,7 @@ public sealed class SecurityTests
     public async Task AnAccessTokenStopsWorkingOnceExpiredByMoreThanTheSkew()
     {
         var clock = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
-        await using var app = new BalanceApplication(new() { ["Auth:AccessTokenLifetime"] = "00:08:00", ["Auth:ClockSkew"] = "00:00:05" })
+        await using var app = new BalanceApplication(store: Store, settings: new() { ["Auth:AccessTokenLifetime"] = "00:08:00", ["Auth:ClockSkew"] = "00:00:05" })
         {
             ConfigureTestServices = services => services.AddSingleton<TimeProvider>(clock),
         };
@@ -152,7 +155,7 @@ public sealed class SecurityTests
     [Fact]
     public async Task RolesAreEnforcedBothWays()
     {
-        await using var app = new BalanceApplication();
+        await using var app = new BalanceApplication(store: Store);
         var alice = await app.LoginAsync("alice");
         var bob = await app.LoginAsync("bob");
         var op = await app.LoginAsync("operator");
@@ -184,7 +187,7 @@ public sealed class SecurityTests
     [Fact]
     public async Task OnlyAllowedOriginsMayOpenASocketAndEveryOneMustStillAuthenticate()
     {
-        await using var app = new BalanceApplication(new()
+        await using var app = new BalanceApplication(store: Store, settings: new()
         {
             ["Balance:Socket:AllowedOrigins:0"] = "https://casino.example",
             ["Balance:Socket:AuthTimeout"] = "00:00:05",
@@ -219,7 +222,7 @@ public sealed class SecurityTests
     [Fact]
     public async Task InProductionOnlyTheServicesOwnAndConfiguredOriginsMayOpenASocketAndLoopbackGetsNoException()
     {
-        await using var app = new BalanceApplication(new()
+        await using var app = new BalanceApplication(store: Store, settings: new()
         {
             ["environment"] = "Production",
             ["Auth:SigningKey"] = SigningKey,
@@ -247,7 +250,7 @@ public sealed class SecurityTests
     [Fact]
     public async Task APlayerMayHoldOnlyTheConfiguredNumberOfSockets()
     {
-        await using var app = new BalanceApplication(new() { ["Balance:Socket:MaxSocketsPerPlayer"] = "2" });
+        await using var app = new BalanceApplication(store: Store, settings: new() { ["Balance:Socket:MaxSocketsPerPlayer"] = "2" });
         var alice = await app.LoginAsync("alice");
         var op = await app.LoginAsync("operator");
         await using var first = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
@@ -281,7 +284,7 @@ public sealed class SecurityTests
     [Fact]
     public async Task LogoutClosesOnlyThatLoginsSocketsAndEndsItsTokens()
     {
-        await using var app = new BalanceApplication();
+        await using var app = new BalanceApplication(store: Store);
         var phone = await app.LoginAsync("alice");
         var laptop = await app.LoginAsync("alice");
         var op = await app.LoginAsync("operator");
@@ -310,7 +313,7 @@ public sealed class SecurityTests
     public async Task RefreshTokenReuseEndsTheWholeLoginAndClosesItsSockets()
     {
         // No grace: any second use of a spent token is reuse (the grace has tests of its own in SessionTests).
-        await using var app = new BalanceApplication(new() { ["Auth:RefreshReuseGrace"] = "00:00:00" });
+        await using var app = new BalanceApplication(store: Store, settings: new() { ["Auth:RefreshReuseGrace"] = "00:00:00" });
         var stolen = await app.LoginAsync("alice");
         var other = await app.LoginAsync("alice");
         var op = await app.LoginAsync("operator");
@@ -343,7 +346,7 @@ public sealed class SecurityTests
     [Fact]
     public async Task ASocketSeesOnlyItsOwnPlayersBalances()
     {
-        await using var app = new BalanceApplication();
+        await using var app = new BalanceApplication(store: Store);
         var alice = await app.LoginAsync("alice");
         var bob = await app.LoginAsync("bob");
         var op = await app.LoginAsync("operator");
@@ -365,7 +368,7 @@ public sealed class SecurityTests
     [Fact]
     public async Task LoginAttemptsAreLimitedPerAddressWith429AndRetryAfter()
     {
-        await using var app = new BalanceApplication(new() { ["Auth:LoginAttemptsPerMinutePerIp"] = "6" });
+        await using var app = new BalanceApplication(store: Store, settings: new() { ["Auth:LoginAttemptsPerMinutePerIp"] = "6" });
         using var http = app.Http();
         for (int i = 0; i < 6; i++)
         {
@@ -383,7 +386,7 @@ public sealed class SecurityTests
     [Fact]
     public async Task FailedLoginsAreLimitedPerUsernameAlikeForRealAndUnknownUsers()
     {
-        await using var app = new BalanceApplication(new() { ["Auth:FailedLoginsPerUsername"] = "3", ["Auth:LoginAttemptsPerMinutePerIp"] = "1000" });
+        await using var app = new BalanceApplication(store: Store, settings: new() { ["Auth:FailedLoginsPerUsername"] = "3", ["Auth:LoginAttemptsPerMinutePerIp"] = "1000" });
         using var http = app.Http();
         foreach (string username in new[] { "alice", "ghost" })
         {
@@ -402,7 +405,7 @@ public sealed class SecurityTests
     [Fact]
     public async Task UnknownUserAndWrongPasswordGetTheSameAnswer()
     {
-        await using var app = new BalanceApplication();
+        await using var app = new BalanceApplication(store: Store);
         using var http = app.Http();
         async Task<string> Answer(object body)
         {
@@ -430,7 +433,7 @@ public sealed class SecurityTests
         foreach (var category in new ConfigurationBuilder().AddJsonFile(Path.Combine(AppContext.BaseDirectory, "appsettings.json")).Build()
                      .GetSection("Logging:LogLevel").GetChildren())
             settings[$"Logging:LogLevel:{category.Key}"] = "Trace";
-        await using var app = new BalanceApplication(settings)
+        await using var app = new BalanceApplication(settings, store: Store)
         {
             ConfigureTestServices = services => services.AddSingleton<ILoggerProvider>(logs).Configure<LoggerFilterOptions>(o =>
                 o.Rules.Add(new LoggerFilterRule(typeof(CapturingLoggerProvider).FullName, null, LogLevel.Trace, null))),

@@ -8,8 +8,11 @@ namespace Balance.Tests;
 
 // Login sessions: how long a login lives, that an ended one stays ended, and how a refresh whose answer was lost is
 // told apart from a stolen refresh token.
-public sealed class SessionTests
+public class SessionTests
 {
+    /// The engine under test; the same tests run again on PostgreSQL (Postgres/OnPostgres.cs).
+    protected virtual Store Store => Store.Sqlite;
+
     private static async Task<(HttpStatusCode Status, string? Code, Login? Pair)> RefreshAsync(BalanceApplication app, string refreshToken, string userId)
     {
         using var http = app.Http();
@@ -26,17 +29,17 @@ public sealed class SessionTests
     }
 
     // The service on a clock the test moves: lifetimes and graces are checked at exact moments, not slept through.
-    private static BalanceApplication OnClock(FakeTimeProvider clock, Dictionary<string, string?> settings, string? databasePath = null) =>
-        new(settings, databasePath) { ConfigureTestServices = services => services.AddSingleton<TimeProvider>(clock) };
+    private BalanceApplication OnClock(FakeTimeProvider clock, Dictionary<string, string?> settings, string? databasePath = null) =>
+        new(settings, databasePath, store: Store) { ConfigureTestServices = services => services.AddSingleton<TimeProvider>(clock) };
 
     [Fact]
     public async Task ALoginRefreshedPastItsFirstExpiryAndThenEndedStaysEndedAfterARestart()
     {
-        using var temp = new TempDatabase();
+        using var temp = new TempDatabase(Store);
         var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
         var settings = new Dictionary<string, string?> { ["Auth:RefreshTokenLifetime"] = "00:02:00", ["Auth:AccessTokenLifetime"] = "00:10:00" };
         Login last;
-        await using (var app = OnClock(clock, settings, temp.FilePath))
+        await using (var app = OnClock(clock, settings, temp.Location))
         {
             var login = await app.LoginAsync("alice");
             clock.Advance(TimeSpan.FromMinutes(1));
@@ -51,7 +54,7 @@ public sealed class SessionTests
             Assert.Equal(HttpStatusCode.NoContent, (await http.PostAsJsonAsync("/api/auth/logout", new { refresh_token = last.RefreshToken })).StatusCode);
             Assert.Equal(HttpStatusCode.Unauthorized, await BalanceStatusAsync(app, last.AccessToken));
         }
-        await using (var app = OnClock(clock, settings, temp.FilePath))
+        await using (var app = OnClock(clock, settings, temp.Location))
         {
             Assert.Equal(HttpStatusCode.Unauthorized, await BalanceStatusAsync(app, last.AccessToken));
             await using var socket = await app.OpenAuthenticatedSocketAsync(last.AccessToken);
@@ -85,7 +88,7 @@ public sealed class SessionTests
     [Fact]
     public async Task ARefreshWhoseAnswerWasLostMayBeRepeatedWithinTheGraceAndOnlyOneSuccessorLives()
     {
-        await using var app = new BalanceApplication(new() { ["Auth:RefreshReuseGrace"] = "00:00:30" });
+        await using var app = new BalanceApplication(store: Store, settings: new() { ["Auth:RefreshReuseGrace"] = "00:00:30" });
         var login = await app.LoginAsync("alice");
         await using var socket = await app.OpenAuthenticatedSocketAsync(login.AccessToken);
         await socket.ReceiveMessageAsync(Patience.Long);
@@ -133,7 +136,7 @@ public sealed class SessionTests
     [Fact]
     public async Task ASpentTokenWhoseSuccessorWasUsedEndsTheLoginEvenWithinTheGrace()
     {
-        await using var app = new BalanceApplication(new() { ["Auth:RefreshReuseGrace"] = "00:00:30" });
+        await using var app = new BalanceApplication(store: Store, settings: new() { ["Auth:RefreshReuseGrace"] = "00:00:30" });
         var login = await app.LoginAsync("alice");
         var (_, _, second) = await RefreshAsync(app, login.RefreshToken, login.UserId);
         var (_, _, third) = await RefreshAsync(app, second!.RefreshToken, login.UserId); // the answer arrived: its successor is in use
@@ -148,7 +151,7 @@ public sealed class SessionTests
     public async Task ALogoutRacingASocketsAuthNeverLeavesThatSocketOpen()
     {
         // 40 sockets of one player within seconds: past the reconnect limit (burst 20, 2/s), which is not under test here.
-        await using var app = new BalanceApplication(new() { ["Auth:LoginAttemptsPerMinutePerIp"] = "1000", ["Balance:Socket:ConnectBurstPerPlayer"] = "1000" });
+        await using var app = new BalanceApplication(store: Store, settings: new() { ["Auth:LoginAttemptsPerMinutePerIp"] = "1000", ["Balance:Socket:ConnectBurstPerPlayer"] = "1000" });
         for (int round = 0; round < 40; round++)
         {
             var login = await app.LoginAsync("alice");

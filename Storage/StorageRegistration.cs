@@ -1,3 +1,4 @@
+using Balance.Storage.Postgres;
 using Balance.Storage.Sqlite;
 
 namespace Balance.Storage;
@@ -10,6 +11,7 @@ public static class StorageRegistration
     {
         string store = builder.Configuration["Balance:Store"] is { Length: > 0 } s ? s : "Sqlite";
         if (store.Equals("Sqlite", StringComparison.OrdinalIgnoreCase)) builder.Services.AddSqliteStorage();
+        else if (store.Equals("Postgres", StringComparison.OrdinalIgnoreCase)) builder.Services.AddPostgresStorage();
         else throw new InvalidOperationException($"Balance:Store must be Sqlite or Postgres, not '{store}'.");
         return builder;
     }

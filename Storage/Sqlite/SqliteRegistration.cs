@@ -1,5 +1,4 @@
 using Balance.Postings;
-using Dapper;
 
 namespace Balance.Storage.Sqlite;
 
@@ -8,8 +7,7 @@ public static class SqliteRegistration
     // The SQLite file, its schema, the ledger's store on it, and its background checkpoints.
     public static IServiceCollection AddSqliteStorage(this IServiceCollection services)
     {
-        SqlMapper.RemoveTypeMap(typeof(Guid));
-        SqlMapper.AddTypeHandler(new GuidHandler()); // GUIDs are TEXT in SQLite
+        GuidHandler.Register(); // GUIDs are TEXT in SQLite
         services.AddOptions<SqliteOptions>().BindConfiguration("Balance").ValidateDataAnnotations().ValidateOnStart();
         services.AddSingleton<SqliteDatabase>();
         services.AddSingleton<IDatabase>(sp => sp.GetRequiredService<SqliteDatabase>());

@@ -1,0 +1,25 @@
+namespace Balance.Tests;
+
+// The engine-neutral suites once more on a real PostgreSQL: the ledger's rules, idempotency and rollback (RestTests),
+// the bank invariant under concurrent clients (InvariantTests), tokens and sessions (SecurityTests, SessionTests).
+// What holds on SQLite must hold here, with the same answers.
+public sealed class RestTestsOnPostgres : RestTests
+{
+    protected override Store Store => Store.Postgres;
+}
+
+[Collection("Load")]
+public sealed class InvariantTestsOnPostgres : InvariantTests
+{
+    protected override Store Store => Store.Postgres;
+}
+
+public sealed class SecurityTestsOnPostgres : SecurityTests
+{
+    protected override Store Store => Store.Postgres;
+}
+
+public sealed class SessionTestsOnPostgres : SessionTests
+{
+    protected override Store Store => Store.Postgres;
+}

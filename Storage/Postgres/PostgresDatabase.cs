@@ -1,0 +1,76 @@
+using System.Data.Common;
+using System.Security.Cryptography;
+using Dapper;
+using Npgsql;
+
+namespace Balance.Storage.Postgres;
+
+// The PostgreSQL database every node shares: its data source (Npgsql's pool), the schema, the dialect.
+public sealed class PostgresDatabase : IDatabase, IAsyncDisposable
+{
+    // schema_version of the schema this build writes; a database with a higher one was made by a newer build.
+    public const int SchemaVersion = 1;
+    // Any constant both nodes agree on: the advisory lock that lets one node at a time apply the schema.
+    private const long SchemaLock = 0x42616c616e6365; // "Balance"
+
+    public NpgsqlDataSource DataSource { get; }
+    public string ConnectionString { get; }
+
+    public PostgresDatabase(IConfiguration config, ILoggerFactory loggers)
+    {
+        string given = config.GetConnectionString("Balance") is { Length: > 0 } cs && !cs.StartsWith("Data Source=", StringComparison.OrdinalIgnoreCase)
+            ? cs
+            : throw new InvalidOperationException("Balance:Store=Postgres needs ConnectionStrings:Balance to be an Npgsql connection string (Host=…;Database=…;Username=…;Password=…).");
+        var builder = new NpgsqlConnectionStringBuilder(given);
+        if (string.IsNullOrEmpty(builder.ApplicationName)) builder.ApplicationName = "balance";
+        // A wallet lock held past 5 s, or a transaction left idle, is a fault: fail that batch (503) rather than let
+        // every posting of the database queue behind it.
+        builder.Options = $"{builder.Options} -c lock_timeout=5000 -c idle_in_transaction_session_timeout=30000".Trim();
+        if (builder.Timeout == 15) builder.Timeout = 5; // Npgsql's default connect timeout: a lost database answers 503 in seconds
+        ConnectionString = builder.ConnectionString;
+        DataSource = new NpgsqlDataSourceBuilder(ConnectionString).UseLoggerFactory(loggers).Build();
+    }
+
+    public string Engine => "postgres";
+    public string UsernameIs => "lower(username) = lower(@username)"; // the unique index users_username
+    public string? LockRefreshToken => "SELECT 1 FROM refresh_tokens WHERE token_hash = @hash FOR UPDATE";
+
+    public async Task<DbConnection> OpenAsync(CancellationToken ct = default) => await DataSource.OpenConnectionAsync(ct);
+
+    public async Task InitializeAsync(CancellationToken ct = default)
+    {
+        using var stream = typeof(PostgresDatabase).Assembly.GetManifestResourceStream("balance.postgres.sql")
+            ?? throw new InvalidOperationException("balance.postgres.sql is not embedded in the assembly.");
+        string schema = await new StreamReader(stream).ReadToEndAsync(ct);
+        await using var connection = await DataSource.OpenConnectionAsync(ct);
+        await using var tx = await connection.BeginTransactionAsync(ct);
+        // Held to the end of this transaction: a second node starting now waits here, then finds the schema made.
+        await connection.ExecuteAsync(new CommandDefinition("SELECT pg_advisory_xact_lock(@SchemaLock)", new { SchemaLock }, tx, cancellationToken: ct));
+        if (await connection.ExecuteScalarAsync<bool>(new CommandDefinition("SELECT to_regclass('schema_version') IS NOT NULL", transaction: tx, cancellationToken: ct)))
+        {
+            int found = await connection.ExecuteScalarAsync<int?>(new CommandDefinition("SELECT max(version) FROM schema_version", transaction: tx, cancellationToken: ct)) ?? 0;
+            if (found > SchemaVersion)
+                throw new InvalidOperationException($"The database has schema version {found}, made by a newer Balance; this build knows version {SchemaVersion}. Run the newer build, or restore a backup.");
+        }
+        await connection.ExecuteAsync(new CommandDefinition(schema, transaction: tx, cancellationToken: ct));
+        await connection.ExecuteAsync(new CommandDefinition("""
+            DELETE FROM schema_version;
+            INSERT INTO schema_version (version) VALUES (@SchemaVersion);
+            """, new { SchemaVersion }, tx, cancellationToken: ct));
+        await tx.CommitAsync(ct);
+    }
+
+    // Kept in the database, so every node of it signs and accepts the same tokens; the first node to start makes it.
+    public async Task<byte[]> DevelopmentSigningKeyAsync(CancellationToken ct = default)
+    {
+        await using var connection = await DataSource.OpenConnectionAsync(ct);
+        string candidate = Convert.ToBase64String(RandomNumberGenerator.GetBytes(64));
+        await connection.ExecuteAsync(new CommandDefinition(
+            "INSERT INTO settings (name, value) VALUES ('development_signing_key', @candidate) ON CONFLICT (name) DO NOTHING", new { candidate }, cancellationToken: ct));
+        string key = await connection.QuerySingleAsync<string>(new CommandDefinition(
+            "SELECT value FROM settings WHERE name = 'development_signing_key'", cancellationToken: ct));
+        return Convert.FromBase64String(key);
+    }
+
+    public ValueTask DisposeAsync() => DataSource.DisposeAsync();
+}

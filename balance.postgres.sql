@@ -1,0 +1,104 @@
+-- Balance schema for PostgreSQL (Balance:Store=Postgres): N identical nodes on one database. Applied at every start
+-- under an advisory lock, so nodes that start together create it once; every statement is idempotent.
+-- Money is bigint minor units. Timestamps are UTC ISO-8601 text with milliseconds, as in the SQLite schema: one
+-- format for both engines, so answers are byte-identical and compare correctly as text.
+
+CREATE TABLE IF NOT EXISTS schema_version (
+    version integer NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS users (
+    id            uuid PRIMARY KEY,
+    username      text NOT NULL,
+    password_hash text NOT NULL,                   -- ASP.NET Core PasswordHasher (PBKDF2)
+    role          text NOT NULL CHECK (role IN ('player', 'operator')),
+    created_at    text NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS users_username ON users (lower(username)); -- usernames are case-insensitive
+
+-- One wallet per (player, currency). A batch first creates the wallets it touches (version 0: not yet posted to,
+-- hidden from reads), then locks them all in sorted key order, so two nodes never wait on each other in a cycle.
+CREATE TABLE IF NOT EXISTS wallets (
+    user_id             uuid   NOT NULL REFERENCES users (id),
+    currency            text   NOT NULL,
+    balance             bigint NOT NULL CHECK (balance >= 0),
+    version             bigint NOT NULL CHECK (version >= 0),
+    updated_at          text   NOT NULL,
+    last_transaction_id text,
+    PRIMARY KEY (user_id, currency)
+);
+
+-- The ledger: append-only, one row per committed transaction, and the change log every node's feed reads.
+-- `tx` is the writing transaction's id: a feed reads rows below the oldest transaction still running
+-- (pg_snapshot_xmin), so a row that commits late is never skipped the way a plain `seq > last` cursor would.
+CREATE TABLE IF NOT EXISTS ledger (
+    seq             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tx              xid8   NOT NULL DEFAULT pg_current_xact_id(),
+    transaction_id  text   NOT NULL UNIQUE,
+    user_id         uuid   NOT NULL REFERENCES users (id),
+    type            text   NOT NULL CHECK (type IN ('deposit', 'withdrawal', 'bet', 'win', 'rollback')),
+    amount          bigint NOT NULL CHECK (amount > 0),
+    currency        text   NOT NULL,
+    balance_after   bigint NOT NULL CHECK (balance_after >= 0),
+    version         bigint NOT NULL CHECK (version > 0),
+    idempotency_key text   NOT NULL UNIQUE,
+    request_hash    text   NOT NULL,                -- SHA-256 of the canonical request, for replay checks
+    reference       text,
+    reverses        text   UNIQUE REFERENCES ledger (transaction_id), -- a bet is rolled back at most once
+    posted_by       uuid   NOT NULL REFERENCES users (id),
+    created_at      text   NOT NULL,
+    UNIQUE (user_id, currency, version)             -- versions stay contiguous whichever node wrote them
+);
+CREATE INDEX IF NOT EXISTS ledger_by_user ON ledger (user_id, seq);
+CREATE INDEX IF NOT EXISTS ledger_by_tx ON ledger (tx, seq);
+
+-- A login session (see balance.db.sql). `revoked_tx` is the transaction that ended it, set by the trigger below:
+-- every node's feed reads revocations the way it reads the ledger, and closes that login's sockets too.
+CREATE TABLE IF NOT EXISTS sessions (
+    id                text PRIMARY KEY,
+    user_id           uuid NOT NULL REFERENCES users (id),
+    created_at        text NOT NULL,
+    expires_at        text NOT NULL,
+    revoked_at        text,
+    access_expires_at text,
+    revoked_tx        xid8
+);
+CREATE INDEX IF NOT EXISTS sessions_by_revoked_tx ON sessions (revoked_tx) WHERE revoked_tx IS NOT NULL;
+
+CREATE OR REPLACE FUNCTION sessions_revoked_tx() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.revoked_at IS NOT NULL AND OLD.revoked_at IS NULL THEN
+        NEW.revoked_tx := pg_current_xact_id();
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE OR REPLACE TRIGGER sessions_revoked_tx BEFORE UPDATE OF revoked_at ON sessions
+    FOR EACH ROW EXECUTE FUNCTION sessions_revoked_tx();
+
+CREATE TABLE IF NOT EXISTS refresh_tokens (
+    token_hash  text PRIMARY KEY,
+    session_id  text NOT NULL REFERENCES sessions (id),
+    expires_at  text NOT NULL,
+    used_at     text,
+    replaced_by text
+);
+
+-- Failed logins per username, shared by every node, so spreading guesses over nodes buys nothing.
+CREATE TABLE IF NOT EXISTS login_failures (
+    username_key      text        PRIMARY KEY,
+    window_started_at timestamptz NOT NULL,
+    failures          integer     NOT NULL
+);
+
+-- Settings every node must agree on: in Development, the generated signing key.
+CREATE TABLE IF NOT EXISTS settings (
+    name  text PRIMARY KEY,
+    value text NOT NULL
+);
+
+-- A guard the writer's set-based statements call: a wallet that moved under its lock aborts the batch (40001), which
+-- the writer runs again once, instead of a silent partial write.
+CREATE OR REPLACE FUNCTION balance_assert(ok boolean, message text) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT ok THEN RAISE EXCEPTION USING ERRCODE = 'serialization_failure', MESSAGE = message; END IF;
+END $$;
