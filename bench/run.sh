@@ -3,8 +3,10 @@
 # Builds Release, starts the service and the SignalR peer on fresh temp databases, runs the harness
 # (bench/Balance.Bench), prints the table, writes bench/results/latest.json and its charts (bench/charts.mjs),
 # stops everything.
+#   bench/run.sh --store sqlite|postgres --nodes 1|2 [...]   past one node: bench/nodes.sh (see there)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+case " $* " in *" --store "*|*" --nodes "*) exec bench/nodes.sh "$@" ;; esac
 SERVICE_PORT=${SERVICE_PORT:-18080}
 PEER_PORT=${PEER_PORT:-18090}
 # SERVICE_ENV / PEER_ENV: extra VAR=value settings for the servers (experiments, e.g. SERVICE_ENV="DOTNET_gcServer=0").

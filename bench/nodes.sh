@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Past one node: the service on SQLite (one node) or on PostgreSQL (one or two nodes on one database), in one run.
+#   bench/run.sh --store sqlite|postgres --nodes 1|2 [--duration 10] [--runs 3] [--players 100] [--sockets 400]
+# For each run:
+#   1. max rate: durable postings through wrk (Debian's), one wrk per node at once, each one thread and 64/N
+#      connections, unique Idempotency-Keys: tx/s summed over the nodes, response p50/p99 per node, and with
+#      PostgreSQL the WAL bytes written per posting (pg_current_wal_lsn before and after);
+#   2. half that rate with sockets on every node: request sent → balance on the socket, same-node and cross-node
+#      (bench/nodes/latency.mjs), an upper bound of commit → socket.
+# PostgreSQL runs from scripts/postgres.sh in a temp directory (fsync on), never the system's cluster. The generator
+# runs on the same box and is included in every figure; its CPU is printed beside the servers'.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STORE=sqlite; NODES=1; DURATION=10; RUNS=3; PLAYERS=100; SOCKETS=400
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --store) STORE=$2; shift 2 ;;
+    --nodes) NODES=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    --runs) RUNS=$2; shift 2 ;;
+    --players) PLAYERS=$2; shift 2 ;;
+    --sockets) SOCKETS=$2; shift 2 ;;
+    *) echo "unknown option $1"; exit 2 ;;
+  esac
+done
+case "$STORE/$NODES" in sqlite/1|postgres/1|postgres/2) ;; *) echo "--store sqlite takes --nodes 1; postgres takes 1 or 2"; exit 2 ;; esac
+if ! command -v wrk >/dev/null 2>&1; then
+  echo "Installing wrk from Debian..."
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null
+fi
+WORK=$(mktemp -d /tmp/balance-nodes.XXXXXX)
+chmod 755 "$WORK"
+PIDS=()
+PG_PORT=${PG_PORT:-15433}
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  [ "$STORE" = postgres ] && scripts/postgres.sh stop "$WORK/pg" >/dev/null 2>&1 || true
+  [ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+echo "== building (Release)"
+dotnet build -c Release Balance.csproj -nologo -v q -clp:ErrorsOnly
+
+if [ "$STORE" = postgres ]; then
+  echo "== PostgreSQL in $WORK/pg on :$PG_PORT"
+  CS=$(scripts/postgres.sh start "$WORK/pg" "$PG_PORT")
+  psql_() { PGPASSWORD=balance psql -h 127.0.0.1 -p "$PG_PORT" -U balance -d balance -Atqc "$1"; }
+else
+  CS="Data Source=$WORK/balance.db"
+fi
+
+PASSWORD=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+KEY="base64:$(head -c 48 /dev/urandom | base64 -w0)"
+BASES=()
+for n in $(seq 1 "$NODES"); do
+  port=$((18280 + n))
+  # Production, as deployed, with the limits a load from one address needs raised (see bench/run.sh).
+  ASPNETCORE_ENVIRONMENT=Production Logging__LogLevel__Default=Warning Balance__Store="$STORE" \
+    ConnectionStrings__Balance="$CS" Balance__NodeId="node$n" \
+    Auth__SigningKey="$KEY" Auth__BootstrapOperator__Username=operator Auth__BootstrapOperator__Password="$PASSWORD" \
+    Auth__LoginAttemptsPerMinutePerIp=1000000 Auth__AccessTokenLifetime=01:00:00 \
+    Balance__Socket__MaxSocketsPerPlayer=64 Balance__Socket__MaxUnauthenticatedPerIp=100000 \
+    Balance__Socket__ConnectBurstPerAddress=100000 Balance__Socket__ConnectBurstPerPlayer=1000 \
+    dotnet bin/Release/net10.0/Balance.dll --urls "http://127.0.0.1:$port" >"$WORK/node$n.log" 2>&1 &
+  PIDS+=($!)
+  BASES+=("http://127.0.0.1:$port")
+done
+for i in "${!BASES[@]}"; do
+  for _ in $(seq 1 120); do curl -sf "${BASES[$i]}/healthz" >/dev/null 2>&1 && break; sleep 0.5; done
+  curl -sf "${BASES[$i]}/healthz" >/dev/null || { echo "node $((i + 1)) did not start:"; cat "$WORK/node$((i + 1)).log"; exit 1; }
+done
+
+json() { node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s)[process.argv[1]]))' "$1"; }
+B=${BASES[0]}
+TOKEN=$(curl -sf -H 'Content-Type: application/json' -d "{\"username\":\"operator\",\"password\":\"$PASSWORD\"}" "$B/api/auth/login" | json access_token)
+echo "== $PLAYERS players"
+PLAYERS_JSON="$WORK/players.json"
+IDS=()
+{
+  echo "["
+  for i in $(seq 1 "$PLAYERS"); do
+    id=$(curl -sf -H 'Content-Type: application/json' -H "Authorization: Bearer $TOKEN" \
+      -d "{\"username\":\"bench$i\",\"password\":\"bench-player-password\",\"role\":\"player\"}" "$B/api/users" | json user_id)
+    IDS+=("$id")
+    tok=$(curl -sf -H 'Content-Type: application/json' -d "{\"username\":\"bench$i\",\"password\":\"bench-player-password\"}" "$B/api/auth/login" | json access_token)
+    [ "$i" -gt 1 ] && echo ","
+    echo "{\"id\":\"$id\",\"token\":\"$tok\"}"
+  done
+  echo "]"
+} >"$PLAYERS_JSON"
+export BENCH_TOKEN="$TOKEN"
+BENCH_PLAYERS=$(IFS=,; echo "${IDS[*]}")
+export BENCH_PLAYERS
+
+TCK=$(getconf CLK_TCK)
+server_ticks() { local t=0; for pid in "${PIDS[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done; echo "$t"; }
+pg_ticks() { # this cluster's postmaster and its backends only: the box may run other PostgreSQL servers
+  [ "$STORE" = postgres ] || { echo 0; return; }
+  local pm t=0; pm=$(head -n 1 "$WORK/pg/data/postmaster.pid")
+  for pid in "$pm" $(pgrep -P "$pm"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0))); done
+  echo "$t"
+}
+ROWS="$WORK/rows"
+: >"$ROWS"
+CONN=$((64 / NODES))
+echo "== $RUNS runs: ${DURATION}s at the maximum rate (wrk per node, $CONN connections each), then ${DURATION}s at half of it with $SOCKETS sockets over $NODES node(s) ($(nproc) cores, generator on the same box; load $(cut -d' ' -f1-3 /proc/loadavg))"
+for run in $(seq 1 "$RUNS"); do
+  lsn0=""; rows0=0
+  if [ "$STORE" = postgres ]; then lsn0=$(psql_ "SELECT pg_current_wal_lsn()"); rows0=$(psql_ "SELECT count(*) FROM ledger"); fi
+  s0=$(server_ticks); p0=$(pg_ticks)
+  { TIMEFORMAT='%U %S'; time {
+    gens=()
+    for i in "${!BASES[@]}"; do wrk -t1 -c"$CONN" -d"${DURATION}s" -s bench/wrk/post.lua "${BASES[$i]}/api/transactions" >"$WORK/wrk$i.out" & gens+=($!); done
+    for g in "${gens[@]}"; do wait "$g"; done
+  }; } 2>"$WORK/wrk.time"
+  s1=$(server_ticks); p1=$(pg_ticks)
+  wal=0; committed=0
+  if [ "$STORE" = postgres ]; then
+    wal=$(psql_ "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$lsn0')")
+    committed=$(( $(psql_ "SELECT count(*) FROM ledger") - rows0 ))
+  fi
+  req=0; secs=0; bad=0; lat=""
+  for i in "${!BASES[@]}"; do
+    line=$(grep '^WRK ' "$WORK/wrk$i.out")
+    r=$(sed -E 's/.*requests=([0-9]+).*/\1/' <<<"$line"); s=$(sed -E 's/.*seconds=([0-9.]+).*/\1/' <<<"$line")
+    n2=$(sed -E 's/.*non2xx=([0-9]+) socket_errors=([0-9]+).*/\1+\2/' <<<"$line")
+    req=$((req + r)); secs=$s; bad=$((bad + n2))
+    lat="$lat node$((i + 1)):p50=$(sed -E 's/.*p50_ms=([0-9.]+).*/\1/' <<<"$line"),p99=$(sed -E 's/.*p99_ms=([0-9.]+).*/\1/' <<<"$line")"
+  done
+  rate=$(awk -v r="$req" -v s="$secs" 'BEGIN{printf "%.0f", r/s}')
+  echo "max run=$run rate=$rate non2xx=$bad server_cpu=$(awk -v a="$s0" -v b="$s1" -v t="$TCK" 'BEGIN{printf "%.2f", (b-a)/t}') postgres_cpu=$(awk -v a="$p0" -v b="$p1" -v t="$TCK" 'BEGIN{printf "%.2f", (b-a)/t}') generator_cpu=$(awk 'END{printf "%.2f", $1+$2}' "$WORK/wrk.time") wal_per_posting=$(awk -v w="$wal" -v c="$committed" 'BEGIN{printf "%.0f", (c > 0) ? w / c : 0}') latency=$lat" >>"$ROWS"
+  half=$((rate / 2))
+  nodes_json=$(printf '"%s",' "${BASES[@]}"); nodes_json="[${nodes_json%,}]"
+  cfg="{\"nodes\":$nodes_json,\"token\":\"$TOKEN\",\"players\":$(tr -d '\n' <"$PLAYERS_JSON"),\"sockets\":$SOCKETS,\"rate\":$half,\"seconds\":$DURATION}"
+  s0=$(server_ticks)
+  { TIMEFORMAT='%U %S'; time node --experimental-websocket --no-warnings bench/nodes/latency.mjs "$cfg" >"$WORK/lat.out"; } 2>"$WORK/lat.time"
+  s1=$(server_ticks)
+  echo "half run=$run rate=$half server_cpu=$(awk -v a="$s0" -v b="$s1" -v t="$TCK" 'BEGIN{printf "%.2f", (b-a)/t}') generator_cpu=$(awk 'END{printf "%.2f", $1+$2}' "$WORK/lat.time") $(grep '^LATENCY ' "$WORK/lat.out")" >>"$ROWS"
+done
+echo
+echo "store=$STORE nodes=$NODES"
+cat "$ROWS"
+node - "$ROWS" <<'JS'
+const fs = require("fs");
+const lines = fs.readFileSync(process.argv[2], "utf8").trim().split("\n");
+const max = lines.filter(l => l.startsWith("max ")).map(l => Object.fromEntries(l.split(" ").slice(1).filter(p => p.includes("=") && !p.startsWith("latency")).map(p => p.split("=")).map(([k, v]) => [k, Number(v)])));
+const half = lines.filter(l => l.startsWith("half ")).map(l => JSON.parse(l.slice(l.indexOf("LATENCY ") + 8)));
+const spread = a => a.length ? `${Math.min(...a).toFixed(1)}–${Math.max(...a).toFixed(1)}` : "n/a";
+console.log(`\ndurable tx/s ${spread(max.map(r => r.rate))}; WAL bytes/posting ${spread(max.map(r => r.wal_per_posting))}`);
+console.log(`request → socket p99, same node: ${spread(half.filter(h => h.same.count).map(h => h.same.p99_ms))} ms; cross node: ${spread(half.filter(h => h.cross.count).map(h => h.cross.p99_ms))} ms (p50 ${spread(half.filter(h => h.cross.count).map(h => h.cross.p50_ms))})`);
+if (max.some(r => r.non2xx > 0) || half.some(h => h.errors > 0)) { console.log("some postings were not 201: see the rows"); process.exitCode = 1; }
+JS
