@@ -34,6 +34,12 @@ internal sealed class PostgresLedgerSession(NpgsqlConnection connection, Doorbel
 
     public void Begin(IReadOnlyList<Posting> postings)
     {
+        try { Load(postings); }
+        catch (PostgresException e) when (IsConflict(e)) { throw new StoreConflictException(e.MessageText, e); } // e.g. a deadlock the sorted locks should prevent
+    }
+
+    private void Load(IReadOnlyList<Posting> postings)
+    {
         _byKey.Clear(); _byId.Clear(); _reversed.Clear(); _roles.Clear(); _wallets.Clear(); _pending.Clear();
         var bets = new List<string>();
         var users = new HashSet<Guid>();
