@@ -10,8 +10,11 @@ namespace Balance.Tests;
 // Seeded, bounded fuzzing: random garbage at the REST money route and at the socket, then the service must still serve
 // and no balance may have moved except by postings it answered 201.
 [Collection("Load")]
-public sealed class FuzzTests
+public class FuzzTests
 {
+    /// The engine under test; the same tests run again on PostgreSQL (Postgres/OnPostgres.cs).
+    protected virtual Store Store => Store.Sqlite;
+
     private const int Seed = 1_618_033;
 
     private static readonly string[] Hostile =
@@ -88,7 +91,7 @@ public sealed class FuzzTests
     public async Task RandomBodiesAndHeadersNeverBreakTheServiceOrMoveUnacknowledgedMoney()
     {
         var r = new Random(Seed);
-        await using var app = new BalanceApplication();
+        await using var app = new BalanceApplication(store: Store);
         var op = await app.LoginAsync("operator");
         var alice = await app.LoginAsync("alice");
         string bet = (await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "bet", amount = "1.00", currency = "USD" })).GetProperty("transaction_id").GetString()!;
@@ -149,7 +152,7 @@ public sealed class FuzzTests
     public async Task RandomFramesNeverBreakTheSocketServiceOrLeakAnotherPlayersBalance()
     {
         var r = new Random(Seed + 1);
-        await using var app = new BalanceApplication(new() { ["Balance:Socket:AuthTimeout"] = "00:00:02" });
+        await using var app = new BalanceApplication(store: Store, settings: new() { ["Balance:Socket:AuthTimeout"] = "00:00:02" });
         var alice = await app.LoginAsync("alice");
         var bob = await app.LoginAsync("bob");
         var op = await app.LoginAsync("operator");
@@ -236,7 +239,7 @@ public sealed class FuzzTests
     public async Task RandomForwardedHeadersFromAKnownProxyNeverBreakTheServiceOrItsRules()
     {
         var r = new Random(Seed + 2);
-        await using var app = new BalanceApplication(new()
+        await using var app = new BalanceApplication(store: Store, settings: new()
         {
             ["ForwardedHeaders:KnownProxies:0"] = "127.0.0.1",
             ["Auth:LoginAttemptsPerMinutePerIp"] = "100000",

@@ -7,8 +7,11 @@ using System.Text.Json;
 
 namespace Balance.Tests;
 
-public sealed class HostileInputTests
+public class HostileInputTests
 {
+    /// The engine under test; the same tests run again on PostgreSQL (Postgres/OnPostgres.cs).
+    protected virtual Store Store => Store.Sqlite;
+
     private static readonly string Key256 = new('k', 256);
 
     // (what, body with {alice}/{op}/{deposit} placeholders, Idempotency-Key or null for none, content type, status, code or null)
@@ -82,7 +85,7 @@ public sealed class HostileInputTests
     [Fact]
     public async Task EveryHostileTransactionBodyGetsA4xxProblemWithACodeAndChangesNothing()
     {
-        await using var app = new BalanceApplication();
+        await using var app = new BalanceApplication(store: Store);
         var op = await app.LoginAsync("operator");
         var alice = await app.LoginAsync("alice");
         using var http = app.Http(op.AccessToken);
@@ -119,7 +122,7 @@ public sealed class HostileInputTests
     [Fact]
     public async Task ARefusedRequestDoesNotBindItsKey()
     {
-        await using var app = new BalanceApplication();
+        await using var app = new BalanceApplication(store: Store);
         var op = await app.LoginAsync("operator");
         var alice = await app.LoginAsync("alice");
         string key = InvariantTests.NewKey();
@@ -136,7 +139,7 @@ public sealed class HostileInputTests
     [Fact]
     public async Task BinaryFrameAfterAuthClosesWith4500()
     {
-        await using var app = new BalanceApplication();
+        await using var app = new BalanceApplication(store: Store);
         var alice = await app.LoginAsync("alice");
         await using var socket = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
         await socket.ReceiveMessageAsync(Patience.Long);
@@ -147,7 +150,7 @@ public sealed class HostileInputTests
     [Fact]
     public async Task AFragmentedMessageOver4KiBClosesWith1009()
     {
-        await using var app = new BalanceApplication();
+        await using var app = new BalanceApplication(store: Store);
         var alice = await app.LoginAsync("alice");
         await using var socket = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
         await socket.ReceiveMessageAsync(Patience.Long);
@@ -164,7 +167,7 @@ public sealed class HostileInputTests
     [Fact]
     public async Task InvalidUtf8IsRefusedWithACloseThatSaysStop()
     {
-        await using var app = new BalanceApplication();
+        await using var app = new BalanceApplication(store: Store);
         await using var socket = await app.OpenSocketAsync();
         byte[] bad = [.. "{\"type\":\"auth\",\"access_token\":\""u8, 0xFF, 0xFE, 0xC3, 0x28, .. "\"}"u8];
         await socket.Socket.SendAsync(bad, WebSocketMessageType.Text, true, CancellationToken.None);
@@ -182,7 +185,7 @@ public sealed class HostileInputTests
     [Fact]
     public async Task DeeplyNestedJsonClosesWith4500()
     {
-        await using var app = new BalanceApplication();
+        await using var app = new BalanceApplication(store: Store);
         await using var socket = await app.OpenSocketAsync();
         await socket.SendTextAsync("{\"type\":\"auth\",\"data\":" + new string('[', 1000) + new string(']', 1000) + "}");
         Assert.Equal(4500, await socket.ReceiveCloseAsync(Patience.Long));
@@ -198,7 +201,7 @@ public sealed class HostileInputTests
     [InlineData("null")]
     public async Task UnknownMessagesOnAnAuthenticatedSocketCloseWith4500AndMoveNothing(string text)
     {
-        await using var app = new BalanceApplication();
+        await using var app = new BalanceApplication(store: Store);
         var alice = await app.LoginAsync("alice");
         await using var socket = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
         await socket.ReceiveMessageAsync(Patience.Long);
@@ -211,7 +214,7 @@ public sealed class HostileInputTests
     [Fact]
     public async Task AMessageFloodIsClosedWith1008WhileOtherSocketsKeepWorking()
     {
-        await using var app = new BalanceApplication(new() { ["Balance:Socket:MessageBurst"] = "5", ["Balance:Socket:MessagesPerSecond"] = "1" });
+        await using var app = new BalanceApplication(store: Store, settings: new() { ["Balance:Socket:MessageBurst"] = "5", ["Balance:Socket:MessagesPerSecond"] = "1" });
         var alice = await app.LoginAsync("alice");
         var op = await app.LoginAsync("operator");
         await using var flooder = await app.OpenAuthenticatedSocketAsync(alice.AccessToken);
@@ -231,7 +234,7 @@ public sealed class HostileInputTests
     [Fact]
     public async Task UnauthenticatedSocketsAreCappedPerAddressWith429AndTimedOutWith4002()
     {
-        await using var app = new BalanceApplication(new() { ["Balance:Socket:MaxUnauthenticatedPerIp"] = "4", ["Balance:Socket:AuthTimeout"] = "00:00:08" });
+        await using var app = new BalanceApplication(store: Store, settings: new() { ["Balance:Socket:MaxUnauthenticatedPerIp"] = "4", ["Balance:Socket:AuthTimeout"] = "00:00:08" });
         var alice = await app.LoginAsync("alice");
         var idle = new List<TestSocket>();
         for (int i = 0; i < 4; i++) idle.Add(await app.OpenSocketAsync());
