@@ -66,9 +66,18 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, AuthO
                 log.LogWarning("Refresh token reuse for user {UserId}; session {SessionId} revoked", row.UserId, row.SessionId);
                 return (RefreshOutcome.Reused, null);
             }
-            // Spent without a successor of its own: presented later, it counts as reuse.
-            await connection.ExecuteAsync("UPDATE refresh_tokens SET used_at = @now WHERE token_hash = @successor",
-                new { now = Stamp(now), successor = row.ReplacedBy }, tx);
+            // Spent without a successor of its own: presented later, it counts as reuse. Spent only if still unused: on
+            // PostgreSQL another node may be rotating that successor right now (only this token is locked), and then
+            // two live pairs would fork the login; that race is reuse too.
+            if (await connection.ExecuteAsync("UPDATE refresh_tokens SET used_at = @now WHERE token_hash = @successor AND used_at IS NULL",
+                    new { now = Stamp(now), successor = row.ReplacedBy }, tx) == 0)
+            {
+                await connection.ExecuteAsync("UPDATE sessions SET revoked_at = @now WHERE id = @id", new { now = Stamp(now), id = row.SessionId }, tx);
+                await tx.CommitAsync();
+                sessions.MarkRevoked(row.SessionId);
+                log.LogWarning("Refresh token reuse for user {UserId}; session {SessionId} revoked", row.UserId, row.SessionId);
+                return (RefreshOutcome.Reused, null);
+            }
             Interlocked.Increment(ref GraceRetries);
             log.LogWarning("A spent refresh token was presented again within the grace for user {UserId}, session {SessionId}: taken for a lost answer", row.UserId, row.SessionId);
         }

@@ -23,10 +23,17 @@ public sealed class Sessions(IDatabase db, AuthOptions options, TimeProvider tim
             _revoked.TryAdd(id, 0);
     }
 
-    public void MarkRevoked(string sessionId)
+    /// Ends the session's tokens and sockets on this node; `here` is false when another node ended it (the change
+    /// feed). True when it was not known as ended before.
+    public bool MarkRevoked(string sessionId, bool here = true)
     {
-        if (!_revoked.TryAdd(sessionId, 0)) return;
+        if (!_revoked.TryAdd(sessionId, 0)) return false;
         Interlocked.MemoryBarrier(); // pairs with the socket's exchange of its session: one of the two sees the other
         Revoked?.Invoke(sessionId);
+        if (here) EndedHere?.Invoke(sessionId);
+        return true;
     }
+
+    /// Ended by this node, not learned from another: what the other nodes must be told of.
+    public event Action<string>? EndedHere;
 }

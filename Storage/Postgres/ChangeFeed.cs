@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using System.Threading.Channels;
 using Balance.Auth;
 using Balance.Postings;
@@ -9,8 +10,11 @@ namespace Balance.Storage.Postgres;
 // Every node's view of what every node committed. The ledger is the change log: one feed per node, on a connection
 // of its own, reads ledger rows past its cursor (tx, seq) but only below the horizon — the oldest transaction still
 // running (pg_snapshot_xmin) — because every transaction below it has ended, so no row can still appear behind the
-// cursor (a plain `seq > last` skips rows that commit out of seq order). It reads ended logins the same way and closes
-// their sockets here too. It wakes on the doorbell (one LISTEN per node) and polls every 250 ms, so a lost NOTIFY only
+// cursor (a plain `seq > last` skips rows that commit out of seq order). Rows already committed above the horizon —
+// behind some long transaction — go out at once too, without moving the cursor, so one open transaction anywhere in
+// the cluster does not hold every other node's balances back; they come again when the cursor passes them, and a
+// socket sends each wallet version once. Ended logins are read from the same starting point with no upper bound, and
+// closed here too. The feed wakes on the doorbell (one LISTEN per node) and polls every 250 ms, so a lost NOTIFY only
 // delays. After a gap (connection dropped, PostgreSQL restarted) it reconnects and catches up from the cursor: nothing
 // committed meanwhile is missed.
 public sealed class ChangeFeed : BackgroundService, IChangeFeed
@@ -18,7 +22,6 @@ public sealed class ChangeFeed : BackgroundService, IChangeFeed
     private static readonly TimeSpan Poll = TimeSpan.FromMilliseconds(250);
     private const int Page = 5_000;
 
-    private readonly PostgresDatabase _db;
     private readonly Sessions _sessions;
     private readonly AuthOptions _auth;
     private readonly TimeProvider _time;
@@ -27,19 +30,21 @@ public sealed class ChangeFeed : BackgroundService, IChangeFeed
     private readonly Channel<CommittedChange> _changes = Channel.CreateUnbounded<CommittedChange>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
     private string _tx = "0", _revokedFrom = "0"; // the cursor: every row up to (_tx, _seq) was read; every login ended below _revokedFrom
     private long _seq = -1;
-    private long _caughtUp; // TimeProvider timestamp of the last poll that reached the horizon
-    private double _horizonAge; // seconds the oldest running writer has held the horizon back
+    private long _aheadSeq = -1; // the newest row sent ahead of the cursor
+    private int _rung; // a doorbell came while reading: read again before waiting
+    private long _caughtUp; // TimeProvider timestamp of the last complete read
+    private double _waiting; // seconds the oldest committed row the cursor has not passed has waited
 
     public long Rows, Gaps, Revocations;
     public ChannelReader<CommittedChange> Changes => _changes.Reader;
 
-    /// How far behind the feed may be, in seconds: since its last complete read, or since the oldest transaction
-    /// still running began (rows behind it wait), whichever is longer.
-    public double LagSeconds => Math.Max(_time.GetElapsedTime(Volatile.Read(ref _caughtUp)).TotalSeconds, Volatile.Read(ref _horizonAge));
+    /// How far behind the feed may be, in seconds: since its last complete read, or how long the oldest committed row
+    /// its cursor has not passed has waited (behind a long transaction), whichever is longer.
+    public double LagSeconds => Math.Max(_time.GetElapsedTime(Volatile.Read(ref _caughtUp)).TotalSeconds, Volatile.Read(ref _waiting));
 
     public ChangeFeed(PostgresDatabase db, Sessions sessions, AuthOptions auth, IConfiguration config, TimeProvider time, ILogger<ChangeFeed> log)
     {
-        (_db, _sessions, _auth, _time, _log) = (db, sessions, auth, time, log);
+        (_sessions, _auth, _time, _log) = (sessions, auth, time, log);
         string node = config["Balance:NodeId"] is { Length: > 0 } id ? id : $"{Environment.MachineName}-{Environment.ProcessId}";
         // Its own connection, outside the pool: a LISTEN must not go back to the pool, and an operator finds it by name.
         _connectionString = new NpgsqlConnectionStringBuilder(db.ConnectionString) { Pooling = false, ApplicationName = $"balance feed {node}", KeepAlive = 10 }.ConnectionString;
@@ -53,7 +58,7 @@ public sealed class ChangeFeed : BackgroundService, IChangeFeed
         await using (var connection = new NpgsqlConnection(_connectionString))
         {
             await connection.OpenAsync(ct);
-            string horizon = (await Horizon(connection, ct)).Xmin;
+            string horizon = await HorizonAsync(connection, ct);
             (_tx, _seq, _revokedFrom) = (horizon, -1, horizon);
             // Logins ended below it, even those committed after Sessions loaded at start.
             await using var ended = new NpgsqlCommand("SELECT id FROM sessions WHERE revoked_tx < $1::xid8 AND access_expires_at > $2", connection)
@@ -61,7 +66,7 @@ public sealed class ChangeFeed : BackgroundService, IChangeFeed
                 Parameters = { new() { Value = horizon }, new() { Value = Logins.Stamp((_time.GetUtcNow() - _auth.ClockSkew).UtcDateTime) } },
             };
             await using var r = await ended.ExecuteReaderAsync(ct);
-            while (await r.ReadAsync(ct)) _sessions.MarkRevoked(r.GetString(0));
+            while (await r.ReadAsync(ct)) _sessions.MarkRevoked(r.GetString(0), here: false);
         }
         await base.StartAsync(ct);
     }
@@ -75,12 +80,15 @@ public sealed class ChangeFeed : BackgroundService, IChangeFeed
             {
                 await using var connection = new NpgsqlConnection(_connectionString);
                 await connection.OpenAsync(ct);
+                connection.Notification += (_, _) => Volatile.Write(ref _rung, 1);
                 await using (var listen = new NpgsqlCommand($"LISTEN {Doorbell.Channel}", connection)) await listen.ExecuteNonQueryAsync(ct);
+                await RewindAsync(connection, ct);
                 backoff = Poll;
                 while (true)
                 {
+                    Volatile.Write(ref _rung, 0);
                     while (await ReadAsync(connection, ct)) { } // a full page: there is more behind it
-                    await connection.WaitAsync(Poll, ct); // the doorbell, or the poll
+                    if (Volatile.Read(ref _rung) == 0) await connection.WaitAsync(Poll, ct); // the doorbell, or the poll
                 }
             }
             catch (OperationCanceledException) when (ct.IsCancellationRequested) { break; }
@@ -96,22 +104,38 @@ public sealed class ChangeFeed : BackgroundService, IChangeFeed
         _changes.Writer.TryComplete();
     }
 
-    private static async Task<(string Xmin, double OldestWriterSeconds)> Horizon(NpgsqlConnection connection, CancellationToken ct)
+    private static async Task<string> HorizonAsync(NpgsqlConnection connection, CancellationToken ct)
     {
-        await using var command = new NpgsqlCommand("""
-            SELECT pg_snapshot_xmin(pg_current_snapshot())::text,
-                   (SELECT coalesce(extract(epoch FROM clock_timestamp() - min(xact_start)), 0)::float8 FROM pg_stat_activity WHERE backend_xid IS NOT NULL)
-            """, connection);
-        await using var r = await command.ExecuteReaderAsync(ct);
-        await r.ReadAsync(ct);
-        return (r.GetString(0), r.GetDouble(1));
+        await using var command = new NpgsqlCommand("SELECT pg_snapshot_xmin(pg_current_snapshot())::text", connection);
+        return (string)(await command.ExecuteScalarAsync(ct))!;
     }
 
-    // One read up to the horizon; true when a full page came back and more is waiting.
+    // After a crash PostgreSQL may hand out again a transaction id that it had handed out but never logged. A cursor
+    // set from a horizon past such an id would skip the rows of its second use, so on every (re)connect the cursors go
+    // back to the horizon when it is below them; rows read twice are dropped by the sockets' version check.
+    private async Task RewindAsync(NpgsqlConnection connection, CancellationToken ct)
+    {
+        string horizon = await HorizonAsync(connection, ct);
+        ulong h = ulong.Parse(horizon, CultureInfo.InvariantCulture);
+        if (h < ulong.Parse(_tx, CultureInfo.InvariantCulture)) (_tx, _seq) = (horizon, -1);
+        if (h < ulong.Parse(_revokedFrom, CultureInfo.InvariantCulture)) _revokedFrom = horizon;
+    }
+
+    // One read up to the horizon, and what is committed past it; true when a full page came back and more is waiting.
     private async Task<bool> ReadAsync(NpgsqlConnection connection, CancellationToken ct)
     {
-        var (horizon, oldest) = await Horizon(connection, ct);
-        Volatile.Write(ref _horizonAge, oldest);
+        string horizon;
+        await using (var first = new NpgsqlCommand("""
+            SELECT pg_snapshot_xmin(pg_current_snapshot())::text,
+                   (SELECT created_at FROM ledger WHERE (tx, seq) > ($1::xid8, $2) ORDER BY tx, seq LIMIT 1)
+            """, connection) { Parameters = { new() { Value = _tx }, new() { Value = _seq } } })
+        await using (var r = await first.ExecuteReaderAsync(ct))
+        {
+            await r.ReadAsync(ct);
+            horizon = r.GetString(0);
+            double waited = r.IsDBNull(1) ? 0 : (_time.GetUtcNow() - DateTimeOffset.Parse(r.GetString(1), CultureInfo.InvariantCulture)).TotalSeconds;
+            Volatile.Write(ref _waiting, Math.Max(0, waited));
+        }
         await using var batch = new NpgsqlBatch(connection)
         {
             BatchCommands =
@@ -121,8 +145,12 @@ public sealed class ChangeFeed : BackgroundService, IChangeFeed
                     WHERE (tx, seq) > ($1::xid8, $2) AND tx < $3::xid8
                     ORDER BY tx, seq LIMIT $4
                     """) { Parameters = { new() { Value = _tx }, new() { Value = _seq }, new() { Value = horizon }, new() { Value = Page } } },
-                new NpgsqlBatchCommand("SELECT id FROM sessions WHERE revoked_tx >= $1::xid8 AND revoked_tx < $2::xid8")
-                    { Parameters = { new() { Value = _revokedFrom }, new() { Value = horizon } } },
+                new NpgsqlBatchCommand("""
+                    SELECT seq, user_id, currency, balance_after, version, transaction_id, type, created_at FROM ledger
+                    WHERE tx >= $1::xid8 AND seq > $2 ORDER BY seq LIMIT $3
+                    """) { Parameters = { new() { Value = horizon }, new() { Value = _aheadSeq }, new() { Value = Page } } },
+                new NpgsqlBatchCommand("SELECT id FROM sessions WHERE revoked_tx >= $1::xid8")
+                    { Parameters = { new() { Value = _revokedFrom } } },
             },
         };
         int rows = 0;
@@ -132,19 +160,28 @@ public sealed class ChangeFeed : BackgroundService, IChangeFeed
             {
                 rows++;
                 (_tx, _seq) = (r.GetString(0), r.GetInt64(1));
-                var change = new BalanceChange(r.GetGuid(2), r.GetString(3), r.GetInt64(4), r.GetInt64(5), r.GetString(6), r.GetString(7), r.GetString(8));
-                _changes.Writer.TryWrite(new CommittedChange(change, Stopwatch.GetTimestamp()));
+                Publish(r, 2);
             }
             await r.NextResultAsync(ct);
             while (await r.ReadAsync(ct))
             {
-                Interlocked.Increment(ref Revocations);
-                _sessions.MarkRevoked(r.GetString(0));
+                _aheadSeq = r.GetInt64(0);
+                Publish(r, 1);
             }
+            await r.NextResultAsync(ct);
+            while (await r.ReadAsync(ct))
+                if (_sessions.MarkRevoked(r.GetString(0), here: false)) Interlocked.Increment(ref Revocations);
         }
         _revokedFrom = horizon;
         Interlocked.Add(ref Rows, rows);
         if (rows < Page) Volatile.Write(ref _caughtUp, _time.GetTimestamp());
         return rows == Page;
+    }
+
+    // Columns from `at`: user_id, currency, balance_after, version, transaction_id, type, created_at.
+    private void Publish(NpgsqlDataReader r, int at)
+    {
+        var change = new BalanceChange(r.GetGuid(at), r.GetString(at + 1), r.GetInt64(at + 2), r.GetInt64(at + 3), r.GetString(at + 4), r.GetString(at + 5), r.GetString(at + 6));
+        _changes.Writer.TryWrite(new CommittedChange(change, Stopwatch.GetTimestamp()));
     }
 }

@@ -17,7 +17,7 @@ public sealed class Doorbell : BackgroundService
     public Doorbell(PostgresDatabase db, Sessions sessions, ILogger<Doorbell> log)
     {
         (_db, _log) = (db, log);
-        sessions.Revoked += _ => Ring(); // an ended login closes its sockets on every node, not at the next poll
+        sessions.EndedHere += _ => Ring(); // a login ended here closes its sockets on every node, not at the next poll
     }
 
     public void Ring()

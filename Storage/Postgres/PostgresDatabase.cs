@@ -51,6 +51,9 @@ public sealed class PostgresDatabase : IDatabase, IAsyncDisposable
             int found = await connection.ExecuteScalarAsync<int?>(new CommandDefinition("SELECT max(version) FROM schema_version", transaction: tx, cancellationToken: ct)) ?? 0;
             if (found > SchemaVersion)
                 throw new InvalidOperationException($"The database has schema version {found}, made by a newer Balance; this build knows version {SchemaVersion}. Run the newer build, or restore a backup.");
+            // Already this version: applying the script again would take table locks (CREATE INDEX IF NOT EXISTS does)
+            // that stall every running node's postings and logins for the length of this transaction.
+            if (found == SchemaVersion) { await tx.CommitAsync(ct); return; }
         }
         await connection.ExecuteAsync(new CommandDefinition(schema, transaction: tx, cancellationToken: ct));
         await connection.ExecuteAsync(new CommandDefinition("""

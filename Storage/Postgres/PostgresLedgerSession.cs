@@ -139,8 +139,9 @@ internal sealed class PostgresLedgerSession(NpgsqlConnection connection, Doorbel
             tx.Commit();
         }
         catch (PostgresException e) when (IsConflict(e)) { throw new StoreConflictException(e.MessageText, e); }
-        catch (NpgsqlException e) when (e is not PostgresException) { throw new CommitOutcomeUnknownException(e); }
-        catch (IOException e) { throw new CommitOutcomeUnknownException(e); }
+        // Anything else once COMMIT was sent — the connection lost, the server shutting down, a cancel — leaves the
+        // outcome unknown: never a definite "nothing was changed".
+        catch (Exception e) when (e is NpgsqlException or IOException or TimeoutException) { throw new CommitOutcomeUnknownException(e); }
         finally { _tx = null; }
         if (wrote) doorbell.Ring(); // after the commit, never inside it: the feeds of every node look now
     }
