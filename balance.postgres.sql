@@ -1,8 +1,8 @@
--- Balance schema for PostgreSQL (Balance:Store=Postgres): N identical nodes on one database. Applied at every start
--- under an advisory lock, so nodes that start together create it once; every statement is idempotent.
+-- Balance schema for PostgreSQL (Balance:Store=Postgres): N identical nodes on one database. Applied at start under
+-- an advisory lock, so nodes that start together create it once; every statement is idempotent. A database already
+-- at this build's version is not touched again (re-applying takes table locks that would stall the running nodes), so
+-- every change to this file bumps PostgresDatabase.SchemaVersion.
 -- Money is bigint minor units. Timestamps are UTC ISO-8601 text with milliseconds, as in the SQLite schema: one
--- Every change to this file bumps PostgresDatabase.SchemaVersion: a database already at the current version is not
--- touched again at start (re-applying takes table locks that would stall the running nodes).
 -- format for both engines, so answers are byte-identical and compare correctly as text.
 
 CREATE TABLE IF NOT EXISTS schema_version (
