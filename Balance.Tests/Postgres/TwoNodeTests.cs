@@ -120,10 +120,26 @@ public sealed class TwoNodeTests(TwoNodeTests.SharedNodes shared) : IClassFixtur
             var first = JsonDocument.Parse(bodies[0]).RootElement;
             Assert.Equal((Money.Format(200 * (round + 1), "USD"), round + 1L), (first.GetProperty("balance").GetString(), first.GetProperty("version").GetInt64()));
         }
+        // A rollback sent to both under one key: one credit, the same answer twice. And a deposit to a wallet that
+        // does not exist yet, which both nodes then create and lock at once.
+        var bet = await TwoNodes.PostOkAsync(nodes.A, op.AccessToken, new { user_id = playerId, type = "bet", amount = "5.00", currency = "USD" });
+        foreach (var (key, body) in new (string, object)[]
+        {
+            (InvariantTests.NewKey(), new { type = "rollback", reverses = Id(bet) }),
+            (InvariantTests.NewKey(), new { user_id = playerId, type = "deposit", amount = "0.00000001", currency = "BTC" }),
+        })
+        {
+            keys.Add(key);
+            var answers = await Task.WhenAll(InvariantTests.Post(a, key, body), InvariantTests.Post(b, key, body));
+            Assert.All(answers, x => Assert.Equal(HttpStatusCode.Created, x.StatusCode));
+            Assert.Equal(await answers[0].Content.ReadAsStringAsync(), await answers[1].Content.ReadAsStringAsync());
+        }
         var audit = LedgerAudit.Read(nodes.Database);
         audit.AssertConsistent();
-        Assert.Equal(keys.Order(), audit.Rows.Where(r => r.UserId == playerId).Select(r => r.IdempotencyKey).Order());
-        Assert.Equal(new WalletRow(playerId, "USD", 200 * Rounds, Rounds), audit.Wallet(playerId, "USD"));
+        Assert.Equal(keys.Count + 1, audit.Rows.Count(r => r.UserId == playerId)); // one row per raced key, and the bet
+        Assert.Equal(keys.Order(), audit.Rows.Where(r => r.UserId == playerId && r.Type != "bet").Select(r => r.IdempotencyKey).Order());
+        Assert.Equal(new WalletRow(playerId, "USD", 200 * Rounds, Rounds + 2), audit.Wallet(playerId, "USD"));
+        Assert.Equal(new WalletRow(playerId, "BTC", 1, 1), audit.Wallet(playerId, "BTC"));
     }
 
     [Fact]
@@ -229,6 +245,36 @@ public sealed class TwoNodeTests(TwoNodeTests.SharedNodes shared) : IClassFixtur
         var deposit = await TwoNodes.PostOkAsync(nodes.A, op.AccessToken, new { user_id = playerId, type = "deposit", amount = "3.00", currency = "USD" });
         await stayingOnB.WaitForAsync(m => m.Any(x => Is(x, "USD", "3.00", 1) && Id(x) == Id(deposit)), "the deposit, on the login that stayed");
         Assert.Null(stayingOnB.CloseStatus);
+    }
+
+    [Fact]
+    public async Task ARefreshTokenReusedOnOneNodeEndsTheLoginAndClosesItsSocketOnTheOtherWith4503()
+    {
+        var nodes = shared.Nodes;
+        var op = await nodes.A.LoginAsync("operator");
+        await nodes.CreatePlayerAsync(op.AccessToken, "copier");
+        var login = await nodes.A.LoginAsync("copier", "password123");
+        using var anonA = nodes.A.Http();
+        using var anonB = nodes.B.Http();
+        // Rotated twice on A, so the first token's successor has been used: no grace for a lost answer applies.
+        var second = await anonA.PostAsJsonAsync("/api/auth/refresh", new { refresh_token = login.RefreshToken });
+        Assert.Equal(HttpStatusCode.OK, second.StatusCode);
+        var third = await anonA.PostAsJsonAsync("/api/auth/refresh", new { refresh_token = (await second.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("refresh_token").GetString() });
+        Assert.Equal(HttpStatusCode.OK, third.StatusCode);
+        string access = (await third.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("access_token").GetString()!;
+        using var ws = new ClientWebSocket();
+        using (var cts = new CancellationTokenSource(BalanceApplication.ReceiveTimeout)) await ws.ConnectAsync(nodes.A.SocketUri, cts.Token);
+        await using var onA = new TestSocket(ws);
+        await onA.SendAuthAsync(access);
+        Assert.Equal("0.00", (await onA.ReceiveMessageAsync(Patience.Long)).GetProperty("balance").GetString());
+
+        // The stolen first token, replayed on B: the whole login ends, on A too.
+        var reuse = await anonB.PostAsJsonAsync("/api/auth/refresh", new { refresh_token = login.RefreshToken });
+        Assert.Equal(HttpStatusCode.Unauthorized, reuse.StatusCode);
+        Assert.Equal("refresh_token_reused", Code(await reuse.Content.ReadFromJsonAsync<JsonElement>()));
+        Assert.Equal(4503, await onA.ReceiveCloseAsync(Patience.Long));
+        using var withIt = nodes.A.Http(access);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await withIt.GetAsync("/api/balance")).StatusCode);
     }
 
     [Fact]
