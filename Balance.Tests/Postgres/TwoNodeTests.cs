@@ -469,6 +469,73 @@ public sealed class TwoNodeTests(TwoNodeTests.SharedNodes shared) : IClassFixtur
         Assert.Equal(new WalletRow(playerId, "USD", 7_00, 3), after.Wallet(playerId, "USD"));
         var balance = await mineOnB.GetFromJsonAsync<JsonElement>("/api/balance");
         Assert.Equal(("7.00", 3L), (balance.GetProperty("balance").GetString(), balance.GetProperty("version").GetInt64()));
+
+        // Once more with postings in flight through both nodes while the server restarts: a commit cut off mid-way
+        // answers 503 too, so a 503's key may or may not have committed; a retry with it tells, and has one effect.
+        var answered = new ConcurrentDictionary<string, JsonElement>();
+        var refused = new ConcurrentDictionary<string, (HttpClient Via, object Body)>();
+        int commits = 0;
+        using var stop = new CancellationTokenSource();
+        var load = Enumerable.Range(0, 4).Select(w => Task.Run(async () =>
+        {
+            var http = w % 2 == 0 ? a : b;
+            var random = new Random(99 + w);
+            while (!stop.IsCancellationRequested)
+            {
+                string key = InvariantTests.NewKey();
+                object body = new { user_id = playerId, type = random.Next(3) == 0 ? "bet" : "deposit", amount = Money.Format(random.Next(1, 300), "USD"), currency = "USD" };
+                var response = await InvariantTests.Post(http, key, body);
+                var json = await response.Content.ReadFromJsonAsync<JsonElement>();
+                if (response.StatusCode == HttpStatusCode.Created) { answered[key] = json; Interlocked.Increment(ref commits); }
+                else if (response.StatusCode == HttpStatusCode.ServiceUnavailable && Code(json) == "unavailable") { refused[key] = (http, body); await Task.Delay(50); }
+                else Assert.True(response.StatusCode == HttpStatusCode.Conflict && Code(json) == "insufficient_funds", $"{response.StatusCode}: {json}");
+            }
+        })).ToList();
+        async Task CommitsReach(int target, string what)
+        {
+            var deadline = DateTime.UtcNow + Patience.Long;
+            while (Volatile.Read(ref commits) < target)
+            {
+                Assert.True(DateTime.UtcNow < deadline && !load.Any(t => t.IsFaulted), $"{what} ({commits} commits)");
+                await Task.Delay(10);
+            }
+        }
+        await CommitsReach(50, "the load never got going");
+        await server.RestartAsync();
+        await CommitsReach(Volatile.Read(ref commits) + 50, "the nodes did not serve again after the restart");
+        stop.Cancel();
+        await Task.WhenAll(load).WaitAsync(Patience.Long);
+        Assert.True(refused.Count >= 1, "no posting met the restart");
+
+        using (var audits = new NpgsqlConnection(nodes.Database)) NpgsqlConnection.ClearPool(audits);
+        var byKey = LedgerAudit.Read(nodes.Database).Rows.ToDictionary(r => r.IdempotencyKey);
+        foreach (var (key, json) in answered)
+        {
+            Assert.True(byKey.TryGetValue(key, out var row), $"acknowledged {json} was lost in the restart");
+            Assert.Equal((Id(json), json.GetProperty("version").GetInt64()), (row.TransactionId, row.Version));
+        }
+        foreach (var (key, (via, body)) in refused)
+        {
+            var response = await InvariantTests.Post(via, key, body);
+            var json = await response.Content.ReadFromJsonAsync<JsonElement>();
+            if (byKey.TryGetValue(key, out var row))
+            {
+                Assert.Equal(HttpStatusCode.Created, response.StatusCode);
+                Assert.Equal(row.TransactionId, Id(json));
+            }
+            else Assert.True(response.StatusCode == HttpStatusCode.Created || Code(json) == "insufficient_funds", $"{response.StatusCode}: {json}");
+        }
+        var final = LedgerAudit.Read(nodes.Database);
+        final.AssertConsistent();
+        Assert.Equal(final.Rows.Count, final.Rows.Select(r => r.IdempotencyKey).Distinct().Count());
+        var usd = final.Wallet(playerId, "USD")!;
+        foreach (var socket in new[] { onA, onB })
+        {
+            await socket.WaitForAsync(m => Newest(m, "USD") is { } x && Is(x, "USD", Money.Format(usd.Balance, "USD"), usd.Version), $"USD {usd.Balance} v{usd.Version} after the restart under load");
+            socket.AssertOnlyOwnBalancesWithRisingVersions(playerId);
+            Assert.Null(socket.CloseStatus);
+        }
+        Assert.False(nodes.A.HasExited || nodes.B.HasExited, "a node died with its database");
     }
 
     private static async Task<JsonElement> RetryWhileUnavailableAsync(HttpClient http, string key, object body)
