@@ -429,7 +429,14 @@ public sealed class ServiceProcess : IAsyncDisposable
 
     public int Port => BaseAddress.Port;
 
+    /// The process's output so far (its warnings and errors), for a failing test to show.
+    public string Output => string.Join("\n", _output);
+
+    public bool HasExited => _process.HasExited;
+
     // port 0 picks a free one; a restart passes the port of the process before it, where its clients expect it.
+    // The database is a SQLite file, or an Npgsql connection string (as LedgerAudit.Read and BalanceApplication.DatabasePath
+    // take it), which runs the service with Balance:Store=Postgres.
     public static async Task<ServiceProcess> StartAsync(string databasePath, int port = 0, Dictionary<string, string>? settings = null)
     {
         string dll = Path.Combine(AppContext.BaseDirectory, "Balance.dll");
@@ -441,7 +448,12 @@ public sealed class ServiceProcess : IAsyncDisposable
         info.ArgumentList.Add("--urls");
         info.ArgumentList.Add($"http://127.0.0.1:{port}");
         info.Environment["ASPNETCORE_ENVIRONMENT"] = "Development";
-        info.Environment["ConnectionStrings__Balance"] = $"Data Source={databasePath}";
+        if (databasePath.Contains("Host=", StringComparison.Ordinal))
+        {
+            info.Environment["Balance__Store"] = "Postgres";
+            info.Environment["ConnectionStrings__Balance"] = databasePath;
+        }
+        else info.Environment["ConnectionStrings__Balance"] = $"Data Source={databasePath}";
         info.Environment["Logging__LogLevel__Default"] = "Warning";
         foreach (var (key, value) in settings ?? []) info.Environment[key.Replace(":", "__")] = value;
         var process = Process.Start(info)!;

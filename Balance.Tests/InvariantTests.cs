@@ -493,6 +493,17 @@ public sealed class SocketRecorder : IAsyncDisposable
         return new SocketRecorder(socket.Socket);
     }
 
+    /// A socket of a service that runs as its own process (ServiceProcess), authenticated the guide's way.
+    public static async Task<SocketRecorder> OpenAsync(Uri socketUri, string accessToken)
+    {
+        var ws = new ClientWebSocket();
+        using var cts = new CancellationTokenSource(BalanceApplication.ReceiveTimeout);
+        await ws.ConnectAsync(socketUri, cts.Token);
+        var socket = new TestSocket(ws);
+        await socket.SendAuthAsync(accessToken);
+        return new SocketRecorder(ws);
+    }
+
     public IReadOnlyList<JsonElement> Snapshot() { lock (_messages) return _messages.ToList(); }
 
     private async Task ReadAsync()
