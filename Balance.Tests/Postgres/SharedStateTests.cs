@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Http.Json;
 using Dapper;
+using Microsoft.Extensions.DependencyInjection;
 using Npgsql;
 
 namespace Balance.Tests;
@@ -44,6 +45,40 @@ public sealed class SharedStateTests
         await using var connection = new NpgsqlConnection(database.Location);
         Assert.Equal(1, await connection.ExecuteScalarAsync<int>("SELECT count(*) FROM settings WHERE name = 'development_signing_key'"));
         Assert.Equal(1, await connection.ExecuteScalarAsync<int>("SELECT count(*) FROM users WHERE lower(username) = 'alice'"));
+    }
+
+    // A report left open in psql, another application's long transaction: it holds pg_snapshot_xmin, and a feed that
+    // read only below it would leave every socket on the other nodes on a stale balance, and an ended login's sockets
+    // open, for as long as that transaction lasts.
+    [Fact]
+    public async Task AnOpenTransactionElsewhereHoldsNoBalanceOrLogoutBackOnTheOtherNode()
+    {
+        using var database = new TempDatabase(Store.Postgres);
+        await using var a = new BalanceApplication(new() { ["Balance:NodeId"] = "a" }, database.Location, store: Store.Postgres);
+        await using var b = new BalanceApplication(new() { ["Balance:NodeId"] = "b" }, database.Location, store: Store.Postgres);
+        var op = await a.LoginAsync("operator");
+        var alice = await a.LoginAsync("alice");
+        await using var socket = await b.OpenAuthenticatedSocketAsync(alice.AccessToken);
+        Assert.Equal("100.00", (await socket.ReceiveMessageAsync()).GetProperty("balance").GetString());
+
+        await using var held = new NpgsqlConnection(database.Location);
+        await held.OpenAsync();
+        await using var open = await held.BeginTransactionAsync();
+        await held.ExecuteAsync("SELECT pg_current_xact_id()", transaction: open); // takes a transaction id: the horizon stops here
+
+        await a.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "1.00", currency = "USD" });
+        var pushed = await socket.ReceiveMessageAsync(TimeSpan.FromSeconds(5)); // the poll is 250 ms: seconds, not "when it ends"
+        Assert.Equal(("101.00", 2L), (pushed.GetProperty("balance").GetString(), pushed.GetProperty("version").GetInt64()));
+
+        // The cursor itself waits behind the open transaction, and the lag says so.
+        var feed = b.Services.GetRequiredService<Balance.Storage.Postgres.ChangeFeed>();
+        var deadline = DateTime.UtcNow + Patience.Long;
+        while (feed.LagSeconds < 1) { Assert.True(DateTime.UtcNow < deadline, $"lag {feed.LagSeconds}"); await Task.Delay(100); }
+
+        using (var http = a.Http(alice.AccessToken))
+            Assert.Equal(HttpStatusCode.NoContent, (await http.PostAsJsonAsync("/api/auth/logout", new { })).StatusCode);
+        Assert.Equal(4503, await socket.ReceiveCloseAsync(TimeSpan.FromSeconds(5)));
+        await open.RollbackAsync();
     }
 
     [Theory]
