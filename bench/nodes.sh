@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Past one node: the service on SQLite (one node) or on PostgreSQL (one or two nodes on one database), in one run.
 #   bench/run.sh --store sqlite|postgres --nodes 1|2 [--duration 10] [--runs 3] [--players 100] [--sockets 400]
+#   bench/run.sh --store all [...]     SQLite, PostgreSQL with one node and with two, in one run, side by side
 # For each run:
 #   1. max rate: durable postings through wrk (Debian's), one wrk per node at once, each one thread and 64/N
 #      connections, unique Idempotency-Keys: tx/s summed over the nodes, response p50/p99 per node, and with
@@ -23,7 +24,24 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1"; exit 2 ;;
   esac
 done
-case "$STORE/$NODES" in sqlite/1|postgres/1|postgres/2) ;; *) echo "--store sqlite takes --nodes 1; postgres takes 1 or 2"; exit 2 ;; esac
+if [ "$STORE" = all ]; then
+  # SQLite, one PostgreSQL node and two, one after the other on the same box, and their figures side by side.
+  OUT=$(mktemp -d /tmp/balance-nodes-all.XXXXXX)
+  rest=(--duration "$DURATION" --runs "$RUNS" --players "$PLAYERS" --sockets "$SOCKETS")
+  for cfg in "sqlite 1" "postgres 1" "postgres 2"; do
+    set -- $cfg
+    "$0" --store "$1" --nodes "$2" "${rest[@]}" | tee "$OUT/$1-$2.out"
+  done
+  echo
+  echo "== side by side (${DURATION}s phases, $RUNS runs each, $PLAYERS players, $SOCKETS sockets)"
+  for cfg in "sqlite 1" "postgres 1" "postgres 2"; do
+    set -- $cfg
+    printf '%-22s %s\n' "$1, $2 node(s):" "$(grep -E '^(durable|request)' "$OUT/$1-$2.out" | paste -sd ';' -)"
+  done
+  rm -rf "$OUT"
+  exit 0
+fi
+case "$STORE/$NODES" in sqlite/1|postgres/1|postgres/2) ;; *) echo "--store sqlite takes --nodes 1; postgres takes 1 or 2 (or --store all)"; exit 2 ;; esac
 if ! command -v wrk >/dev/null 2>&1; then
   echo "Installing wrk from Debian..."
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
