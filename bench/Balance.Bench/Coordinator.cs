@@ -102,23 +102,25 @@ public static class Coordinator
         report.SetupSeconds = setup.Elapsed.TotalSeconds;
         Console.WriteLine($"  setup {report.SetupSeconds:F0}s");
 
-        double halfRate;
+        double halfRate = 0;
         {
             string wsUrl = o.Service.Replace("http", "ws", StringComparison.Ordinal).TrimEnd('/') + "/ws/balance/player";
             await using var fleet = await OpenFleetAsync(report, "balance", o.ServicePid, wsUrl, o, ids.Length, tokens, o.SourceOctet);
-            if (o.SocketsOnly) { await Task.Delay(TimeSpan.FromSeconds(o.Duration)); return 0; } // hold them (--duration s) for a heap dump
-
-            await RunPhaseAsync(report, o, "warmup", balance, o.ServicePid, null, TimeSpan.FromSeconds(o.Warmup), record: false);
-            var max = await RunPhaseAsync(report, o, "max", balance, o.ServicePid, null, TimeSpan.FromSeconds(o.Duration));
-            if (!o.NoPeer)
+            if (o.SocketsOnly) await Task.Delay(TimeSpan.FromSeconds(o.Duration)); // hold them (--duration s) for a heap dump
+            else
             {
-                var noop = new Target("noop", http, new Uri(new Uri(o.Peer), "/noop"), "Bearer none", ids);
-                await RunPhaseAsync(report, o, "warmup", noop, o.PeerPid, null, TimeSpan.FromSeconds(o.Warmup), record: false);
-                await RunPhaseAsync(report, o, "max", noop, o.PeerPid, null, TimeSpan.FromSeconds(o.Duration));
+                await RunPhaseAsync(report, o, "warmup", balance, o.ServicePid, null, TimeSpan.FromSeconds(o.Warmup), record: false);
+                var max = await RunPhaseAsync(report, o, "max", balance, o.ServicePid, null, TimeSpan.FromSeconds(o.Duration));
+                if (!o.NoPeer)
+                {
+                    var noop = new Target("noop", http, new Uri(new Uri(o.Peer), "/noop"), "Bearer none", ids);
+                    await RunPhaseAsync(report, o, "warmup", noop, o.PeerPid, null, TimeSpan.FromSeconds(o.Warmup), record: false);
+                    await RunPhaseAsync(report, o, "max", noop, o.PeerPid, null, TimeSpan.FromSeconds(o.Duration));
+                }
+                halfRate = o.Rate > 0 ? o.Rate : Math.Max(100, Math.Round(max.TxPerSecond / 2 / 100) * 100);
+                await RunPhaseAsync(report, o, "half", balance, o.ServicePid, halfRate, TimeSpan.FromSeconds(o.Duration));
+                await JoinAsync(report, fleet, "balance");
             }
-            halfRate = o.Rate > 0 ? o.Rate : Math.Max(100, Math.Round(max.TxPerSecond / 2 / 100) * 100);
-            await RunPhaseAsync(report, o, "half", balance, o.ServicePid, halfRate, TimeSpan.FromSeconds(o.Duration));
-            await JoinAsync(report, fleet, "balance");
         }
 
         // 3. A reconnect storm, as after a deploy: the service restarts (same database, same signing key, so every
@@ -128,11 +130,16 @@ public static class Coordinator
             Console.WriteLine("balance: restarting the service for the reconnect storm ...");
             int pid = await RestartAsync(o.RestartCommand);
             string wsUrl = o.Service.Replace("http", "ws", StringComparison.Ordinal).TrimEnd('/') + "/ws/balance/player";
+            // The new process has not run the socket path yet (JIT, pools, threads): a hundred sockets open and close
+            // first, so its idle baseline holds those one-time costs as the ramp's does after setup.
+            await using (await SocketFleet.StartAsync("balance", wsUrl, Math.Min(100, o.Sockets), ids.Length, tokens, o.PerWorker,
+                o.SourceOctet > 0 ? o.SourceOctet + 40 : 0, 64, o.WorkDir, TimeSpan.FromMinutes(1))) { }
             await using var storm = await OpenFleetAsync(report, "balance", pid, wsUrl, o, ids.Length, tokens, o.SourceOctet > 0 ? o.SourceOctet + 50 : 0, storm: true);
+            if (o.SocketsOnly) await Task.Delay(TimeSpan.FromSeconds(o.Duration));
         }
 
         // 4. The peers: the same players, sockets count and rate, one after the other (never two fleets at once).
-        if (!o.NoPeer)
+        if (!o.NoPeer && !o.SocketsOnly)
         {
             await PeerAsync(report, o, http, "signalr", o.Peer, o.PeerPid, "/hub/balance", 100, halfRate);
             if (o.SocketIo is not null) await PeerAsync(report, o, http, "socketio", o.SocketIo, o.SocketIoPid, "/socket.io/", 150, halfRate);

@@ -79,21 +79,40 @@ public static class Worker
         }
     }
 
+    // As the guide's client does: a connect that fails (in a storm, the server's accept queue overflows) is tried
+    // again after a second, up to five times.
+    private static async Task<ClientWebSocket> ConnectAsync(Uri uri, HttpMessageInvoker invoker, CancellationToken ct)
+    {
+        for (int attempt = 1; ; attempt++)
+        {
+            var ws = new ClientWebSocket();
+            ws.Options.KeepAliveInterval = TimeSpan.Zero;
+            ws.Options.SetBuffer(2048, 1024);
+            try
+            {
+                await ws.ConnectAsync(uri, invoker, ct);
+                return ws;
+            }
+            catch (WebSocketException) when (attempt < 5 && !ct.IsCancellationRequested)
+            {
+                ws.Dispose();
+                await Task.Delay(1000, ct);
+            }
+        }
+    }
+
     private static async Task RunClientAsync(Client c, WorkerJob job, int index, bool signalR, HttpMessageInvoker invoker, CancellationToken ct)
     {
         var buffer = new byte[2048];
         try
         {
-            var ws = new ClientWebSocket();
-            ws.Options.KeepAliveInterval = TimeSpan.Zero;
-            ws.Options.SetBuffer(2048, 1024);
-            c.Ws = ws;
             string token = job.Tokens[index];
             var uri = new Uri(signalR ? $"{job.Url}?access_token={Uri.EscapeDataString(token)}" : job.Url);
+            ClientWebSocket ws;
             using (var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct))
             {
                 timeout.CancelAfter(TimeSpan.FromSeconds(60));
-                await ws.ConnectAsync(uri, invoker, timeout.Token);
+                c.Ws = ws = await ConnectAsync(uri, invoker, timeout.Token);
                 byte[] hello = signalR
                     ? Encoding.UTF8.GetBytes("{\"protocol\":\"json\",\"version\":1}\u001e")
                     : Encoding.UTF8.GetBytes($"{{\"type\":\"auth\",\"access_token\":\"{token}\",\"data\":{{}}}}");
@@ -149,14 +168,11 @@ public static class Worker
         byte[] join = Encoding.UTF8.GetBytes($"40{{\"token\":\"{job.Tokens[index]}\"}}");
         try
         {
-            var ws = new ClientWebSocket();
-            ws.Options.KeepAliveInterval = TimeSpan.Zero;
-            ws.Options.SetBuffer(2048, 1024);
-            c.Ws = ws;
+            ClientWebSocket ws;
             using (var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct))
             {
                 timeout.CancelAfter(TimeSpan.FromSeconds(60));
-                await ws.ConnectAsync(new Uri($"{job.Url}?EIO=4&transport=websocket"), invoker, timeout.Token);
+                c.Ws = ws = await ConnectAsync(new Uri($"{job.Url}?EIO=4&transport=websocket"), invoker, timeout.Token);
             }
             while (!ct.IsCancellationRequested)
             {
