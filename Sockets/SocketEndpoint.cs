@@ -97,13 +97,19 @@ public sealed class SocketEndpoint(BalanceSocket hub, SocketAdmission admission,
             admission.ReleaseUnauthenticated(ip);
             throw;
         }
+        // The upgrade request's headers would stay referenced for the socket's whole life (a browser's cookies and
+        // user agent among them, often a KB or more); everything that needed them ran before the upgrade.
+        http.Request.Headers.Clear();
         var connection = new Connection(hub, admission, ws, v2, ip, hub.NextId(), time.GetUtcNow().UtcTicks + options.AuthTimeout.Ticks);
         hub.Attach(connection);
         try
         {
             var sending = connection.SendLoopAsync();
-            if (headerToken is null || await connection.AuthenticateAsync(headerToken, headerAuth))
-                await connection.ReceiveLoopAsync();
+            bool authenticated = headerToken is null || await connection.AuthenticateAsync(headerToken, headerAuth);
+            // This method's locals live as long as the socket: the token and its validated form (claims, signature,
+            // a few KB) are let go once the socket is authenticated.
+            (headerToken, headerAuth) = (null, null);
+            if (authenticated) await connection.ReceiveLoopAsync();
             connection.Close(connection.PeerCloseCode ?? CloseCodes.GoingAway, null, null); // ends the send loop if the peer left first
             await sending;
         }

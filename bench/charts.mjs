@@ -17,7 +17,7 @@ const outDir = args[outAt + 1];
 const files = args.filter((_, i) => i !== outAt && i !== outAt + 1);
 mkdirSync(outDir, { recursive: true });
 
-const COLORS = { balance: "#2563eb", signalr: "#dc2626", noop: "#6b7280" };
+const COLORS = { balance: "#2563eb", "balance storm": "#0891b2", signalr: "#dc2626", socketio: "#d97706", noop: "#6b7280" };
 const EXTRA = ["#059669", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#65a30d"];
 const PERCENTILES = [["p50_ms", "p50"], ["p99_ms", "p99"], ["p999_ms", "p99.9"], ["max_ms", "max"]];
 const esc = (s) => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
@@ -115,16 +115,17 @@ function latencyChart(r, name) {
 function rssChart(r, name) {
   const w = 600, h = 340 + 16 * r.sockets.length;
   const xMax = niceCeil(Math.max(...r.sockets.map((s) => s.open)));
+  const fleet = (s) => (s.connect === "storm" ? `${s.target} storm` : s.target); // runs before the storm have no `connect`
   const absolute = r.sockets.map((s, i) => ({
-    label: `${s.target} (${(s.rss_bytes_per_socket / 1024).toFixed(1)} KiB/socket at ${s.open.toLocaleString("en-US")})`,
-    color: COLORS[s.target] ?? EXTRA[i], dash: "",
+    label: `${fleet(s)} (${(s.rss_bytes_per_socket / 1024).toFixed(1)} KiB/socket at ${s.open.toLocaleString("en-US")})`,
+    color: COLORS[fleet(s)] ?? EXTRA[i], dash: "",
     points: s.rss_samples?.length ? [[0, s.rss_before_bytes / 1048576], ...s.rss_samples.map((p) => [p.sockets, p.rss_bytes / 1048576])]
       : [[0, s.rss_before_bytes / 1048576], [s.open, s.rss_after_bytes / 1048576]],
   }));
   // Per socket only from a few hundred on: below that the fixed start-up cost swamps it.
   const perSocket = r.sockets.map((s, i) => ({
-    label: s.rss_samples?.length ? s.target : `${s.target} (settled figure only: this run predates the samples)`,
-    color: COLORS[s.target] ?? EXTRA[i], dash: "",
+    label: s.rss_samples?.length ? fleet(s) : `${fleet(s)} (settled figure only: this run predates the samples)`,
+    color: COLORS[fleet(s)] ?? EXTRA[i], dash: "",
     points: s.rss_samples?.length
       ? s.rss_samples.filter((p) => p.sockets >= Math.min(200, s.open)).map((p) => [p.sockets, (p.rss_bytes - s.rss_before_bytes) / p.sockets / 1024])
       : [[s.open, s.rss_bytes_per_socket / 1024]],

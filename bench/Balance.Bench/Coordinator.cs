@@ -45,6 +45,7 @@ public sealed class Phase
 public sealed class SocketFigures
 {
     public required string Target { get; init; }
+    public string Connect { get; init; } = "ramp"; // ramp: 64 handshakes at a time per worker; storm: all at once, into a just-restarted server
     public int Requested { get; init; }
     public int Open { get; init; }
     public int Failed { get; init; }
@@ -101,44 +102,47 @@ public static class Coordinator
         report.SetupSeconds = setup.Elapsed.TotalSeconds;
         Console.WriteLine($"  setup {report.SetupSeconds:F0}s");
 
-        double halfRate;
+        double halfRate = 0;
         {
             string wsUrl = o.Service.Replace("http", "ws", StringComparison.Ordinal).TrimEnd('/') + "/ws/balance/player";
             await using var fleet = await OpenFleetAsync(report, "balance", o.ServicePid, wsUrl, o, ids.Length, tokens, o.SourceOctet);
-            if (o.SocketsOnly) { await Task.Delay(TimeSpan.FromSeconds(o.Duration)); return 0; } // hold them (--duration s) for a heap dump
-
-            await RunPhaseAsync(report, o, "warmup", balance, o.ServicePid, null, TimeSpan.FromSeconds(o.Warmup), record: false);
-            var max = await RunPhaseAsync(report, o, "max", balance, o.ServicePid, null, TimeSpan.FromSeconds(o.Duration));
-            if (!o.NoPeer)
+            if (o.SocketsOnly) await Task.Delay(TimeSpan.FromSeconds(o.Duration)); // hold them (--duration s) for a heap dump
+            else
             {
-                var noop = new Target("noop", http, new Uri(new Uri(o.Peer), "/noop"), "Bearer none", ids);
-                await RunPhaseAsync(report, o, "warmup", noop, o.PeerPid, null, TimeSpan.FromSeconds(o.Warmup), record: false);
-                await RunPhaseAsync(report, o, "max", noop, o.PeerPid, null, TimeSpan.FromSeconds(o.Duration));
+                await RunPhaseAsync(report, o, "warmup", balance, o.ServicePid, null, TimeSpan.FromSeconds(o.Warmup), record: false);
+                var max = await RunPhaseAsync(report, o, "max", balance, o.ServicePid, null, TimeSpan.FromSeconds(o.Duration));
+                if (!o.NoPeer)
+                {
+                    var noop = new Target("noop", http, new Uri(new Uri(o.Peer), "/noop"), "Bearer none", ids);
+                    await RunPhaseAsync(report, o, "warmup", noop, o.PeerPid, null, TimeSpan.FromSeconds(o.Warmup), record: false);
+                    await RunPhaseAsync(report, o, "max", noop, o.PeerPid, null, TimeSpan.FromSeconds(o.Duration));
+                }
+                halfRate = o.Rate > 0 ? o.Rate : Math.Max(100, Math.Round(max.TxPerSecond / 2 / 100) * 100);
+                await RunPhaseAsync(report, o, "half", balance, o.ServicePid, halfRate, TimeSpan.FromSeconds(o.Duration));
+                await JoinAsync(report, fleet, "balance");
             }
-            halfRate = o.Rate > 0 ? o.Rate : Math.Max(100, Math.Round(max.TxPerSecond / 2 / 100) * 100);
-            await RunPhaseAsync(report, o, "half", balance, o.ServicePid, halfRate, TimeSpan.FromSeconds(o.Duration));
-            await JoinAsync(report, fleet, "balance");
         }
 
-        // 3. The SignalR peer: same ledger code, same harness, same sockets count, same rate.
-        if (!o.NoPeer)
+        // 3. A reconnect storm, as after a deploy: the service restarts (same database, same signing key, so every
+        // token still works) and every socket reconnects at once; RSS per socket once it settles, beside the ramp's.
+        if (o.RestartCommand is not null && !o.NoStorm)
         {
-            Console.WriteLine($"peer: creating {o.Players} players ...");
-            using var setupResponse = await http.PostAsJsonAsync(new Uri(new Uri(o.Peer), "/bench/setup"), new { players = o.Players });
-            setupResponse.EnsureSuccessStatusCode();
-            using var doc = JsonDocument.Parse(await setupResponse.Content.ReadAsStringAsync());
-            var peerPlayers = doc.RootElement.GetProperty("players").EnumerateArray().ToArray();
-            var peerIds = peerPlayers.Select(p => p.GetProperty("user_id").GetGuid()).ToArray();
-            var peerTokens = peerPlayers.Select(p => p.GetProperty("access_token").GetString()!).ToArray();
-            var peer = new Target("signalr", http, new Uri(new Uri(o.Peer), "/api/transactions"), "Bearer " + doc.RootElement.GetProperty("operator_token").GetString(), peerIds);
-            await SeedAsync(peer, o);
-            string hubUrl = o.Peer.Replace("http", "ws", StringComparison.Ordinal).TrimEnd('/') + "/hub/balance";
-            int octet = o.SourceOctet > 0 ? o.SourceOctet + 100 : 0; // fresh source addresses: no TIME_WAIT from the first fleet
-            await using var fleet = await OpenFleetAsync(report, "signalr", o.PeerPid, hubUrl, o, peerIds.Length, peerTokens, octet);
-            await RunPhaseAsync(report, o, "warmup", peer, o.PeerPid, null, TimeSpan.FromSeconds(o.Warmup), record: false);
-            await RunPhaseAsync(report, o, "half", peer, o.PeerPid, halfRate, TimeSpan.FromSeconds(o.Duration));
-            await RunPhaseAsync(report, o, "max", peer, o.PeerPid, null, TimeSpan.FromSeconds(o.Duration));
-            await JoinAsync(report, fleet, "signalr");
+            Console.WriteLine("balance: restarting the service for the reconnect storm ...");
+            int pid = await RestartAsync(o.RestartCommand);
+            string wsUrl = o.Service.Replace("http", "ws", StringComparison.Ordinal).TrimEnd('/') + "/ws/balance/player";
+            // The new process has not run the socket path yet (JIT, pools, threads): a hundred sockets open and close
+            // first, so its idle baseline holds those one-time costs as the ramp's does after setup.
+            await using (await SocketFleet.StartAsync("balance", wsUrl, Math.Min(100, o.Sockets), ids.Length, tokens, o.PerWorker,
+                o.SourceOctet > 0 ? o.SourceOctet + 40 : 0, 64, o.WorkDir, TimeSpan.FromMinutes(1))) { }
+            await using var storm = await OpenFleetAsync(report, "balance", pid, wsUrl, o, ids.Length, tokens, o.SourceOctet > 0 ? o.SourceOctet + 50 : 0, storm: true);
+            if (o.SocketsOnly) await Task.Delay(TimeSpan.FromSeconds(o.Duration));
+        }
+
+        // 4. The peers: the same players, sockets count and rate, one after the other (never two fleets at once).
+        if (!o.NoPeer && !o.SocketsOnly)
+        {
+            await PeerAsync(report, o, http, "signalr", o.Peer, o.PeerPid, "/hub/balance", 100, halfRate);
+            if (o.SocketIo is not null) await PeerAsync(report, o, http, "socketio", o.SocketIo, o.SocketIoPid, "/socket.io/", 150, halfRate);
         }
 
         Ratios(report);
@@ -149,7 +153,43 @@ public static class Coordinator
         return 0;
     }
 
-    private static async Task<SocketFleet> OpenFleetAsync(Report report, string target, int pid, string url, Options o, int players, string[] tokens, int octet)
+    // A peer: players and tokens from its /bench/setup, opening deposits, its fleet, then half rate and max.
+    private static async Task PeerAsync(Report report, Options o, HttpClient http, string kind, string baseUrl, int pid, string socketPath, int octetOffset, double halfRate)
+    {
+        Console.WriteLine($"{kind}: creating {o.Players} players ...");
+        using var setupResponse = await http.PostAsJsonAsync(new Uri(new Uri(baseUrl), "/bench/setup"), new { players = o.Players });
+        setupResponse.EnsureSuccessStatusCode();
+        using var doc = JsonDocument.Parse(await setupResponse.Content.ReadAsStringAsync());
+        var peerPlayers = doc.RootElement.GetProperty("players").EnumerateArray().ToArray();
+        var peerIds = peerPlayers.Select(p => p.GetProperty("user_id").GetGuid()).ToArray();
+        var peerTokens = peerPlayers.Select(p => p.GetProperty("access_token").GetString()!).ToArray();
+        var peer = new Target(kind, http, new Uri(new Uri(baseUrl), "/api/transactions"), "Bearer " + doc.RootElement.GetProperty("operator_token").GetString(), peerIds);
+        await SeedAsync(peer, o);
+        string socketUrl = baseUrl.Replace("http", "ws", StringComparison.Ordinal).TrimEnd('/') + socketPath;
+        int octet = o.SourceOctet > 0 ? o.SourceOctet + octetOffset : 0; // fresh source addresses: no TIME_WAIT from an earlier fleet
+        await using var fleet = await OpenFleetAsync(report, kind, pid, socketUrl, o, peerIds.Length, peerTokens, octet);
+        await RunPhaseAsync(report, o, "warmup", peer, pid, null, TimeSpan.FromSeconds(o.Warmup), record: false);
+        await RunPhaseAsync(report, o, "half", peer, pid, halfRate, TimeSpan.FromSeconds(o.Duration));
+        await RunPhaseAsync(report, o, "max", peer, pid, null, TimeSpan.FromSeconds(o.Duration));
+        await JoinAsync(report, fleet, kind);
+    }
+
+    // The restart command stops the service, starts it again on the same database and configuration, waits until it
+    // answers, and prints the new process id.
+    private static async Task<int> RestartAsync(string command)
+    {
+        var psi = new ProcessStartInfo("bash") { RedirectStandardOutput = true, UseShellExecute = false };
+        psi.ArgumentList.Add("-c");
+        psi.ArgumentList.Add(command);
+        using var p = Process.Start(psi)!;
+        string output = await p.StandardOutput.ReadToEndAsync();
+        using var limit = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        await p.WaitForExitAsync(limit.Token);
+        if (p.ExitCode != 0 || !int.TryParse(output.Trim(), out int pid)) throw new InvalidOperationException($"restart failed ({p.ExitCode}): {output}");
+        return pid;
+    }
+
+    private static async Task<SocketFleet> OpenFleetAsync(Report report, string target, int pid, string url, Options o, int players, string[] tokens, int octet, bool storm = false)
     {
         await Task.Delay(2000);
         long before = pid > 0 ? Proc.RssBytes(pid) : 0;
@@ -164,9 +204,9 @@ public static class Coordinator
                 try { await Task.Delay(500, sampling.Token); } catch (OperationCanceledException) { }
             }
         }) : Task.CompletedTask;
-        Console.WriteLine($"{target}: opening {o.Sockets} sockets ({o.Sockets / Math.Max(1, players)} per player) from {(o.Sockets + o.PerWorker - 1) / o.PerWorker} worker processes ...");
+        Console.WriteLine($"{target}: opening {o.Sockets} sockets ({o.Sockets / Math.Max(1, players)} per player) from {(o.Sockets + o.PerWorker - 1) / o.PerWorker} worker processes, {(storm ? "all at once (storm)" : "64 at a time per worker (ramp)")} ...");
         var sw = Stopwatch.StartNew();
-        var fleet = await SocketFleet.StartAsync(target, url, o.Sockets, players, tokens, o.PerWorker, octet, o.WorkDir, TimeSpan.FromMinutes(5));
+        var fleet = await SocketFleet.StartAsync(target, url, o.Sockets, players, tokens, o.PerWorker, octet, storm ? o.PerWorker : 64, o.WorkDir, TimeSpan.FromMinutes(5));
         Harness = fleet.Pids;
         double connect = sw.Elapsed.TotalSeconds;
         await Task.Delay(5000); // let the server settle (GC, pools) before reading RSS
@@ -176,7 +216,7 @@ public static class Coordinator
         if (pid > 0) samples.Add(new RssSample(fleet.Open, after));
         var figures = new SocketFigures
         {
-            Target = target, Requested = o.Sockets, Open = fleet.Open, Failed = fleet.Failed, Workers = fleet.Workers, Players = players,
+            Target = target, Connect = storm ? "storm" : "ramp", Requested = o.Sockets, Open = fleet.Open, Failed = fleet.Failed, Workers = fleet.Workers, Players = players,
             ConnectSeconds = connect, RssBeforeBytes = before, RssAfterBytes = after, RssSamples = samples,
         };
         report.Sockets.Add(figures);
@@ -308,8 +348,6 @@ public static class Coordinator
         var max = r.Phases.FirstOrDefault(p => p.Target == "balance" && p.Name == "max");
         var noop = r.Phases.FirstOrDefault(p => p.Target == "noop");
         var half = r.Phases.FirstOrDefault(p => p.Target == "balance" && p.Name == "half");
-        var peerHalf = r.Phases.FirstOrDefault(p => p.Target == "signalr" && p.Name == "half");
-        var peerMax = r.Phases.FirstOrDefault(p => p.Target == "signalr" && p.Name == "max");
         if (max is not null)
         {
             r.Ratios["balance_max / sqlite_one_row_per_commit"] = max.TxPerSecond / r.SqliteOneRowPerCommit;
@@ -318,16 +356,21 @@ public static class Coordinator
         }
         // Only where both sides delivered (a peer that fell behind has no meaningful p99 or rate here).
         static bool Delivered(Phase? p) => p is { Delivery.Count: > 0, Deliveries: > 0 };
-        if (Delivered(half) && Delivered(peerHalf))
+        var bs = r.Sockets.FirstOrDefault(s => s.Target == "balance" && s.Connect == "ramp");
+        foreach (string peer in new[] { "signalr", "socketio" })
         {
-            r.Ratios["delivery_p99 balance / signalr (half rate)"] = half!.Delivery!.P99Ms / Math.Max(0.001, peerHalf!.Delivery!.P99Ms);
-            r.Ratios["deliveries_per_cpu_s balance / signalr (half rate)"] = half.DeliveriesPerCpuSecond / Math.Max(0.001, peerHalf.DeliveriesPerCpuSecond);
+            var peerHalf = r.Phases.FirstOrDefault(p => p.Target == peer && p.Name == "half");
+            var peerMax = r.Phases.FirstOrDefault(p => p.Target == peer && p.Name == "max");
+            if (Delivered(half) && Delivered(peerHalf))
+            {
+                r.Ratios[$"delivery_p99 balance / {peer} (half rate)"] = half!.Delivery!.P99Ms / Math.Max(0.001, peerHalf!.Delivery!.P99Ms);
+                r.Ratios[$"deliveries_per_cpu_s balance / {peer} (half rate)"] = half.DeliveriesPerCpuSecond / Math.Max(0.001, peerHalf.DeliveriesPerCpuSecond);
+            }
+            if (Delivered(max) && Delivered(peerMax))
+                r.Ratios[$"deliveries_per_cpu_s balance / {peer} (max)"] = max!.DeliveriesPerCpuSecond / Math.Max(0.001, peerMax!.DeliveriesPerCpuSecond);
+            var ps = r.Sockets.FirstOrDefault(s => s.Target == peer);
+            if (bs is not null && ps is not null && ps.RssBytesPerSocket > 0) r.Ratios[$"rss_per_socket balance / {peer}"] = bs.RssBytesPerSocket / ps.RssBytesPerSocket;
         }
-        if (Delivered(max) && Delivered(peerMax))
-            r.Ratios["deliveries_per_cpu_s balance / signalr (max)"] = max!.DeliveriesPerCpuSecond / Math.Max(0.001, peerMax!.DeliveriesPerCpuSecond);
-        var bs = r.Sockets.FirstOrDefault(s => s.Target == "balance");
-        var ps = r.Sockets.FirstOrDefault(s => s.Target == "signalr");
-        if (bs is not null && ps is not null && ps.RssBytesPerSocket > 0) r.Ratios["rss_per_socket balance / signalr"] = bs.RssBytesPerSocket / ps.RssBytesPerSocket;
     }
 
     private static void Print(Report r)
@@ -336,10 +379,10 @@ public static class Coordinator
         sb.AppendLine();
         sb.AppendLine($"ledger ceiling (raw Microsoft.Data.Sqlite, WAL, synchronous=FULL): {r.SqliteOneRowPerCommit,8:F0} tx/s one row per commit, {r.SqliteBatched,8:F0} tx/s batched");
         sb.AppendLine();
-        sb.AppendLine("| sockets | open | failed | workers | players | connect s | RSS before MiB | RSS after MiB | RSS/socket KiB |");
-        sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        sb.AppendLine("| sockets | connect | open | failed | workers | players | connect s | RSS before MiB | RSS after MiB | RSS/socket KiB |");
+        sb.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var s in r.Sockets)
-            sb.AppendLine($"| {s.Target} | {s.Open} | {s.Failed} | {s.Workers} | {s.Players} | {s.ConnectSeconds:F1} | {s.RssBeforeBytes / 1048576.0:F0} | {s.RssAfterBytes / 1048576.0:F0} | {s.RssBytesPerSocket / 1024:F1} |");
+            sb.AppendLine($"| {s.Target} | {s.Connect} | {s.Open} | {s.Failed} | {s.Workers} | {s.Players} | {s.ConnectSeconds:F1} | {s.RssBeforeBytes / 1048576.0:F0} | {s.RssAfterBytes / 1048576.0:F0} | {s.RssBytesPerSocket / 1024:F1} |");
         sb.AppendLine();
         sb.AppendLine("| target | phase | load | tx/s | failed | resp p50 / p99 / p99.9 / max ms | delivery p50 / p99 / p99.9 / max ms | all-sockets p99 ms | after-response p50 / p99 ms | commit → socket (server) p50 / p99 / p99.9 ms | deliveries/s | superseded | missing | server CPU % | deliveries/CPU-s | harness CPU % | machine busy % |");
         sb.AppendLine("|---|---|---|---:|---:|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|");
@@ -348,7 +391,7 @@ public static class Coordinator
             string load = p.OfferedPerSecond > 0 ? $"open {p.OfferedPerSecond:F0}/s" : p.Load;
             string d = p.Delivery is { Count: > 0 } l ? $"{l.P50Ms:F2} / {l.P99Ms:F2} / {l.P999Ms:F2} / {l.MaxMs:F1}" : "-";
             string failed = p.NotSent > 0 ? $"{p.Failed}+{p.NotSent} unsent" : $"{p.Failed}";
-            sb.AppendLine($"| {p.Target} | {p.Name} | {load} | {p.TxPerSecond:F0} | {failed} | {p.Response.P50Ms:F2} / {p.Response.P99Ms:F2} / {p.Response.P999Ms:F2} / {p.Response.MaxMs:F1} | {d} | {(p.AllSockets is { Count: > 0 } a ? a.P99Ms.ToString("F2", CultureInfo.InvariantCulture) : "-")} | {(p.AfterResponse is { Count: > 0 } ar ? $"{ar.P50Ms:F2} / {ar.P99Ms:F2}" : "-")} | {(p.CommitToSocket is { } cs ? cs.ToString() : "-")} | {p.DeliveriesPerSecond:F0} | {p.Superseded} | {p.Missing} | {p.ServerCpuPercent:F0} | {(p.DeliveriesPerCpuSecond > 0 ? p.DeliveriesPerCpuSecond.ToString("F0", CultureInfo.InvariantCulture) : "-")} | {p.HarnessCpuPercent:F0} | {p.MachineBusyPercent:F0} |");
+            sb.AppendLine($"| {p.Target} | {p.Name} | {load} | {p.TxPerSecond:F0} | {failed} | {p.Response.P50Ms:F2} / {p.Response.P99Ms:F2} / {p.Response.P999Ms:F2} / {p.Response.MaxMs:F1} | {d} | {(p.AllSockets is { Count: > 0 } a ? a.P99Ms.ToString("F2", CultureInfo.InvariantCulture) : "-")} | {(p.AfterResponse is { Count: > 0 } ar ? $"{ar.P50Ms:F2} / {ar.P99Ms:F2}" : "-")} | {(p.CommitToSocket is { } cs ? cs.ToString() : "-")} | {p.DeliveriesPerSecond:F0} | {p.Superseded} | {p.Missing} | {p.ServerCpuPercent:F0} | {(p.DeliveriesPerCpuSecond > 0 ? p.DeliveriesPerCpuSecond.ToString("F0", CultureInfo.InvariantCulture) : "-")} | {p.HarnessCpuPercent:F0} | {p.MachineBusyPercent:F0} | {(p.HarnessCpuPercent > p.ServerCpuPercent / 3 ? "generator > 1/3 of server CPU" : "")} |");
         }
         sb.AppendLine();
         foreach (var (k, v) in r.Ratios) sb.AppendLine($"ratio {k}: {v:F2}");

@@ -9,6 +9,10 @@ public sealed class Options
     public string Peer { get; init; } = "http://127.0.0.1:8090";
     public int PeerPid { get; init; }
     public bool NoPeer { get; init; }
+    public string? SocketIo { get; init; }
+    public int SocketIoPid { get; init; }
+    public string? RestartCommand { get; init; }
+    public bool NoStorm { get; init; }
     public bool SocketsOnly { get; init; }
     public int Players { get; init; } = 1000;
     public int Sockets { get; init; } = 15000;
@@ -42,7 +46,9 @@ public sealed class Options
         return new Options
         {
             Service = S("service", o.Service), ServicePid = I("service-pid", 0),
-            Peer = S("peer", o.Peer), PeerPid = I("peer-pid", 0), NoPeer = d.ContainsKey("no-peer"), SocketsOnly = d.ContainsKey("sockets-only"),
+            Peer = S("peer", o.Peer), PeerPid = I("peer-pid", 0),
+            SocketIo = d.TryGetValue("socketio", out var sio) ? sio : null, SocketIoPid = I("socketio-pid", 0),
+            RestartCommand = d.TryGetValue("restart-command", out var rc) ? rc : null, NoStorm = d.ContainsKey("no-storm"), NoPeer = d.ContainsKey("no-peer"), SocketsOnly = d.ContainsKey("sockets-only"),
             Players = I("players", o.Players), Sockets = I("sockets", o.Sockets), PerWorker = I("per-worker", o.PerWorker),
             SourceOctet = I("source-octet", o.SourceOctet), Duration = I("duration", o.Duration), Warmup = I("warmup", o.Warmup),
             Concurrency = I("concurrency", o.Concurrency), Rate = double.Parse(S("rate", "0"), CultureInfo.InvariantCulture),

@@ -18,9 +18,9 @@ public sealed class SocketFleet : IAsyncDisposable
     private SocketFleet(string dir) => _dir = dir;
 
     // Sockets are spread over workers (≤ perWorker each, a process may hold at most 20,000 files here);
-    // worker w connects from source address 127.0.0.(firstSourceOctet + w).
+    // worker w connects from source address 127.0.0.(firstSourceOctet + w), connectConcurrency handshakes at a time.
     public static async Task<SocketFleet> StartAsync(string kind, string url, int sockets, int players, string[] tokens,
-        int perWorker, int firstSourceOctet, string dir, TimeSpan timeout)
+        int perWorker, int firstSourceOctet, int connectConcurrency, string dir, TimeSpan timeout)
     {
         var fleet = new SocketFleet(dir);
         int workers = (sockets + perWorker - 1) / perWorker;
@@ -28,7 +28,7 @@ public sealed class SocketFleet : IAsyncDisposable
         {
             var mine = Enumerable.Range(0, sockets).Where(s => s % workers == w).Select(s => s % players).ToArray();
             var job = new WorkerJob(kind, url, firstSourceOctet > 0 ? $"127.0.0.{firstSourceOctet + w}" : null, mine,
-                mine.Select(p => tokens[p]).ToArray(), 64);
+                mine.Select(p => tokens[p]).ToArray(), connectConcurrency);
             string self = Environment.ProcessPath!;
             var psi = new ProcessStartInfo(self) { RedirectStandardInput = true, RedirectStandardOutput = true, UseShellExecute = false };
             if (Path.GetFileNameWithoutExtension(self) == "dotnet") psi.ArgumentList.Add(typeof(SocketFleet).Assembly.Location);

@@ -29,7 +29,7 @@ public static class Worker
     {
         string first = await Console.In.ReadLineAsync() ?? throw new InvalidOperationException("no job on stdin");
         var job = JsonSerializer.Deserialize<WorkerJob>(first, Json.Options)!;
-        bool signalR = job.Kind == "signalr";
+        bool signalR = job.Kind == "signalr", socketIo = job.Kind == "socketio";
         using var handler = new SocketsHttpHandler { ConnectCallback = (ctx, ct) => ConnectAsync(ctx, job.SourceIp, ct), UseCookies = false };
         using var invoker = new HttpMessageInvoker(handler);
         var clients = job.Players.Select(p => new Client(p)).ToArray();
@@ -40,7 +40,7 @@ public static class Worker
         {
             await gate.WaitAsync();
             var c = clients[i];
-            running[i] = RunClientAsync(c, job, i, signalR, invoker, stop.Token);
+            running[i] = socketIo ? RunSocketIoClientAsync(c, job, i, invoker, stop.Token) : RunClientAsync(c, job, i, signalR, invoker, stop.Token);
             _ = c.Ready.Task.ContinueWith(_ => gate.Release(), TaskScheduler.Default);
         }
         await Task.WhenAll(clients.Select(c => c.Ready.Task.ContinueWith(_ => { }, TaskScheduler.Default)));
@@ -79,21 +79,40 @@ public static class Worker
         }
     }
 
+    // As the guide's client does: a connect that fails (in a storm, the server's accept queue overflows) is tried
+    // again after a second, up to five times.
+    private static async Task<ClientWebSocket> ConnectAsync(Uri uri, HttpMessageInvoker invoker, CancellationToken ct)
+    {
+        for (int attempt = 1; ; attempt++)
+        {
+            var ws = new ClientWebSocket();
+            ws.Options.KeepAliveInterval = TimeSpan.Zero;
+            ws.Options.SetBuffer(2048, 1024);
+            try
+            {
+                await ws.ConnectAsync(uri, invoker, ct);
+                return ws;
+            }
+            catch (WebSocketException) when (attempt < 5 && !ct.IsCancellationRequested)
+            {
+                ws.Dispose();
+                await Task.Delay(1000, ct);
+            }
+        }
+    }
+
     private static async Task RunClientAsync(Client c, WorkerJob job, int index, bool signalR, HttpMessageInvoker invoker, CancellationToken ct)
     {
         var buffer = new byte[2048];
         try
         {
-            var ws = new ClientWebSocket();
-            ws.Options.KeepAliveInterval = TimeSpan.Zero;
-            ws.Options.SetBuffer(2048, 1024);
-            c.Ws = ws;
             string token = job.Tokens[index];
             var uri = new Uri(signalR ? $"{job.Url}?access_token={Uri.EscapeDataString(token)}" : job.Url);
+            ClientWebSocket ws;
             using (var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct))
             {
                 timeout.CancelAfter(TimeSpan.FromSeconds(60));
-                await ws.ConnectAsync(uri, invoker, timeout.Token);
+                c.Ws = ws = await ConnectAsync(uri, invoker, timeout.Token);
                 byte[] hello = signalR
                     ? Encoding.UTF8.GetBytes("{\"protocol\":\"json\",\"version\":1}\u001e")
                     : Encoding.UTF8.GetBytes($"{{\"type\":\"auth\",\"access_token\":\"{token}\",\"data\":{{}}}}");
@@ -126,6 +145,55 @@ public static class Worker
                     var record = end < 0 ? data : data[..end];
                     if (record.IndexOf(BalanceTarget) >= 0) Record(c, record, now);
                     data = end < 0 ? default : data[(end + 1)..];
+                }
+            }
+        }
+        catch (Exception ex) when (ex is WebSocketException or OperationCanceledException or IOException or HttpRequestException)
+        {
+            if (!c.Ready.Task.IsCompleted) await Console.Error.WriteLineAsync($"worker: socket {index} failed: {ex.GetType().Name}: {ex.Message}");
+        }
+        finally
+        {
+            c.Ready.TrySetException(new InvalidOperationException("closed before ready"));
+        }
+    }
+
+    // Socket.IO (Engine.IO 4) over its WebSocket transport, what socket.io-client sends: `0{…}` opens, `40{"token":…}`
+    // joins the default namespace with the token as its auth payload, `40{…}` accepts (counted open), `42["balance",{…}]`
+    // is an event; the server pings (`2`) and drops a client that does not answer `3`.
+    private static async Task RunSocketIoClientAsync(Client c, WorkerJob job, int index, HttpMessageInvoker invoker, CancellationToken ct)
+    {
+        var buffer = new byte[2048];
+        byte[] pong = "3"u8.ToArray();
+        byte[] join = Encoding.UTF8.GetBytes($"40{{\"token\":\"{job.Tokens[index]}\"}}");
+        try
+        {
+            ClientWebSocket ws;
+            using (var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct))
+            {
+                timeout.CancelAfter(TimeSpan.FromSeconds(60));
+                c.Ws = ws = await ConnectAsync(new Uri($"{job.Url}?EIO=4&transport=websocket"), invoker, timeout.Token);
+            }
+            while (!ct.IsCancellationRequested)
+            {
+                int count = 0;
+                ValueWebSocketReceiveResult r;
+                do
+                {
+                    if (count == buffer.Length) Array.Resize(ref buffer, buffer.Length * 2);
+                    r = await ws.ReceiveAsync(buffer.AsMemory(count), ct);
+                    count += r.Count;
+                } while (!r.EndOfMessage && r.MessageType != WebSocketMessageType.Close);
+                long now = Proc.Now;
+                if (r.MessageType == WebSocketMessageType.Close || count == 0) break;
+                var data = buffer.AsSpan(0, count);
+                switch (data[0])
+                {
+                    case (byte)'0': await ws.SendAsync(join, WebSocketMessageType.Text, true, ct); break;
+                    case (byte)'2': await ws.SendAsync(pong, WebSocketMessageType.Text, true, ct); break;
+                    case (byte)'4' when data.Length > 1 && data[1] == (byte)'0': c.Ready.TrySetResult(); break;
+                    case (byte)'4' when data.Length > 1 && data[1] == (byte)'2': Record(c, data, now); break;
+                    case (byte)'4' when data.Length > 1 && data[1] == (byte)'4': throw new WebSocketException($"refused: {Encoding.UTF8.GetString(data)}");
                 }
             }
         }
