@@ -30,15 +30,11 @@ internal sealed class Connection(BalanceSocket hub, SocketAdmission admission, W
     // the usual case, one waiting message, held inline; a second one (another currency, a ping) spills into
     // a small list. The send loop waits on this object itself (IValueTaskSource): no allocation per wake,
     // and an idle socket holds no task. Fifteen thousand idle sockets make every field count.
-    // The wake runs the parked loop on the caller's thread, up to its next wait: the fan-out writes a change into
-    // each of the player's sockets itself (into Kestrel's pipe; the syscall happens on Kestrel's I/O queue), instead
-    // of queueing one thread-pool work item per socket and message behind the HTTP requests. Every caller of
-    // Enqueue and Close has released the gate first and holds no other lock.
     private object Gate => this;
     private Outgoing _head;
     private bool _hasHead;
     private List<Outgoing>? _more;
-    private ManualResetValueTaskSourceCore<bool> _signal = new() { RunContinuationsAsynchronously = false };
+    private ManualResetValueTaskSourceCore<bool> _signal = new() { RunContinuationsAsynchronously = true };
     private bool _waiting;
     private Outgoing? _close;
     private volatile bool _closing;
