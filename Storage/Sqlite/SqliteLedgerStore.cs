@@ -68,25 +68,16 @@ public sealed class SqliteLedgerStore(SqliteDatabase db) : ILedgerStore
 // statements for every posting, thousands of times a second, so it skips Dapper's per-call command building and
 // SQLite's per-call statement preparation. Parameters only, never built SQL. One BEGIN IMMEDIATE transaction per
 // batch, and a savepoint per posting, so a constraint that fails undoes only that posting.
-// The single writer owns every wallet, so it keeps what it has written (and the roles it has read: a user's role never
-// changes and users are never deleted) instead of reading them again for each posting. What another connection
-// commits — an operator's fix by hand, a restore — shows in PRAGMA data_version, read under the write lock at the start
-// of each batch, and empties the cache.
 internal sealed class SqliteLedgerSession : ILedgerSession
 {
-    private const int MaxCached = 200_000; // wallets or roles kept, about 100 bytes each; past it the cache starts over
     private readonly SqliteConnection _c;
-    private readonly SqliteCommand _begin, _commit, _rollback, _savepoint, _release, _undo, _dataVersion;
-    private readonly Dictionary<(Guid User, string Currency), (long Balance, long Version)> _wallets = [], _written = [];
-    private readonly Dictionary<Guid, string> _roles = [];
-    private long _seenDataVersion = -1;
+    private readonly SqliteCommand _begin, _commit, _rollback, _savepoint, _release, _undo;
     private readonly SqliteCommand _byKey, _byId, _reversed, _role, _wallet, _upsert, _insert;
 
     public SqliteLedgerSession(SqliteConnection connection)
     {
         _c = connection;
         _begin = Prepare("BEGIN IMMEDIATE");
-        _dataVersion = Prepare("PRAGMA data_version");
         _commit = Prepare("COMMIT");
         _rollback = Prepare("ROLLBACK");
         _savepoint = Prepare("SAVEPOINT posting");
@@ -124,27 +115,11 @@ internal sealed class SqliteLedgerSession : ILedgerSession
         return command;
     }
 
-    // Each posting reads as it goes, inside BEGIN IMMEDIATE.
-    public void Begin(IReadOnlyList<Posting> postings)
-    {
-        _begin.ExecuteNonQuery();
-        _written.Clear();
-        long version = (long)_dataVersion.ExecuteScalar()!;
-        if (version != _seenDataVersion || _wallets.Count > MaxCached) _wallets.Clear();
-        if (version != _seenDataVersion || _roles.Count > MaxCached) _roles.Clear();
-        _seenDataVersion = version;
-    }
-
-    public void Commit()
-    {
-        _commit.ExecuteNonQuery();
-        foreach (var (key, wallet) in _written) _wallets[key] = wallet; // durable now: what the next batch starts from
-        _written.Clear();
-    }
+    public void Begin(IReadOnlyList<Posting> postings) => _begin.ExecuteNonQuery(); // each posting reads as it goes, inside BEGIN IMMEDIATE
+    public void Commit() => _commit.ExecuteNonQuery();
 
     public void Rollback()
     {
-        _written.Clear();
         try { _rollback.ExecuteNonQuery(); } catch (SqliteException) { /* already rolled back by SQLite */ }
     }
 
@@ -159,10 +134,6 @@ internal sealed class SqliteLedgerSession : ILedgerSession
         catch (Exception ex) when (ex is StoreConflictException or SqliteException { SqliteErrorCode: 19 }) // a constraint: a rule raced us
         {
             _undo.ExecuteNonQuery();
-            // The wallet was not where the cache said (nothing this writer knows of moved it): read it from the
-            // database from now on, which also sees this batch's own writes.
-            _wallets.Clear();
-            _written.Clear();
             result = default!;
             return false;
         }
@@ -183,21 +154,12 @@ internal sealed class SqliteLedgerSession : ILedgerSession
     public LedgerEntry? FindByKey(string idempotencyKey) => Row(With(_byKey, idempotencyKey));
     public LedgerEntry? FindById(string transactionId) => Row(With(_byId, transactionId));
     public bool IsReversed(string transactionId) => Convert.ToInt64(With(_reversed, transactionId).ExecuteScalar()) != 0;
-    public string? RoleOf(Guid userId)
-    {
-        if (_roles.TryGetValue(userId, out var known)) return known;
-        var role = With(_role, userId.ToString()).ExecuteScalar() as string;
-        if (role is not null) _roles[userId] = role; // an unknown user may be created later: not kept
-        return role;
-    }
+    public string? RoleOf(Guid userId) => With(_role, userId.ToString()).ExecuteScalar() as string;
 
     public (long Balance, long Version) ReadWallet(Guid userId, string currency)
     {
-        if (_written.TryGetValue((userId, currency), out var mine) || _wallets.TryGetValue((userId, currency), out mine)) return mine;
         using var r = With(_wallet, userId.ToString(), currency).ExecuteReader();
-        var read = r.Read() ? (r.GetInt64(0), r.GetInt64(1)) : (0L, 0L);
-        if (read.Item2 > 0) _wallets[(userId, currency)] = read;
-        return read;
+        return r.Read() ? (r.GetInt64(0), r.GetInt64(1)) : (0, 0);
     }
 
     public void Write(LedgerEntry e, string idempotencyKey, Guid postedBy)
@@ -207,12 +169,11 @@ internal sealed class SqliteLedgerSession : ILedgerSession
             throw new StoreConflictException($"Wallet {user}/{e.Currency} is no longer at version {e.Version - 1}.");
         With(_insert, e.TransactionId, user, e.Type, e.Amount, e.Currency, e.BalanceAfter, e.Version, idempotencyKey, e.RequestHash,
             e.Reference, e.Reverses, postedBy.ToString(), e.CreatedAt).ExecuteNonQuery();
-        _written[(e.UserId, e.Currency)] = (e.BalanceAfter, e.Version); // this batch's; kept past its commit
     }
 
     public void Dispose()
     {
-        foreach (var command in new[] { _begin, _commit, _rollback, _savepoint, _release, _undo, _dataVersion, _byKey, _byId, _reversed, _role, _wallet, _upsert, _insert })
+        foreach (var command in new[] { _begin, _commit, _rollback, _savepoint, _release, _undo, _byKey, _byId, _reversed, _role, _wallet, _upsert, _insert })
             command.Dispose();
         _c.Dispose();
     }
