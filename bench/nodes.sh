@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # Past one node: the service on SQLite (one node) or on PostgreSQL (one or two nodes on one database), in one run.
-#   bench/run.sh --store sqlite|postgres --nodes 1|2 [--duration 10] [--runs 3] [--players 100] [--sockets 400]
+#   bench/run.sh --store sqlite|postgres --nodes 1|2 [--duration 10] [--runs 3] [--players 100] [--probes 20]
 #   bench/run.sh --store all [...]     SQLite, PostgreSQL with one node and with two, in one run, side by side
 # For each run:
 #   1. max rate: durable postings through wrk (Debian's), one wrk per node at once, each one thread and 64/N
 #      connections, unique Idempotency-Keys: tx/s summed over the nodes, response p50/p99 per node, and with
 #      PostgreSQL the WAL bytes written per posting (pg_current_wal_lsn before and after);
-#   2. half that rate with sockets on every node: request sent → balance on the socket, same-node and cross-node
-#      (bench/nodes/latency.mjs), an upper bound of commit → socket.
+#   2. about half that rate through wrk again (each connection paced), while a light probe — its own PROBES players,
+#      each with a socket on every node, 100 deposits a second — times request sent → balance on the socket,
+#      same-node and cross-node (bench/nodes/latency.mjs): an upper bound of commit → socket.
 # PostgreSQL runs from scripts/postgres.sh in a temp directory (fsync on), never the system's cluster. The generator
 # runs on the same box and is included in every figure; its CPU is printed beside the servers'.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STORE=sqlite; NODES=1; DURATION=10; RUNS=3; PLAYERS=100; SOCKETS=400
+STORE=sqlite; NODES=1; DURATION=10; RUNS=3; PLAYERS=100; PROBES=20
 while [ $# -gt 0 ]; do
   case "$1" in
     --store) STORE=$2; shift 2 ;;
@@ -20,20 +21,20 @@ while [ $# -gt 0 ]; do
     --duration) DURATION=$2; shift 2 ;;
     --runs) RUNS=$2; shift 2 ;;
     --players) PLAYERS=$2; shift 2 ;;
-    --sockets) SOCKETS=$2; shift 2 ;;
+    --probes) PROBES=$2; shift 2 ;;
     *) echo "unknown option $1"; exit 2 ;;
   esac
 done
 if [ "$STORE" = all ]; then
   # SQLite, one PostgreSQL node and two, one after the other on the same box, and their figures side by side.
   OUT=$(mktemp -d /tmp/balance-nodes-all.XXXXXX)
-  rest=(--duration "$DURATION" --runs "$RUNS" --players "$PLAYERS" --sockets "$SOCKETS")
+  rest=(--duration "$DURATION" --runs "$RUNS" --players "$PLAYERS" --probes "$PROBES")
   for cfg in "sqlite 1" "postgres 1" "postgres 2"; do
     set -- $cfg
     "$0" --store "$1" --nodes "$2" "${rest[@]}" | tee "$OUT/$1-$2.out"
   done
   echo
-  echo "== side by side (${DURATION}s phases, $RUNS runs each, $PLAYERS players, $SOCKETS sockets)"
+  echo "== side by side (${DURATION}s phases, $RUNS runs each, $PLAYERS players, $PROBES of them probes)"
   for cfg in "sqlite 1" "postgres 1" "postgres 2"; do
     set -- $cfg
     printf '%-22s %s\n' "$1, $2 node(s):" "$(grep -E '^(durable|request)' "$OUT/$1-$2.out" | paste -sd ';' -)"
@@ -105,7 +106,7 @@ IDS=()
   for i in $(seq 1 "$PLAYERS"); do
     id=$(curl -sf -H 'Content-Type: application/json' -H "Authorization: Bearer $TOKEN" \
       -d "{\"username\":\"bench$i\",\"password\":\"bench-player-password\",\"role\":\"player\"}" "$B/api/users" | json user_id)
-    IDS+=("$id")
+    if [ "$i" -gt "$PROBES" ]; then IDS+=("$id"); continue; fi
     tok=$(curl -sf -H 'Content-Type: application/json' -d "{\"username\":\"bench$i\",\"password\":\"bench-player-password\"}" "$B/api/auth/login" | json access_token)
     [ "$i" -gt 1 ] && echo ","
     echo "{\"id\":\"$id\",\"token\":\"$tok\"}"
@@ -127,7 +128,7 @@ pg_ticks() { # this cluster's postmaster and its backends only: the box may run 
 ROWS="$WORK/rows"
 : >"$ROWS"
 CONN=$((64 / NODES))
-echo "== $RUNS runs: ${DURATION}s at the maximum rate (wrk per node, $CONN connections each), then ${DURATION}s at half of it with $SOCKETS sockets over $NODES node(s) ($(nproc) cores, generator on the same box; load $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "== $RUNS runs: ${DURATION}s at the maximum rate (wrk per node, $CONN connections each), then ${DURATION}s at about half of it with the probe's $((PROBES * NODES)) sockets over $NODES node(s) ($(nproc) cores, generator on the same box; load $(cut -d' ' -f1-3 /proc/loadavg))"
 for run in $(seq 1 "$RUNS"); do
   lsn0=""; rows0=0
   if [ "$STORE" = postgres ]; then lsn0=$(psql_ "SELECT pg_current_wal_lsn()"); rows0=$(psql_ "SELECT count(*) FROM ledger"); fi
@@ -153,13 +154,19 @@ for run in $(seq 1 "$RUNS"); do
   done
   rate=$(awk -v r="$req" -v s="$secs" 'BEGIN{printf "%.0f", r/s}')
   echo "max run=$run rate=$rate non2xx=$bad server_cpu=$(awk -v a="$s0" -v b="$s1" -v t="$TCK" 'BEGIN{printf "%.2f", (b-a)/t}') postgres_cpu=$(awk -v a="$p0" -v b="$p1" -v t="$TCK" 'BEGIN{printf "%.2f", (b-a)/t}') generator_cpu=$(awk 'END{printf "%.2f", $1+$2}' "$WORK/wrk.time") wal_per_posting=$(awk -v w="$wal" -v c="$committed" 'BEGIN{printf "%.0f", (c > 0) ? w / c : 0}') latency=$lat" >>"$ROWS"
-  half=$((rate / 2))
+  # About half: each of the CONN connections per node pauses so that together they ask for half the rate measured.
+  pause=$(awk -v c="$CONN" -v n="$NODES" -v r="$rate" 'BEGIN{printf "%d", (r > 0) ? c * n * 1000 / (r / 2) : 1000}')
   nodes_json=$(printf '"%s",' "${BASES[@]}"); nodes_json="[${nodes_json%,}]"
-  cfg="{\"nodes\":$nodes_json,\"token\":\"$TOKEN\",\"players\":$(tr -d '\n' <"$PLAYERS_JSON"),\"sockets\":$SOCKETS,\"rate\":$half,\"seconds\":$DURATION}"
+  cfg="{\"nodes\":$nodes_json,\"token\":\"$TOKEN\",\"players\":$(tr -d '\n' <"$PLAYERS_JSON"),\"rate\":100,\"seconds\":$DURATION}"
   s0=$(server_ticks)
+  gens=()
+  for i in "${!BASES[@]}"; do BENCH_DELAY_MS=$pause wrk -t1 -c"$CONN" -d"${DURATION}s" -s bench/wrk/post.lua "${BASES[$i]}/api/transactions" >"$WORK/half$i.out" & gens+=($!); done
   { TIMEFORMAT='%U %S'; time node --experimental-websocket --no-warnings bench/nodes/latency.mjs "$cfg" >"$WORK/lat.out"; } 2>"$WORK/lat.time"
+  for g in "${gens[@]}"; do wait "$g"; done
   s1=$(server_ticks)
-  echo "half run=$run rate=$half server_cpu=$(awk -v a="$s0" -v b="$s1" -v t="$TCK" 'BEGIN{printf "%.2f", (b-a)/t}') generator_cpu=$(awk 'END{printf "%.2f", $1+$2}' "$WORK/lat.time") $(grep '^LATENCY ' "$WORK/lat.out")" >>"$ROWS"
+  hreq=0
+  for i in "${!BASES[@]}"; do hreq=$((hreq + $(grep '^WRK ' "$WORK/half$i.out" | sed -E 's/.*requests=([0-9]+).*/\1/'))); done
+  echo "half run=$run target=$((rate / 2)) wrk_rate=$((hreq / DURATION)) server_cpu=$(awk -v a="$s0" -v b="$s1" -v t="$TCK" 'BEGIN{printf "%.2f", (b-a)/t}') probe_cpu=$(awk 'END{printf "%.2f", $1+$2}' "$WORK/lat.time") $(grep '^LATENCY ' "$WORK/lat.out")" >>"$ROWS"
 done
 echo
 echo "store=$STORE nodes=$NODES"

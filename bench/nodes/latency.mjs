@@ -1,11 +1,14 @@
-// Commit → socket across nodes, from outside: SOCKETS sockets spread over the nodes (players round-robin, each player's
-// sockets on every node), postings at RATE per second spread over the nodes, and for each posting the time from the
-// moment its request was sent to the moment each socket of that player received its balance. That bounds commit →
-// socket from above (the commit happens after the request is sent); deliveries are split into same-node (the socket
-// is on the node that took the posting) and cross-node (it came through the change feed).
-//   node --experimental-websocket latency.mjs '{"nodes":[...],"token":"...","players":[{"id","token"}],"sockets":N,"rate":R,"seconds":S}'
+// Commit → socket across nodes, from outside, while wrk keeps the nodes at the load under test: a light probe of its
+// own players, each with one socket on every node, posts RATE deposits per second spread over the nodes, and for each
+// posting takes the time from the moment its request was sent to the moment each socket of that player received the
+// balance. That bounds commit → socket from above (the commit happens after the request is sent); deliveries are split
+// into same-node (the socket is on the node that took the posting) and cross-node (it came through the change feed).
+//   node --experimental-websocket latency.mjs '{"nodes":[...],"token":"...","players":[{"id","token"}],"rate":R,"seconds":S}'
+import http from "node:http";
+
 const cfg = JSON.parse(process.argv[2]);
-const { nodes, token, players, sockets: socketCount, rate, seconds } = cfg;
+const { nodes, token, players, rate, seconds } = cfg;
+const socketCount = players.length * nodes.length;
 const now = () => Number(process.hrtime.bigint()) / 1e6;
 const sent = new Map(); // transaction id → { node, at }, filled when the answer names the id
 const early = new Map(); // arrivals before the answer: transaction id → [{ node, at }]
@@ -21,7 +24,7 @@ function record(txId, socketNode, at) {
 const open = [];
 for (let i = 0; i < socketCount; i++) {
   const player = players[i % players.length];
-  const node = Math.floor(i / players.length) % nodes.length; // a player's sockets on every node in turn
+  const node = Math.floor(i / players.length); // one socket of each player on every node
   open.push(new Promise((resolve, reject) => {
     const ws = new WebSocket(nodes[node].replace("http", "ws") + "/ws/balance/player");
     let ready = false;
@@ -39,25 +42,37 @@ for (let i = 0; i < socketCount; i++) {
 }
 const ws = await Promise.all(open);
 
+// Plain http with keep-alive: fetch costs several times the CPU per request, and a generator that busy hides the server.
+const agents = nodes.map(() => new http.Agent({ keepAlive: true, maxSockets: 32 }));
+const targets = nodes.map((n) => new URL(n));
 let seq = 0;
 const started = now();
 const inflight = new Set();
-async function post(i) {
+function post(i) {
   const node = i % nodes.length;
   const player = players[(i * 7) % players.length];
+  const body = JSON.stringify({ user_id: player.id, type: "deposit", amount: "0.01", currency: "USD" });
   const at = now();
-  try {
-    const r = await fetch(nodes[node] + "/api/transactions", {
-      method: "POST",
-      headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}`, "Idempotency-Key": `lat-${started}-${i}` },
-      body: JSON.stringify({ user_id: player.id, type: "deposit", amount: "0.01", currency: "USD" }),
+  return new Promise((resolve) => {
+    const req = http.request({
+      agent: agents[node], host: targets[node].hostname, port: targets[node].port, method: "POST", path: "/api/transactions",
+      headers: { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(body), Authorization: `Bearer ${token}`, "Idempotency-Key": `lat-${started}-${i}` },
+    }, (res) => {
+      let text = "";
+      res.setEncoding("utf8");
+      res.on("data", (d) => (text += d));
+      res.on("end", () => {
+        if (res.statusCode !== 201) { errors++; return resolve(); }
+        const id = JSON.parse(text).transaction_id;
+        sent.set(id, { node, at });
+        for (const a of early.get(id) ?? []) record(id, a.node, a.at);
+        early.delete(id);
+        resolve();
+      });
     });
-    const body = await r.json();
-    if (r.status !== 201) { errors++; return; }
-    sent.set(body.transaction_id, { node, at });
-    for (const a of early.get(body.transaction_id) ?? []) record(body.transaction_id, a.node, a.at);
-    early.delete(body.transaction_id);
-  } catch { errors++; }
+    req.on("error", () => { errors++; resolve(); });
+    req.end(body);
+  });
 }
 while (now() - started < seconds * 1000) {
   const due = Math.floor(((now() - started) / 1000) * rate);

@@ -32,3 +32,10 @@ function done(summary, latency, requests)
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
     latency:percentile(50) / 1000, latency:percentile(99) / 1000))
 end
+
+-- BENCH_DELAY_MS paces each connection (a pause before each request): connections × 1000 / (pause + latency) requests
+-- per second, for the phases that run below the maximum rate.
+local pause = tonumber(os.getenv("BENCH_DELAY_MS") or "")
+if pause then
+  function delay() return pause end
+end
