@@ -37,7 +37,7 @@ if [ "$STORE" = all ]; then
   echo "== side by side (${DURATION}s phases, $RUNS runs each, $PLAYERS players, $PROBES of them probes)"
   for cfg in "sqlite 1" "postgres 1" "postgres 2"; do
     set -- $cfg
-    printf '%-22s %s\n' "$1, $2 node(s):" "$(grep -E '^(durable|request)' "$OUT/$1-$2.out" | paste -sd ';' -)"
+    printf '%-22s %s\n' "$1, $2 node(s):" "$(grep -E '^(durable|request|row stamp)' "$OUT/$1-$2.out" | paste -sd ';' -)"
   done
   rm -rf "$OUT"
   exit 0
@@ -179,5 +179,6 @@ const half = lines.filter(l => l.startsWith("half ")).map(l => JSON.parse(l.slic
 const spread = a => a.length ? `${Math.min(...a).toFixed(1)}–${Math.max(...a).toFixed(1)}` : "n/a";
 console.log(`\ndurable tx/s ${spread(max.map(r => r.rate))}; WAL bytes/posting ${spread(max.map(r => r.wal_per_posting))}`);
 console.log(`request → socket p99, same node: ${spread(half.filter(h => h.same.count).map(h => h.same.p99_ms))} ms; cross node: ${spread(half.filter(h => h.cross.count).map(h => h.cross.p99_ms))} ms (p50 ${spread(half.filter(h => h.cross.count).map(h => h.cross.p50_ms))})`);
+console.log(`row stamp → socket p99, same node: ${spread(half.filter(h => h.stamp_same.count).map(h => h.stamp_same.p99_ms))} ms; cross node: ${spread(half.filter(h => h.stamp_cross.count).map(h => h.stamp_cross.p99_ms))} ms (p50 ${spread(half.filter(h => h.stamp_cross.count).map(h => h.stamp_cross.p50_ms))})`);
 if (max.some(r => r.non2xx > 0) || half.some(h => h.errors > 0)) { console.log("some postings were not 201: see the rows"); process.exitCode = 1; }
 JS

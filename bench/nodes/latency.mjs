@@ -13,12 +13,17 @@ const now = () => Number(process.hrtime.bigint()) / 1e6;
 const sent = new Map(); // transaction id → { node, at }, filled when the answer names the id
 const early = new Map(); // arrivals before the answer: transaction id → [{ node, at }]
 const delays = { same: [], cross: [] };
+// Also from the ledger row's own time (created_at: stamped by the node's writer just before its batch commits, the same
+// clock as this box's, to the millisecond) to arrival: closer to commit → socket, without the request's wait for a batch.
+const stamped = { same: [], cross: [] };
+const wallClock = () => performance.timeOrigin + performance.now();
 let errors = 0, received = 0;
 
-function record(txId, socketNode, at) {
+function record(txId, socketNode, at, lag) {
   const s = sent.get(txId);
-  if (!s) { (early.get(txId) ?? early.set(txId, []).get(txId)).push({ node: socketNode, at }); return; }
+  if (!s) { (early.get(txId) ?? early.set(txId, []).get(txId)).push({ node: socketNode, at, lag }); return; }
   (socketNode === s.node ? delays.same : delays.cross).push(at - s.at);
+  (socketNode === s.node ? stamped.same : stamped.cross).push(lag);
 }
 
 const open = [];
@@ -34,7 +39,7 @@ for (let i = 0; i < socketCount; i++) {
       if (m.type !== "balance") return;
       if (!ready) { ready = true; resolve(ws); return; } // the snapshot
       received++;
-      if (m.transaction_id) record(m.transaction_id, node, now());
+      if (m.transaction_id) record(m.transaction_id, node, now(), wallClock() - Date.parse(m.updated_at));
     };
     ws.onerror = () => { if (!ready) reject(new Error("socket failed")); };
     ws.onclose = (e) => { if (!ready) reject(new Error(`socket closed ${e.code}`)); };
@@ -65,7 +70,7 @@ function post(i) {
         if (res.statusCode !== 201) { errors++; return resolve(); }
         const id = JSON.parse(text).transaction_id;
         sent.set(id, { node, at });
-        for (const a of early.get(id) ?? []) record(id, a.node, a.at);
+        for (const a of early.get(id) ?? []) record(id, a.node, a.at, a.lag);
         early.delete(id);
         resolve();
       });
@@ -84,5 +89,6 @@ await new Promise((r) => setTimeout(r, 1000)); // the last deliveries
 for (const s of ws) s.close();
 const pct = (a, p) => { if (!a.length) return null; const s = [...a].sort((x, y) => x - y); return s[Math.min(s.length - 1, Math.floor(p * s.length))]; };
 const summary = (a) => ({ count: a.length, p50_ms: pct(a, 0.5), p99_ms: pct(a, 0.99), max_ms: pct(a, 1) });
-console.log("LATENCY " + JSON.stringify({ postings: seq, errors, rate_achieved: seq / seconds, same: summary(delays.same), cross: summary(delays.cross) }));
+console.log("LATENCY " + JSON.stringify({ postings: seq, errors, rate_achieved: seq / seconds, same: summary(delays.same), cross: summary(delays.cross),
+  stamp_same: summary(stamped.same), stamp_cross: summary(stamped.cross) }));
 process.exit(0);
