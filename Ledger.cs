@@ -1,6 +1,5 @@
 using System.ComponentModel.DataAnnotations;
 using System.Diagnostics;
-using System.Globalization;
 using System.Threading.Channels;
 using Balance.Auth;
 using Balance.Postings;
@@ -209,7 +208,7 @@ public sealed class Ledger : IHostedService
             if (after < 0) return (new PostOutcome.InsufficientFunds(Money.Format(balance, currency), currency), null);
         }
 
-        string now = _time.GetUtcNow().UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", CultureInfo.InvariantCulture);
+        string now = Timestamps.Format(_time.GetUtcNow().UtcDateTime);
         var entry = new LedgerEntry(Guid.CreateVersion7().ToString(), userId, p.Type, amount, currency, after, version + 1, hash, p.Reference, p.Reverses, now);
         s.Write(entry, p.IdempotencyKey, p.PostedBy);
         return (new PostOutcome.Committed(entry.ToResult(), Replayed: false), new BalanceChange(userId, currency, after, entry.Version, entry.TransactionId, p.Type, now));

@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using System.Text;
+using Balance.Postings;
 using Balance.Storage;
 using Dapper;
 using Microsoft.IdentityModel.Tokens;
@@ -25,7 +26,7 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, AuthO
         await using var tx = await connection.BeginTransactionAsync();
         await connection.ExecuteAsync(
             "INSERT INTO sessions (id, user_id, created_at, expires_at, access_expires_at) VALUES (@sessionId, @userId, @now, @ends, @accessExpires)",
-            new { sessionId, userId = user.Id, now = Stamp(now), ends = Stamp(ends), accessExpires = Stamp(access.ExpiresAt.UtcDateTime) }, tx);
+            new { sessionId, userId = user.Id, now = Timestamps.Format(now), ends = Timestamps.Format(ends), accessExpires = Timestamps.Format(access.ExpiresAt.UtcDateTime) }, tx);
         await InsertRefreshAsync(connection, tx, refresh, sessionId, Min(now + options.RefreshTokenLifetime, ends));
         await tx.CommitAsync();
         log.LogInformation("Login {UserId} started session {SessionId}", user.Id, sessionId);
@@ -60,7 +61,7 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, AuthO
             bool answerLost = row.ReplacedBy is not null && row.SuccessorUsedAt is null && now - Parse(row.UsedAt) <= options.RefreshReuseGrace;
             if (!answerLost)
             {
-                await connection.ExecuteAsync("UPDATE sessions SET revoked_at = @now WHERE id = @id", new { now = Stamp(now), id = row.SessionId }, tx);
+                await connection.ExecuteAsync("UPDATE sessions SET revoked_at = @now WHERE id = @id", new { now = Timestamps.Format(now), id = row.SessionId }, tx);
                 await tx.CommitAsync();
                 sessions.MarkRevoked(row.SessionId);
                 log.LogWarning("Refresh token reuse for user {UserId}; session {SessionId} revoked", row.UserId, row.SessionId);
@@ -70,9 +71,9 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, AuthO
             // PostgreSQL another node may be rotating that successor right now (only this token is locked), and then
             // two live pairs would fork the login; that race is reuse too.
             if (await connection.ExecuteAsync("UPDATE refresh_tokens SET used_at = @now WHERE token_hash = @successor AND used_at IS NULL",
-                    new { now = Stamp(now), successor = row.ReplacedBy }, tx) == 0)
+                    new { now = Timestamps.Format(now), successor = row.ReplacedBy }, tx) == 0)
             {
-                await connection.ExecuteAsync("UPDATE sessions SET revoked_at = @now WHERE id = @id", new { now = Stamp(now), id = row.SessionId }, tx);
+                await connection.ExecuteAsync("UPDATE sessions SET revoked_at = @now WHERE id = @id", new { now = Timestamps.Format(now), id = row.SessionId }, tx);
                 await tx.CommitAsync();
                 sessions.MarkRevoked(row.SessionId);
                 log.LogWarning("Refresh token reuse for user {UserId}; session {SessionId} revoked", row.UserId, row.SessionId);
@@ -87,9 +88,9 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, AuthO
         var access = tokens.CreateAccessToken(row.UserId, row.Role, row.SessionId, ends);
         // used_at keeps the first rotation's time: retries cannot stretch the grace.
         await connection.ExecuteAsync("UPDATE refresh_tokens SET used_at = COALESCE(used_at, @now), replaced_by = @next WHERE token_hash = @hash",
-            new { now = Stamp(now), next = Hash(next), hash }, tx);
+            new { now = Timestamps.Format(now), next = Hash(next), hash }, tx);
         await connection.ExecuteAsync("UPDATE sessions SET access_expires_at = @accessExpires WHERE id = @id",
-            new { accessExpires = Stamp(access.ExpiresAt.UtcDateTime), id = row.SessionId }, tx);
+            new { accessExpires = Timestamps.Format(access.ExpiresAt.UtcDateTime), id = row.SessionId }, tx);
         await InsertRefreshAsync(connection, tx, next, row.SessionId, Min(now + options.RefreshTokenLifetime, ends));
         await tx.CommitAsync();
         return (RefreshOutcome.Ok, Pair(row.UserId, row.Role, access, next, now));
@@ -108,7 +109,7 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, AuthO
                 new { hash = Hash(refreshToken), userId }, tx);
             if (other is not null && other != sessionId) ended.Add(other);
         }
-        string now = Stamp(time.GetUtcNow().UtcDateTime);
+        string now = Timestamps.Format(time.GetUtcNow().UtcDateTime);
         foreach (string id in ended) // one or two: a statement each reads alike in both engines' SQL (no list parameter)
             await connection.ExecuteAsync("UPDATE sessions SET revoked_at = @now WHERE id = @id AND revoked_at IS NULL", new { now, id }, tx);
         await tx.CommitAsync();
@@ -121,11 +122,10 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, AuthO
 
     private static Task InsertRefreshAsync(System.Data.Common.DbConnection connection, System.Data.Common.DbTransaction tx, string token, string sessionId, DateTime expires) =>
         connection.ExecuteAsync("INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES (@hash, @sessionId, @expires)",
-            new { hash = Hash(token), sessionId, expires = Stamp(expires) }, tx);
+            new { hash = Hash(token), sessionId, expires = Timestamps.Format(expires) }, tx);
 
     private static DateTime Min(DateTime a, DateTime b) => a < b ? a : b;
     private static string NewRefreshToken() => Base64UrlEncoder.Encode(RandomNumberGenerator.GetBytes(32));
     private static string Hash(string token) => Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(token)));
-    public static string Stamp(DateTime utc) => utc.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", System.Globalization.CultureInfo.InvariantCulture);
     private static DateTime Parse(string stamp) => DateTime.Parse(stamp, System.Globalization.CultureInfo.InvariantCulture, System.Globalization.DateTimeStyles.AdjustToUniversal | System.Globalization.DateTimeStyles.AssumeUniversal);
 }

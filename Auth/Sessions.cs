@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using Balance.Postings;
 using Balance.Storage;
 using Dapper;
 
@@ -19,7 +20,7 @@ public sealed class Sessions(IDatabase db, AuthOptions options, TimeProvider tim
         await using var connection = await db.OpenAsync();
         foreach (string id in await connection.QueryAsync<string>(
                      "SELECT id FROM sessions WHERE revoked_at IS NOT NULL AND access_expires_at > @cutoff",
-                     new { cutoff = Logins.Stamp((time.GetUtcNow() - options.ClockSkew).UtcDateTime) }))
+                     new { cutoff = Timestamps.Format((time.GetUtcNow() - options.ClockSkew).UtcDateTime) }))
             _revoked.TryAdd(id, 0);
     }
 

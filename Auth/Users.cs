@@ -1,3 +1,4 @@
+using Balance.Postings;
 using Balance.Storage;
 using Dapper;
 using Microsoft.AspNetCore.Identity;
@@ -45,7 +46,7 @@ public sealed class Users(IDatabase db, TimeProvider time)
         await using var connection = await db.OpenAsync();
         int inserted = await connection.ExecuteAsync(
             "INSERT INTO users (id, username, password_hash, role, created_at) VALUES (@Id, @Username, @PasswordHash, @Role, @now) ON CONFLICT DO NOTHING",
-            new { user.Id, user.Username, user.PasswordHash, user.Role, now = Logins.Stamp(time.GetUtcNow().UtcDateTime) });
+            new { user.Id, user.Username, user.PasswordHash, user.Role, now = Timestamps.Format(time.GetUtcNow().UtcDateTime) });
         return inserted == 1 ? user : null;
     }
 }

@@ -63,7 +63,7 @@ public sealed class ChangeFeed : BackgroundService, IChangeFeed
             // Logins ended below it, even those committed after Sessions loaded at start.
             await using var ended = new NpgsqlCommand("SELECT id FROM sessions WHERE revoked_tx < $1::xid8 AND access_expires_at > $2", connection)
             {
-                Parameters = { new() { Value = horizon }, new() { Value = Logins.Stamp((_time.GetUtcNow() - _auth.ClockSkew).UtcDateTime) } },
+                Parameters = { new() { Value = horizon }, new() { Value = Timestamps.Format((_time.GetUtcNow() - _auth.ClockSkew).UtcDateTime) } },
             };
             await using var r = await ended.ExecuteReaderAsync(ct);
             while (await r.ReadAsync(ct)) _sessions.MarkRevoked(r.GetString(0), here: false);

@@ -71,7 +71,7 @@ internal sealed class PostgresLedgerSession(NpgsqlConnection connection, Doorbel
         }
         var wUsers = touched.Select(t => t.Item1).ToArray();
         var wCurrencies = touched.Select(t => t.Item2).ToArray();
-        string now = time.GetUtcNow().UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", System.Globalization.CultureInfo.InvariantCulture);
+        string now = Timestamps.Format(time.GetUtcNow().UtcDateTime);
         using (var batch = new NpgsqlBatch(connection, _tx))
         {
             // Sorted here too: two nodes creating the same new wallets take them in one order.

@@ -16,11 +16,9 @@ public sealed class SqliteDatabase : IDatabase
     public string ConnectionString { get; }
     public string FilePath { get; }
     private readonly string _synchronous;
-    private readonly TimeProvider _time;
 
-    public SqliteDatabase(IConfiguration config, IOptions<SqliteOptions> options, TimeProvider time)
+    public SqliteDatabase(IConfiguration config, IOptions<SqliteOptions> options)
     {
-        _time = time;
         var builder = new SqliteConnectionStringBuilder(config.GetConnectionString("Balance") ?? "Data Source=balance.db")
         {
             Pooling = true,
@@ -103,7 +101,6 @@ public sealed class SqliteDatabase : IDatabase
         return Task.FromResult(key);
     }
 
-    public string Now() => _time.GetUtcNow().UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", System.Globalization.CultureInfo.InvariantCulture);
 }
 
 public sealed class SqliteOptions

@@ -1,5 +1,4 @@
 using Balance.Postings;
-using Dapper;
 using Microsoft.Data.Sqlite;
 
 namespace Balance.Storage.Sqlite;
@@ -8,11 +7,6 @@ namespace Balance.Storage.Sqlite;
 // reads open a pooled connection each (WAL: readers never wait for the writer).
 public sealed class SqliteLedgerStore(SqliteDatabase db) : ILedgerStore
 {
-    internal const string RowColumns = """
-        transaction_id AS transactionid, user_id AS userid, type, amount, currency, balance_after AS balanceafter,
-        version, request_hash AS requesthash, reference, reverses, created_at AS createdat
-        """;
-
     // What SQLite says of the writer's own connection, read when it opens (-1 before): the durability promise rests
     // on it, so an operator (and the durability test) can see it on the running service rather than trust the code.
     public long Synchronous = -1, JournalWal = -1;
@@ -33,34 +27,13 @@ public sealed class SqliteLedgerStore(SqliteDatabase db) : ILedgerStore
     public async Task<IReadOnlyList<BalanceChange>> WalletsAsync(Guid userId, CancellationToken ct = default)
     {
         await using var c = await db.OpenAsync(ct);
-        var rows = (await c.QueryAsync<BalanceChange>(new CommandDefinition("""
-            SELECT w.user_id AS userid, w.currency, w.balance, w.version, l.transaction_id AS transactionid, l.type AS transactiontype, w.updated_at AS updatedat
-            FROM wallets w LEFT JOIN ledger l ON l.transaction_id = w.last_transaction_id AND l.version = w.version -- never a stale row
-            WHERE w.user_id = @userId ORDER BY w.currency
-            """, new { userId }, cancellationToken: ct))).ToList();
-        if (!rows.Any(r => r.Currency == Money.DefaultCurrency))
-            rows.Insert(0, new BalanceChange(userId, Money.DefaultCurrency, 0, 0, null, null, null));
-        return rows;
+        return await LedgerReads.WalletsAsync(c, userId, ct);
     }
 
     public async Task<(IReadOnlyList<TransactionResult> Items, string? NextBefore)?> HistoryAsync(Guid? userId, int limit, string? before, CancellationToken ct = default)
     {
         await using var c = await db.OpenAsync(ct);
-        long beforeSeq = long.MaxValue;
-        if (before is not null)
-        {
-            long? seq = await c.QuerySingleOrDefaultAsync<long?>(new CommandDefinition(
-                "SELECT seq FROM ledger WHERE transaction_id = @before AND (@userId IS NULL OR user_id = @userId)", new { before, userId }, cancellationToken: ct));
-            if (seq is null) return null;
-            beforeSeq = seq.Value;
-        }
-        var rows = (await c.QueryAsync<LedgerEntry>(new CommandDefinition($"""
-            SELECT {RowColumns} FROM ledger
-            WHERE seq < @beforeSeq AND (@userId IS NULL OR user_id = @userId)
-            ORDER BY seq DESC LIMIT @take
-            """, new { beforeSeq, userId, take = limit + 1 }, cancellationToken: ct))).ToList();
-        string? next = rows.Count > limit ? rows[limit - 1].TransactionId : null;
-        return (rows.Take(limit).Select(r => r.ToResult()).ToList(), next);
+        return await LedgerReads.HistoryAsync(c, userId, limit, before, ct);
     }
 }
 
@@ -83,8 +56,8 @@ internal sealed class SqliteLedgerSession : ILedgerSession
         _savepoint = Prepare("SAVEPOINT posting");
         _release = Prepare("RELEASE posting");
         _undo = Prepare("ROLLBACK TO posting");
-        _byKey = Prepare($"SELECT {SqliteLedgerStore.RowColumns} FROM ledger WHERE idempotency_key = $key", "$key");
-        _byId = Prepare($"SELECT {SqliteLedgerStore.RowColumns} FROM ledger WHERE transaction_id = $id", "$id");
+        _byKey = Prepare($"SELECT {LedgerReads.RowColumns} FROM ledger WHERE idempotency_key = $key", "$key");
+        _byId = Prepare($"SELECT {LedgerReads.RowColumns} FROM ledger WHERE transaction_id = $id", "$id");
         _reversed = Prepare("SELECT EXISTS (SELECT 1 FROM ledger WHERE reverses = $id)", "$id");
         _role = Prepare("SELECT role FROM users WHERE id = $user", "$user");
         _wallet = Prepare("SELECT balance, version FROM wallets WHERE user_id = $user AND currency = $currency", "$user", "$currency");

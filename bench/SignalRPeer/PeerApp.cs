@@ -86,7 +86,7 @@ public static class PeerApp
             await using var c = await db.OpenAsync();
             await using var tx = await c.BeginTransactionAsync();
             var op = Guid.NewGuid();
-            string now = db.Now();
+            string now = Timestamps.Format(DateTime.UtcNow);
             await c.ExecuteAsync("INSERT INTO users (id, username, password_hash, role, created_at) VALUES (@op, @name, '-', 'operator', @now)", new { op, name = "op-" + op.ToString("N")[..12], now }, tx);
             var players = new List<SetupPlayer>(req.Players);
             for (int i = 0; i < req.Players; i++)

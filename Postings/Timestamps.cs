@@ -1,0 +1,10 @@
+using System.Globalization;
+
+namespace Balance.Postings;
+
+// The one format every stored and answered time has, in both engines: UTC ISO-8601 with milliseconds. Fixed width, so
+// stored times compare correctly as text.
+public static class Timestamps
+{
+    public static string Format(DateTime utc) => utc.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", CultureInfo.InvariantCulture);
+}
