@@ -17,11 +17,8 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1"; exit 2 ;;
   esac
 done
-if ! command -v wrk >/dev/null 2>&1; then
-  echo "Installing wrk from Debian..."
-  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null
-fi
+source bench/lib.sh
+ensure_wrk
 PORT=${SERVICE_PORT:-18180}
 BASE="http://127.0.0.1:$PORT"
 WORK=$(mktemp -d /tmp/balance-http.XXXXXX)
@@ -51,7 +48,6 @@ SERVICE_PID=$!
 for _ in $(seq 1 120); do curl -sf "$BASE/healthz" >/dev/null 2>&1 && break; sleep 0.5; done
 curl -sf "$BASE/healthz" >/dev/null || { echo "service did not start:"; cat "$WORK/service.log"; exit 1; }
 
-json() { node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s)[process.argv[1]]))' "$1"; }
 TOKEN=$(curl -sf -H 'Content-Type: application/json' -d "{\"username\":\"operator\",\"password\":\"$PASSWORD\"}" "$BASE/api/auth/login" | json access_token)
 IDS=()
 for i in $(seq 1 "$PLAYERS"); do

@@ -43,11 +43,8 @@ if [ "$STORE" = all ]; then
   exit 0
 fi
 case "$STORE/$NODES" in sqlite/1|postgres/1|postgres/2) ;; *) echo "--store sqlite takes --nodes 1; postgres takes 1 or 2 (or --store all)"; exit 2 ;; esac
-if ! command -v wrk >/dev/null 2>&1; then
-  echo "Installing wrk from Debian..."
-  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null
-fi
+source bench/lib.sh
+ensure_wrk
 WORK=$(mktemp -d /tmp/balance-nodes.XXXXXX)
 chmod 755 "$WORK"
 PIDS=()
@@ -95,7 +92,6 @@ for i in "${!BASES[@]}"; do
   curl -sf "${BASES[$i]}/healthz" >/dev/null || { echo "node $((i + 1)) did not start:"; cat "$WORK/node$((i + 1)).log"; exit 1; }
 done
 
-json() { node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s)[process.argv[1]]))' "$1"; }
 B=${BASES[0]}
 TOKEN=$(curl -sf -H 'Content-Type: application/json' -d "{\"username\":\"operator\",\"password\":\"$PASSWORD\"}" "$B/api/auth/login" | json access_token)
 echo "== $PLAYERS players"
