@@ -88,13 +88,14 @@ public sealed class SharedStateTests
     {
         using var database = new TempDatabase(store);
         await using (var first = new BalanceApplication(databasePath: database.Location, store: store)) await first.LoginAsync("alice");
-        string bump = store == Store.Postgres ? "UPDATE schema_version SET version = version + 1" : "PRAGMA user_version = 2";
+        string version = store == Store.Postgres ? "SELECT max(version) FROM schema_version" : "PRAGMA user_version";
+        long newer = Convert.ToInt64(await ScalarAsync(store, database, version)) + 1;
+        string bump = store == Store.Postgres ? $"UPDATE schema_version SET version = {newer}" : $"PRAGMA user_version = {newer}";
         await ExecuteAsync(store, database, bump);
         await using var second = new BalanceApplication(databasePath: database.Location, store: store);
         var refused = Assert.ThrowsAny<Exception>(() => second.BaseAddress);
         Assert.Contains("made by a newer Balance", Flatten(refused));
-        string version = store == Store.Postgres ? "SELECT max(version) FROM schema_version" : "PRAGMA user_version";
-        Assert.Equal(2L, Convert.ToInt64(await ScalarAsync(store, database, version)));
+        Assert.Equal(newer, Convert.ToInt64(await ScalarAsync(store, database, version)));
     }
 
     private static string Flatten(Exception e) => e.InnerException is null ? e.Message : $"{e.Message} | {Flatten(e.InnerException)}";

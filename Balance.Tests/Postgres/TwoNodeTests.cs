@@ -30,7 +30,7 @@ public sealed class TwoNodeTests(TwoNodeTests.SharedNodes shared) : IClassFixtur
         {
             await c.OpenAsync();
             Assert.Equal(["alice:player", "bob:player", "operator:operator"], await Strings(c, "SELECT username || ':' || role FROM users ORDER BY username"));
-            Assert.Equal(["1"], await Strings(c, "SELECT version::text FROM schema_version"));
+            Assert.Equal([Balance.Storage.Postgres.PostgresDatabase.SchemaVersion.ToString()], await Strings(c, "SELECT version::text FROM schema_version"));
             Assert.Equal(["development_signing_key"], await Strings(c, "SELECT name FROM settings"));
             // One opening deposit, however many nodes ran the seed.
             Assert.Equal(["demo-seed-alice-opening-deposit deposit 10000 USD v1"],

@@ -1,0 +1,69 @@
+using Dapper;
+using Npgsql;
+
+namespace Balance.Tests;
+
+// The PostgreSQL ledger names its users without foreign keys (their per-row locks cost the writer up to half its
+// throughput): what the keys guarded is held by triggers instead, which refuse to delete a user or to change the
+// ledger, and a database made by the schema before is upgraded in place at start.
+public sealed class SchemaTests
+{
+    [Fact]
+    public async Task UsersAreNeverDeletedAndTheLedgerIsAppendOnly()
+    {
+        using var database = new TempDatabase(Store.Postgres);
+        await using var app = new BalanceApplication(databasePath: database.Location, store: Store.Postgres);
+        var op = await app.LoginAsync("operator");
+        var bob = await app.LoginAsync("bob");
+        await app.PostOkAsync(op.AccessToken, new { user_id = bob.UserId, type = "deposit", amount = "5.00", currency = "USD" });
+
+        await using var c = new NpgsqlConnection(database.Location);
+        foreach (string sql in new[]
+        {
+            $"DELETE FROM users WHERE id = '{bob.UserId}'",
+            "TRUNCATE users CASCADE",
+            "DELETE FROM ledger",
+            "UPDATE ledger SET amount = amount + 1",
+            "TRUNCATE ledger",
+        })
+        {
+            var refused = await Assert.ThrowsAsync<PostgresException>(() => c.ExecuteAsync(sql));
+            Assert.Equal(PostgresErrorCodes.RestrictViolation, refused.SqlState);
+        }
+        Assert.Equal(1, await c.ExecuteScalarAsync<int>("SELECT count(*) FROM users WHERE id = @id", new { id = Guid.Parse(bob.UserId) }));
+        Assert.Equal(500L, await c.ExecuteScalarAsync<long>("SELECT amount FROM ledger WHERE user_id = @id", new { id = Guid.Parse(bob.UserId) }));
+    }
+
+    [Fact]
+    public async Task ADatabaseOfSchemaOneIsUpgradedInPlaceAndKeepsItsLedger()
+    {
+        using var database = new TempDatabase(Store.Postgres);
+        string bob;
+        await using (var first = new BalanceApplication(databasePath: database.Location, store: Store.Postgres))
+        {
+            var op = await first.LoginAsync("operator");
+            bob = (await first.LoginAsync("bob")).UserId;
+            await first.PostOkAsync(op.AccessToken, new { user_id = bob, type = "deposit", amount = "7.00", currency = "USD" });
+        }
+        await using (var c = new NpgsqlConnection(database.Location))
+            await c.ExecuteAsync("""
+                DROP TRIGGER users_never_deleted ON users;
+                DROP TRIGGER ledger_append_only ON ledger;
+                ALTER TABLE ledger ADD CONSTRAINT ledger_user_id_fkey FOREIGN KEY (user_id) REFERENCES users (id),
+                                   ADD CONSTRAINT ledger_posted_by_fkey FOREIGN KEY (posted_by) REFERENCES users (id);
+                UPDATE schema_version SET version = 1;
+                """);
+
+        await using var second = new BalanceApplication(databasePath: database.Location, store: Store.Postgres);
+        var op2 = await second.LoginAsync("operator");
+        var after = await second.PostOkAsync(op2.AccessToken, new { user_id = bob, type = "deposit", amount = "1.00", currency = "USD" });
+        Assert.Equal("8.00", after.GetProperty("balance").GetString());
+        await using var check = new NpgsqlConnection(database.Location);
+        Assert.Equal(2, await check.ExecuteScalarAsync<int>("SELECT max(version) FROM schema_version"));
+        Assert.Equal(0, await check.ExecuteScalarAsync<int>(
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'ledger'::regclass AND conname IN ('ledger_user_id_fkey', 'ledger_posted_by_fkey')"));
+        Assert.Equal(2, await check.ExecuteScalarAsync<int>(
+            "SELECT count(*) FROM pg_trigger WHERE tgname IN ('users_never_deleted', 'ledger_append_only') AND NOT tgisinternal"));
+        Assert.Equal(2, await check.ExecuteScalarAsync<int>("SELECT count(*) FROM ledger WHERE user_id = @id", new { id = Guid.Parse(bob) }));
+    }
+}
