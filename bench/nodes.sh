@@ -37,7 +37,7 @@ if [ "$STORE" = all ]; then
   echo "== side by side (${DURATION}s phases, $RUNS runs each, $PLAYERS players, $PROBES of them probes)"
   for cfg in "sqlite 1" "postgres 1" "postgres 2"; do
     set -- $cfg
-    printf '%-22s %s\n' "$1, $2 node(s):" "$(grep -E '^(durable|request|row stamp)' "$OUT/$1-$2.out" | paste -sd ';' -)"
+    printf '%-22s %s\n' "$1, $2 node(s):" "$(grep -E '^(durable|request|row stamp|commit)' "$OUT/$1-$2.out" | paste -sd ';' -)"
   done
   rm -rf "$OUT"
   exit 0
@@ -65,7 +65,9 @@ dotnet build -c Release Balance.csproj -nologo -v q -clp:ErrorsOnly
 
 if [ "$STORE" = postgres ]; then
   echo "== PostgreSQL in $WORK/pg on :$PG_PORT"
-  CS=$(scripts/postgres.sh start "$WORK/pg" "$PG_PORT")
+  # Commit timestamps on, for commit → socket measured from PostgreSQL's own commit time (a bench setting: it costs a
+  # little per commit, and the service does not need it).
+  CS=$(POSTGRES_SETTINGS="track_commit_timestamp = on" scripts/postgres.sh start "$WORK/pg" "$PG_PORT")
   psql_() { PGPASSWORD=balance psql -h 127.0.0.1 -p "$PG_PORT" -U balance -d balance -Atqc "$1"; }
 else
   CS="Data Source=$WORK/balance.db"
@@ -153,16 +155,22 @@ for run in $(seq 1 "$RUNS"); do
   # About half: each of the CONN connections per node pauses so that together they ask for half the rate measured.
   pause=$(awk -v c="$CONN" -v n="$NODES" -v r="$rate" 'BEGIN{printf "%d", (r > 0) ? c * n * 1000 / (r / 2) : 1000}')
   nodes_json=$(printf '"%s",' "${BASES[@]}"); nodes_json="[${nodes_json%,}]"
-  cfg="{\"nodes\":$nodes_json,\"token\":\"$TOKEN\",\"players\":$(tr -d '\n' <"$PLAYERS_JSON"),\"rate\":100,\"seconds\":$DURATION}"
+  cfg="{\"nodes\":$nodes_json,\"token\":\"$TOKEN\",\"players\":$(tr -d '\n' <"$PLAYERS_JSON"),\"rate\":100,\"seconds\":$DURATION,\"arrivals\":\"$WORK/arrivals.tsv\"}"
   s0=$(server_ticks)
   gens=()
   for i in "${!BASES[@]}"; do BENCH_DELAY_MS=$pause wrk -t1 -c"$CONN" -d"${DURATION}s" -s bench/wrk/post.lua "${BASES[$i]}/api/transactions" >"$WORK/half$i.out" & gens+=($!); done
   { TIMEFORMAT='%U %S'; time node --experimental-websocket --no-warnings bench/nodes/latency.mjs "$cfg" >"$WORK/lat.out"; } 2>"$WORK/lat.time"
   for g in "${gens[@]}"; do wait "$g"; done
   s1=$(server_ticks)
+  commit=""
+  if [ "$STORE" = postgres ]; then
+    PGPASSWORD=balance psql -h 127.0.0.1 -p "$PG_PORT" -U balance -d balance -Atq -F $'\t' -c \
+      "SELECT transaction_id, extract(epoch FROM pg_xact_commit_timestamp(xmin)) * 1000 FROM ledger WHERE idempotency_key LIKE 'lat-%'" >"$WORK/commits.tsv"
+    commit="COMMIT $(node bench/nodes/commit-delay.mjs "$WORK/arrivals.tsv" "$WORK/commits.tsv")"
+  fi
   hreq=0
   for i in "${!BASES[@]}"; do hreq=$((hreq + $(grep '^WRK ' "$WORK/half$i.out" | sed -E 's/.*requests=([0-9]+).*/\1/'))); done
-  echo "half run=$run target=$((rate / 2)) wrk_rate=$((hreq / DURATION)) server_cpu=$(awk -v a="$s0" -v b="$s1" -v t="$TCK" 'BEGIN{printf "%.2f", (b-a)/t}') probe_cpu=$(awk 'END{printf "%.2f", $1+$2}' "$WORK/lat.time") $(grep '^LATENCY ' "$WORK/lat.out")" >>"$ROWS"
+  echo "half run=$run target=$((rate / 2)) wrk_rate=$((hreq / DURATION)) server_cpu=$(awk -v a="$s0" -v b="$s1" -v t="$TCK" 'BEGIN{printf "%.2f", (b-a)/t}') probe_cpu=$(awk 'END{printf "%.2f", $1+$2}' "$WORK/lat.time") $(grep '^LATENCY ' "$WORK/lat.out") $commit" >>"$ROWS"
 done
 echo
 echo "store=$STORE nodes=$NODES"
@@ -171,10 +179,12 @@ node - "$ROWS" <<'JS'
 const fs = require("fs");
 const lines = fs.readFileSync(process.argv[2], "utf8").trim().split("\n");
 const max = lines.filter(l => l.startsWith("max ")).map(l => Object.fromEntries(l.split(" ").slice(1).filter(p => p.includes("=") && !p.startsWith("latency")).map(p => p.split("=")).map(([k, v]) => [k, Number(v)])));
-const half = lines.filter(l => l.startsWith("half ")).map(l => JSON.parse(l.slice(l.indexOf("LATENCY ") + 8)));
+const json = (l, tag) => { const at = l.indexOf(tag + " "); if (at < 0) return {}; const end = l.indexOf(" COMMIT ", at + 1); return JSON.parse(l.slice(at + tag.length + 1, end > at ? end : undefined)); };
+const half = lines.filter(l => l.startsWith("half ")).map(l => ({ ...json(l, "LATENCY"), ...json(l, "COMMIT") }));
 const spread = a => a.length ? `${Math.min(...a).toFixed(1)}–${Math.max(...a).toFixed(1)}` : "n/a";
 console.log(`\ndurable tx/s ${spread(max.map(r => r.rate))}; WAL bytes/posting ${spread(max.map(r => r.wal_per_posting))}`);
 console.log(`request → socket p99, same node: ${spread(half.filter(h => h.same.count).map(h => h.same.p99_ms))} ms; cross node: ${spread(half.filter(h => h.cross.count).map(h => h.cross.p99_ms))} ms (p50 ${spread(half.filter(h => h.cross.count).map(h => h.cross.p50_ms))})`);
 console.log(`row stamp → socket p99, same node: ${spread(half.filter(h => h.stamp_same.count).map(h => h.stamp_same.p99_ms))} ms; cross node: ${spread(half.filter(h => h.stamp_cross.count).map(h => h.stamp_cross.p99_ms))} ms (p50 ${spread(half.filter(h => h.stamp_cross.count).map(h => h.stamp_cross.p50_ms))})`);
+if (half.some(h => h.commit_same)) console.log(`commit → socket p99 (PostgreSQL's commit timestamp), same node: ${spread(half.filter(h => h.commit_same?.count).map(h => h.commit_same.p99_ms))} ms (p50 ${spread(half.filter(h => h.commit_same?.count).map(h => h.commit_same.p50_ms))}); cross node: ${spread(half.filter(h => h.commit_cross?.count).map(h => h.commit_cross.p99_ms))} ms (p50 ${spread(half.filter(h => h.commit_cross?.count).map(h => h.commit_cross.p50_ms))})`);
 if (max.some(r => r.non2xx > 0) || half.some(h => h.errors > 0)) { console.log("some postings were not 201: see the rows"); process.exitCode = 1; }
 JS

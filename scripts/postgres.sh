@@ -10,6 +10,9 @@
 # this script uses it to create the role and the database. `start` prints the Npgsql connection string on
 # stdout and its messages on stderr, so `cs=$(scripts/postgres.sh start /tmp/pg)` captures just the string.
 #
+# POSTGRES_SETTINGS (lines of postgresql.conf) is added to a cluster when it is created, e.g. the benchmark's
+# POSTGRES_SETTINGS="track_commit_timestamp = on".
+#
 # initdb and pg_ctl refuse to run as root: as root the cluster belongs to the `postgres` user, and DIR must be
 # a place that user can reach (e.g. under /tmp).
 set -euo pipefail
@@ -56,6 +59,8 @@ listen_addresses = '127.0.0.1'
 unix_socket_directories = '$dir'
 fsync = on
 EOF
+      # Extra settings for this cluster, one per line (the benchmark's track_commit_timestamp).
+      if [ -n "${POSTGRES_SETTINGS:-}" ]; then printf '%s\n' "$POSTGRES_SETTINGS" | as_owner tee -a "$data/postgresql.conf" >/dev/null; fi
     fi
     # The port on the command line, not in postgresql.conf, so each start may pick another.
     if ! as_owner "$bin/pg_ctl" start -D "$data" -l "$log" -o "-p $port" -w -t 60 >/dev/null; then

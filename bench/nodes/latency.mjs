@@ -7,7 +7,7 @@
 import http from "node:http";
 
 const cfg = JSON.parse(process.argv[2]);
-const { nodes, token, players, rate, seconds } = cfg;
+const { nodes, token, players, rate, seconds, arrivals } = cfg;
 const socketCount = players.length * nodes.length;
 const now = () => Number(process.hrtime.bigint()) / 1e6;
 const sent = new Map(); // transaction id → { node, at }, filled when the answer names the id
@@ -17,13 +17,18 @@ const delays = { same: [], cross: [] };
 // clock as this box's, to the millisecond) to arrival: closer to commit → socket, without the request's wait for a batch.
 const stamped = { same: [], cross: [] };
 const wallClock = () => performance.timeOrigin + performance.now();
+// Every delivery, when `arrivals` names a file: transaction id, same|cross, wall-clock arrival in ms. bench/nodes.sh joins
+// them with PostgreSQL's own commit timestamps (track_commit_timestamp) for commit → socket itself.
+const delivered = [];
 let errors = 0, received = 0;
 
-function record(txId, socketNode, at, lag) {
+function record(txId, socketNode, at, wall, stamp) {
   const s = sent.get(txId);
-  if (!s) { (early.get(txId) ?? early.set(txId, []).get(txId)).push({ node: socketNode, at, lag }); return; }
-  (socketNode === s.node ? delays.same : delays.cross).push(at - s.at);
-  (socketNode === s.node ? stamped.same : stamped.cross).push(lag);
+  if (!s) { (early.get(txId) ?? early.set(txId, []).get(txId)).push({ node: socketNode, at, wall, stamp }); return; }
+  const same = socketNode === s.node;
+  (same ? delays.same : delays.cross).push(at - s.at);
+  (same ? stamped.same : stamped.cross).push(wall - stamp);
+  delivered.push(`${txId}\t${same ? "same" : "cross"}\t${wall.toFixed(3)}`);
 }
 
 const open = [];
@@ -39,7 +44,7 @@ for (let i = 0; i < socketCount; i++) {
       if (m.type !== "balance") return;
       if (!ready) { ready = true; resolve(ws); return; } // the snapshot
       received++;
-      if (m.transaction_id) record(m.transaction_id, node, now(), wallClock() - Date.parse(m.updated_at));
+      if (m.transaction_id) record(m.transaction_id, node, now(), wallClock(), Date.parse(m.updated_at));
     };
     ws.onerror = () => { if (!ready) reject(new Error("socket failed")); };
     ws.onclose = (e) => { if (!ready) reject(new Error(`socket closed ${e.code}`)); };
@@ -70,7 +75,7 @@ function post(i) {
         if (res.statusCode !== 201) { errors++; return resolve(); }
         const id = JSON.parse(text).transaction_id;
         sent.set(id, { node, at });
-        for (const a of early.get(id) ?? []) record(id, a.node, a.at, a.lag);
+        for (const a of early.get(id) ?? []) record(id, a.node, a.at, a.wall, a.stamp);
         early.delete(id);
         resolve();
       });
@@ -87,6 +92,7 @@ while (now() - started < seconds * 1000) {
 await Promise.all(inflight);
 await new Promise((r) => setTimeout(r, 1000)); // the last deliveries
 for (const s of ws) s.close();
+if (arrivals) (await import("node:fs")).writeFileSync(arrivals, delivered.join("\n") + "\n");
 const pct = (a, p) => { if (!a.length) return null; const s = [...a].sort((x, y) => x - y); return s[Math.min(s.length - 1, Math.floor(p * s.length))]; };
 const summary = (a) => ({ count: a.length, p50_ms: pct(a, 0.5), p99_ms: pct(a, 0.99), max_ms: pct(a, 1) });
 console.log("LATENCY " + JSON.stringify({ postings: seq, errors, rate_achieved: seq / seconds, same: summary(delays.same), cross: summary(delays.cross),
