@@ -8,7 +8,9 @@
 #      PostgreSQL the WAL bytes written per posting (pg_current_wal_lsn before and after);
 #   2. about half that rate through wrk again (each connection paced), while a light probe — its own PROBES players,
 #      each with a socket on every node, 100 deposits a second — times request sent → balance on the socket,
-#      same-node and cross-node (bench/nodes/latency.mjs): an upper bound of commit → socket.
+#      same-node and cross-node (bench/nodes/latency.mjs): an upper bound of commit → socket; with PostgreSQL also
+#      commit → socket itself, from each transaction's commit timestamp (bench/nodes/commit-delay.mjs).
+# Before the first run, WARMUP seconds (default 5) of wrk at the maximum rate, not measured.
 # PostgreSQL runs from scripts/postgres.sh in a temp directory (fsync on), never the system's cluster. The generator
 # runs on the same box and is included in every figure; its CPU is printed beside the servers'.
 set -euo pipefail
@@ -127,6 +129,11 @@ ROWS="$WORK/rows"
 : >"$ROWS"
 CONN=$((64 / NODES))
 echo "== $RUNS runs: ${DURATION}s at the maximum rate (wrk per node, $CONN connections each), then ${DURATION}s at about half of it with the probe's $((PROBES * NODES)) sockets over $NODES node(s) ($(nproc) cores, generator on the same box; load $(cut -d' ' -f1-3 /proc/loadavg))"
+# Warm-up, not measured: the first seconds of a fresh process are spent compiling (tiered JIT) — the first measured run
+# used ~1.5x the server CPU per posting of the later ones and came out 20-50 % lower.
+gens=()
+for i in "${!BASES[@]}"; do wrk -t1 -c"$CONN" -d"${WARMUP:-5}s" -s bench/wrk/post.lua "${BASES[$i]}/api/transactions" >/dev/null & gens+=($!); done
+for g in "${gens[@]}"; do wait "$g"; done
 for run in $(seq 1 "$RUNS"); do
   lsn0=""; rows0=0
   if [ "$STORE" = postgres ]; then lsn0=$(psql_ "SELECT pg_current_wal_lsn()"); rows0=$(psql_ "SELECT count(*) FROM ledger"); fi
