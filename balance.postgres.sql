@@ -5,6 +5,22 @@
 -- Money is bigint minor units. Timestamps are UTC ISO-8601 text with milliseconds, as in the SQLite schema: one
 -- format for both engines, so answers are byte-identical and compare correctly as text.
 
+-- Schema 2: the ledger's user_id and posted_by lost their foreign keys to users. A foreign key checks every inserted
+-- row with SELECT … FOR KEY SHARE on the user's row: two row locks per posting, the operator's row locked by every
+-- batch, and measured here as up to half the writer's throughput. What they guarded still holds: the writer reads the
+-- posting's user and its poster inside the batch's transaction (the rules refuse a missing user or a poster who is
+-- not an operator), and the triggers at the end refuse to delete, truncate or re-key a user and to change or delete
+-- a ledger row, so no row can ever lose the users it names. (reverses keeps its foreign key: it is checked on
+-- rollbacks only.) First in the script, and only while the keys exist: the drop locks ledger and users, and taken
+-- after a statement that already holds a weaker lock on ledger it would deadlock with the batches of nodes still
+-- running the old build.
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_constraint WHERE conrelid = to_regclass('ledger') AND conname IN ('ledger_user_id_fkey', 'ledger_posted_by_fkey')) THEN
+        ALTER TABLE ledger DROP CONSTRAINT IF EXISTS ledger_user_id_fkey, DROP CONSTRAINT IF EXISTS ledger_posted_by_fkey;
+    END IF;
+END $$;
+
 CREATE TABLE IF NOT EXISTS schema_version (
     version integer NOT NULL
 );
@@ -54,22 +70,6 @@ CREATE TABLE IF NOT EXISTS ledger (
 CREATE INDEX IF NOT EXISTS ledger_by_user ON ledger (user_id, seq);
 CREATE INDEX IF NOT EXISTS ledger_by_tx ON ledger (tx, seq);
 
--- Schema 2: the ledger's user_id and posted_by lost their foreign keys to users. A foreign key checks every inserted
--- row with SELECT … FOR KEY SHARE on the user's row: two row locks per posting, the operator's row locked by every
--- batch, and measured here as up to half the writer's throughput. What they guarded still holds: the writer reads the
--- user and its role inside the batch's transaction, and the triggers below refuse to delete (or truncate) a user or to
--- change or delete a ledger row, so no row can ever lose the user it names. (reverses keeps its foreign key: it is
--- checked only on rollbacks.)
-ALTER TABLE ledger DROP CONSTRAINT IF EXISTS ledger_user_id_fkey, DROP CONSTRAINT IF EXISTS ledger_posted_by_fkey;
-
-CREATE OR REPLACE FUNCTION balance_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION USING ERRCODE = 'restrict_violation', MESSAGE = format('%s of %s refused: %s', TG_OP, TG_TABLE_NAME, TG_ARGV[0]);
-END $$;
-CREATE OR REPLACE TRIGGER users_never_deleted BEFORE DELETE OR TRUNCATE ON users
-    FOR EACH STATEMENT EXECUTE FUNCTION balance_refuse_change('users are never deleted: the ledger names them');
-CREATE OR REPLACE TRIGGER ledger_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON ledger
-    FOR EACH STATEMENT EXECUTE FUNCTION balance_refuse_change('the ledger is append-only');
 
 -- A login session (see balance.db.sql). `revoked_tx` is the transaction that ended it, set by the trigger below:
 -- every node's feed reads revocations the way it reads the ledger, and closes that login's sockets too.
@@ -121,3 +121,13 @@ CREATE OR REPLACE FUNCTION balance_assert(ok boolean, message text) RETURNS void
 BEGIN
     IF NOT ok THEN RAISE EXCEPTION USING ERRCODE = 'serialization_failure', MESSAGE = message; END IF;
 END $$;
+
+-- In place of the ledger's foreign keys to users (see the top of this file).
+CREATE OR REPLACE FUNCTION balance_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = 'restrict_violation', MESSAGE = format('%s of %s refused: %s', TG_OP, TG_TABLE_NAME, TG_ARGV[0]);
+END $$;
+CREATE OR REPLACE TRIGGER users_never_deleted BEFORE DELETE OR UPDATE OF id OR TRUNCATE ON users
+    FOR EACH STATEMENT EXECUTE FUNCTION balance_refuse_change('users are never deleted or re-keyed: the ledger names them');
+CREATE OR REPLACE TRIGGER ledger_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON ledger
+    FOR EACH STATEMENT EXECUTE FUNCTION balance_refuse_change('the ledger is append-only');

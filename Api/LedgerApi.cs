@@ -118,6 +118,7 @@ public static class LedgerApi
         Refusal.NotReversible => (StatusCodes.Status422UnprocessableEntity, "not_reversible"),
         Refusal.UserMismatch => (StatusCodes.Status422UnprocessableEntity, "user_mismatch"),
         Refusal.UserNotFound => (StatusCodes.Status404NotFound, "user_not_found"),
+        Refusal.NotAnOperator => (StatusCodes.Status403Forbidden, "forbidden"),
         Refusal.NotAPlayer => (StatusCodes.Status422UnprocessableEntity, "not_a_player"),
         Refusal.BalanceOverflow => (StatusCodes.Status422UnprocessableEntity, "balance_overflow"),
         _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, null),

@@ -12,6 +12,27 @@ public class RestTests
     /// The engine under test; the same tests run again on PostgreSQL (Postgres/OnPostgres.cs).
     protected virtual Store Store => Store.Sqlite;
 
+    // A token signed with this deployment's key whose operator is not in this database (the key shared with another
+    // deployment, a database restored from before the account): its postings are refused and write nothing. (Before,
+    // SQLite's foreign key answered 409 "conflict", and PostgreSQL without the key took the posting.)
+    [Fact]
+    public async Task AnOperatorTokenWhoseUserIsNotInThisDatabaseIsRefused403AndWritesNothing()
+    {
+        var settings = new Dictionary<string, string?> { ["Auth:SigningKey"] = "rest-tests-key-shared-by-two-deployments-0123456789" };
+        await using var elsewhere = new BalanceApplication(new(settings), store: Store);
+        await using var here = new BalanceApplication(new(settings), store: Store);
+        var foreign = await elsewhere.LoginAsync("operator");
+        var alice = await here.LoginAsync("alice");
+        var refused = await here.PostTransactionAsync(foreign.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "5.00", currency = "USD" }, "foreign-operator-1");
+        Assert.Equal(HttpStatusCode.Forbidden, refused.StatusCode);
+        Assert.Equal("forbidden", (await refused.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("code").GetString());
+        using var http = here.Http(alice.AccessToken);
+        var balance = await http.GetFromJsonAsync<JsonElement>("/api/balance");
+        Assert.Equal(("100.00", 1L), (balance.GetProperty("balance").GetString(), balance.GetProperty("version").GetInt64()));
+        var op = await here.LoginAsync("operator"); // this deployment's own operator still posts
+        await here.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "5.00", currency = "USD" }, "foreign-operator-1");
+    }
+
     private static async Task<JsonElement> Json(HttpResponseMessage response) => await response.Content.ReadFromJsonAsync<JsonElement>();
 
     private static async Task<string> BalanceOf(BalanceApplication app, string playerToken, string currency = "USD")

@@ -50,5 +50,6 @@ public enum Refusal
     UserMismatch,        // the rollback names another user than the bet's owner
     UserNotFound,
     NotAPlayer,          // operators have no wallets
+    NotAnOperator,       // the poster is not an operator of this ledger (a token signed for another database)
     BalanceOverflow,
 }

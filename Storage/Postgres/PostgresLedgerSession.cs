@@ -5,7 +5,7 @@ using Npgsql;
 namespace Balance.Storage.Postgres;
 
 // One batch as one READ COMMITTED transaction on a database other nodes write too:
-//   1. read the bets being rolled back (immutable once written) and the roles of the users posted to;
+//   1. read the bets being rolled back (immutable once written) and the roles of the users posted to and by;
 //   2. create the wallets the batch touches, then lock them all in sorted key order (unsorted locks deadlock between
 //      nodes), and only then read their idempotency keys and reversals: whatever another node committed on those
 //      wallets before we got the locks is seen;
@@ -48,6 +48,7 @@ internal sealed class PostgresLedgerSession(NpgsqlConnection connection, Doorbel
         {
             var p = postings[i];
             keys[i] = p.IdempotencyKey;
+            users.Add(p.PostedBy); // the rules check the poster is an operator here
             if (p.Type == TxTypes.Rollback) bets.Add(p.Reverses!);
             else users.Add(p.UserId!.Value);
         }

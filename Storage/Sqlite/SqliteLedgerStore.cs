@@ -88,7 +88,15 @@ internal sealed class SqliteLedgerSession : ILedgerSession
         return command;
     }
 
-    public void Begin(IReadOnlyList<Posting> postings) => _begin.ExecuteNonQuery(); // each posting reads as it goes, inside BEGIN IMMEDIATE
+    // Roles read in this batch: no user changes role or disappears while the writer holds BEGIN IMMEDIATE, and every
+    // posting asks for its poster's (mostly the same few operators) besides its player's.
+    private readonly Dictionary<Guid, string?> _roles = [];
+
+    public void Begin(IReadOnlyList<Posting> postings)
+    {
+        _roles.Clear();
+        _begin.ExecuteNonQuery(); // each posting reads as it goes, inside BEGIN IMMEDIATE
+    }
     public void Commit() => _commit.ExecuteNonQuery();
 
     public void Rollback()
@@ -127,7 +135,11 @@ internal sealed class SqliteLedgerSession : ILedgerSession
     public LedgerEntry? FindByKey(string idempotencyKey) => Row(With(_byKey, idempotencyKey));
     public LedgerEntry? FindById(string transactionId) => Row(With(_byId, transactionId));
     public bool IsReversed(string transactionId) => Convert.ToInt64(With(_reversed, transactionId).ExecuteScalar()) != 0;
-    public string? RoleOf(Guid userId) => With(_role, userId.ToString()).ExecuteScalar() as string;
+    public string? RoleOf(Guid userId)
+    {
+        if (!_roles.TryGetValue(userId, out string? role)) _roles[userId] = role = With(_role, userId.ToString()).ExecuteScalar() as string;
+        return role;
+    }
 
     public (long Balance, long Version) ReadWallet(Guid userId, string currency)
     {
