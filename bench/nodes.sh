@@ -70,7 +70,7 @@ if [ "$STORE" = postgres ]; then
   # Commit timestamps on, for commit → socket measured from PostgreSQL's own commit time (a bench setting: it costs a
   # little per commit, and the service does not need it).
   CS=$(POSTGRES_SETTINGS="track_commit_timestamp = on" scripts/postgres.sh start "$WORK/pg" "$PG_PORT")
-  psql_() { PGPASSWORD=balance psql -h 127.0.0.1 -p "$PG_PORT" -U balance -d balance -Atqc "$1"; }
+  psql_() { PGPASSWORD=balance psql -h 127.0.0.1 -p "$PG_PORT" -U balance -d balance -Atq "$@"; } # psql_ [-F SEP] -c SQL
 else
   CS="Data Source=$WORK/balance.db"
 fi
@@ -128,26 +128,27 @@ pg_ticks() { # this cluster's postmaster and its backends only: the box may run 
 ROWS="$WORK/rows"
 : >"$ROWS"
 CONN=$((64 / NODES))
+# wrk_nodes NAME SECONDS: one wrk per node at once (BENCH_DELAY_MS from the caller paces them), each writing
+# $WORK/NAME<i>.out; returns when all are done.
+wrk_nodes() {
+  local gens=() i g
+  for i in "${!BASES[@]}"; do wrk -t1 -c"$CONN" -d"$2s" -s bench/wrk/post.lua "${BASES[$i]}/api/transactions" >"$WORK/$1$i.out" & gens+=($!); done
+  for g in "${gens[@]}"; do wait "$g"; done
+}
 echo "== $RUNS runs: ${DURATION}s at the maximum rate (wrk per node, $CONN connections each), then ${DURATION}s at about half of it with the probe's $((PROBES * NODES)) sockets over $NODES node(s) ($(nproc) cores, generator on the same box; load $(cut -d' ' -f1-3 /proc/loadavg))"
 # Warm-up, not measured: the first seconds of a fresh process are spent compiling (tiered JIT) — the first measured run
 # used ~1.5x the server CPU per posting of the later ones and came out 20-50 % lower.
-gens=()
-for i in "${!BASES[@]}"; do wrk -t1 -c"$CONN" -d"${WARMUP:-5}s" -s bench/wrk/post.lua "${BASES[$i]}/api/transactions" >/dev/null & gens+=($!); done
-for g in "${gens[@]}"; do wait "$g"; done
+wrk_nodes warmup "${WARMUP:-5}"
 for run in $(seq 1 "$RUNS"); do
   lsn0=""; rows0=0
-  if [ "$STORE" = postgres ]; then lsn0=$(psql_ "SELECT pg_current_wal_lsn()"); rows0=$(psql_ "SELECT count(*) FROM ledger"); fi
+  if [ "$STORE" = postgres ]; then lsn0=$(psql_ -c "SELECT pg_current_wal_lsn()"); rows0=$(psql_ -c "SELECT count(*) FROM ledger"); fi
   s0=$(server_ticks); p0=$(pg_ticks)
-  { TIMEFORMAT='%U %S'; time {
-    gens=()
-    for i in "${!BASES[@]}"; do wrk -t1 -c"$CONN" -d"${DURATION}s" -s bench/wrk/post.lua "${BASES[$i]}/api/transactions" >"$WORK/wrk$i.out" & gens+=($!); done
-    for g in "${gens[@]}"; do wait "$g"; done
-  }; } 2>"$WORK/wrk.time"
+  { TIMEFORMAT='%U %S'; time wrk_nodes wrk "$DURATION"; } 2>"$WORK/wrk.time"
   s1=$(server_ticks); p1=$(pg_ticks)
   wal=0; committed=0
   if [ "$STORE" = postgres ]; then
-    wal=$(psql_ "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$lsn0')")
-    committed=$(( $(psql_ "SELECT count(*) FROM ledger") - rows0 ))
+    wal=$(psql_ -c "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$lsn0')")
+    committed=$(( $(psql_ -c "SELECT count(*) FROM ledger") - rows0 ))
   fi
   req=0; secs=0; bad=0; lat=""
   for i in "${!BASES[@]}"; do
@@ -164,14 +165,14 @@ for run in $(seq 1 "$RUNS"); do
   nodes_json=$(printf '"%s",' "${BASES[@]}"); nodes_json="[${nodes_json%,}]"
   cfg="{\"nodes\":$nodes_json,\"token\":\"$TOKEN\",\"players\":$(tr -d '\n' <"$PLAYERS_JSON"),\"rate\":100,\"seconds\":$DURATION,\"arrivals\":\"$WORK/arrivals.tsv\"}"
   s0=$(server_ticks)
-  gens=()
-  for i in "${!BASES[@]}"; do BENCH_DELAY_MS=$pause wrk -t1 -c"$CONN" -d"${DURATION}s" -s bench/wrk/post.lua "${BASES[$i]}/api/transactions" >"$WORK/half$i.out" & gens+=($!); done
+  BENCH_DELAY_MS=$pause wrk_nodes half "$DURATION" &
+  half=$!
   { TIMEFORMAT='%U %S'; time node --experimental-websocket --no-warnings bench/nodes/latency.mjs "$cfg" >"$WORK/lat.out"; } 2>"$WORK/lat.time"
-  for g in "${gens[@]}"; do wait "$g"; done
+  wait "$half"
   s1=$(server_ticks)
   commit=""
   if [ "$STORE" = postgres ]; then
-    PGPASSWORD=balance psql -h 127.0.0.1 -p "$PG_PORT" -U balance -d balance -Atq -F $'\t' -c \
+    psql_ -F $'\t' -c \
       "SELECT transaction_id, extract(epoch FROM pg_xact_commit_timestamp(xmin)) * 1000 FROM ledger WHERE idempotency_key LIKE 'lat-%'" >"$WORK/commits.tsv"
     commit="COMMIT $(node bench/nodes/commit-delay.mjs "$WORK/arrivals.tsv" "$WORK/commits.tsv")"
   fi

@@ -101,6 +101,20 @@ public static class Worker
         }
     }
 
+    // One whole message into buffer (grown when a message does not fit, and handed back): its length and last frame.
+    private static async Task<(byte[] Buffer, int Count, ValueWebSocketReceiveResult Last)> ReceiveMessageAsync(ClientWebSocket ws, byte[] buffer, CancellationToken ct)
+    {
+        int count = 0;
+        ValueWebSocketReceiveResult r;
+        do
+        {
+            if (count == buffer.Length) Array.Resize(ref buffer, buffer.Length * 2);
+            r = await ws.ReceiveAsync(buffer.AsMemory(count), ct);
+            count += r.Count;
+        } while (!r.EndOfMessage && r.MessageType != WebSocketMessageType.Close);
+        return (buffer, count, r);
+    }
+
     private static async Task RunClientAsync(Client c, WorkerJob job, int index, bool signalR, HttpMessageInvoker invoker, CancellationToken ct)
     {
         var buffer = new byte[2048];
@@ -120,14 +134,7 @@ public static class Worker
             }
             while (!ct.IsCancellationRequested)
             {
-                int count = 0;
-                ValueWebSocketReceiveResult r;
-                do
-                {
-                    if (count == buffer.Length) Array.Resize(ref buffer, buffer.Length * 2);
-                    r = await ws.ReceiveAsync(buffer.AsMemory(count), ct);
-                    count += r.Count;
-                } while (!r.EndOfMessage && r.MessageType != WebSocketMessageType.Close);
+                (buffer, int count, var r) = await ReceiveMessageAsync(ws, buffer, ct);
                 long now = Proc.Now;
                 if (r.MessageType == WebSocketMessageType.Close) break;
                 var data = buffer.AsSpan(0, count);
@@ -176,14 +183,7 @@ public static class Worker
             }
             while (!ct.IsCancellationRequested)
             {
-                int count = 0;
-                ValueWebSocketReceiveResult r;
-                do
-                {
-                    if (count == buffer.Length) Array.Resize(ref buffer, buffer.Length * 2);
-                    r = await ws.ReceiveAsync(buffer.AsMemory(count), ct);
-                    count += r.Count;
-                } while (!r.EndOfMessage && r.MessageType != WebSocketMessageType.Close);
+                (buffer, int count, var r) = await ReceiveMessageAsync(ws, buffer, ct);
                 long now = Proc.Now;
                 if (r.MessageType == WebSocketMessageType.Close || count == 0) break;
                 var data = buffer.AsSpan(0, count);

@@ -3,6 +3,7 @@
 // written, before its WAL flush), both read from this box's one clock.
 //   node commit-delay.mjs ARRIVALS COMMITS     (COMMITS: transaction id, commit time in epoch ms; tab-separated)
 import fs from "node:fs";
+import { summary } from "./stats.mjs";
 
 const read = (f) => fs.readFileSync(f, "utf8").split("\n").filter(Boolean).map((l) => l.split("\t"));
 const committed = new Map(read(process.argv[3]).map(([id, ms]) => [id, Number(ms)]));
@@ -13,6 +14,4 @@ for (const [id, kind, at] of read(process.argv[2])) {
   if (c === undefined || Number.isNaN(c)) { unmatched++; continue; }
   delays[kind].push(Number(at) - c);
 }
-const pct = (a, p) => { if (!a.length) return null; const s = [...a].sort((x, y) => x - y); return s[Math.min(s.length - 1, Math.floor(p * s.length))]; };
-const summary = (a) => ({ count: a.length, p50_ms: pct(a, 0.5), p99_ms: pct(a, 0.99), max_ms: pct(a, 1) });
 console.log(JSON.stringify({ commit_same: summary(delays.same), commit_cross: summary(delays.cross), unmatched }));

@@ -5,6 +5,7 @@
 // into same-node (the socket is on the node that took the posting) and cross-node (it came through the change feed).
 //   node --experimental-websocket latency.mjs '{"nodes":[...],"token":"...","players":[{"id","token"}],"rate":R,"seconds":S}'
 import http from "node:http";
+import { summary } from "./stats.mjs";
 
 const cfg = JSON.parse(process.argv[2]);
 const { nodes, token, players, rate, seconds, arrivals } = cfg;
@@ -93,8 +94,6 @@ await Promise.all(inflight);
 await new Promise((r) => setTimeout(r, 1000)); // the last deliveries
 for (const s of ws) s.close();
 if (arrivals) (await import("node:fs")).writeFileSync(arrivals, delivered.join("\n") + "\n");
-const pct = (a, p) => { if (!a.length) return null; const s = [...a].sort((x, y) => x - y); return s[Math.min(s.length - 1, Math.floor(p * s.length))]; };
-const summary = (a) => ({ count: a.length, p50_ms: pct(a, 0.5), p99_ms: pct(a, 0.99), max_ms: pct(a, 1) });
 console.log("LATENCY " + JSON.stringify({ postings: seq, errors, rate_achieved: seq / seconds, same: summary(delays.same), cross: summary(delays.cross),
   stamp_same: summary(stamped.same), stamp_cross: summary(stamped.cross) }));
 process.exit(0);
