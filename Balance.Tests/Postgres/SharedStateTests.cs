@@ -16,8 +16,8 @@ public sealed class SharedStateTests
     {
         using var database = new TempDatabase(Store.Postgres);
         var settings = new Dictionary<string, string?> { ["Auth:FailedLoginsPerUsername"] = "3", ["Auth:LoginAttemptsPerMinutePerIp"] = "1000" };
-        await using var a = new BalanceApplication(new(settings) { ["Balance:NodeId"] = "a" }, database.Location, store: Store.Postgres);
-        await using var b = new BalanceApplication(new(settings) { ["Balance:NodeId"] = "b" }, database.Location, store: Store.Postgres);
+        await using var a = Node(database, "a", settings);
+        await using var b = Node(database, "b", settings);
         using var httpA = a.Http();
         using var httpB = b.Http();
         Assert.Equal(HttpStatusCode.Unauthorized, (await httpA.PostAsJsonAsync("/api/auth/login", new { username = "alice", password = "wrong-password" })).StatusCode);
@@ -37,8 +37,8 @@ public sealed class SharedStateTests
     public async Task TokensOfOneNodeWorkOnTheOtherWithTheDevelopmentKeyKeptInTheDatabase()
     {
         using var database = new TempDatabase(Store.Postgres);
-        await using var a = new BalanceApplication(new() { ["Balance:NodeId"] = "a" }, database.Location, store: Store.Postgres);
-        await using var b = new BalanceApplication(new() { ["Balance:NodeId"] = "b" }, database.Location, store: Store.Postgres);
+        await using var a = Node(database, "a");
+        await using var b = Node(database, "b");
         var login = await a.LoginAsync("alice");
         using var http = b.Http(login.AccessToken);
         Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/api/balance")).StatusCode);
@@ -54,8 +54,8 @@ public sealed class SharedStateTests
     public async Task AnOpenTransactionElsewhereHoldsNoBalanceOrLogoutBackOnTheOtherNode()
     {
         using var database = new TempDatabase(Store.Postgres);
-        await using var a = new BalanceApplication(new() { ["Balance:NodeId"] = "a" }, database.Location, store: Store.Postgres);
-        await using var b = new BalanceApplication(new() { ["Balance:NodeId"] = "b" }, database.Location, store: Store.Postgres);
+        await using var a = Node(database, "a");
+        await using var b = Node(database, "b");
         var op = await a.LoginAsync("operator");
         var alice = await a.LoginAsync("alice");
         await using var socket = await b.OpenAuthenticatedSocketAsync(alice.AccessToken);
@@ -97,6 +97,10 @@ public sealed class SharedStateTests
         Assert.Contains("made by a newer Balance", Flatten(refused));
         Assert.Equal(newer, Convert.ToInt64(await ScalarAsync(store, database, version)));
     }
+
+    // One node of the cluster on the shared database, in this process: its own NodeId, the test's settings.
+    private static BalanceApplication Node(TempDatabase database, string id, Dictionary<string, string?>? settings = null) =>
+        new(new(settings ?? []) { ["Balance:NodeId"] = id }, database.Location, store: Store.Postgres);
 
     private static string Flatten(Exception e) => e.InnerException is null ? e.Message : $"{e.Message} | {Flatten(e.InnerException)}";
 
