@@ -485,6 +485,89 @@ public class SecurityTests
         var leaks = (from line in lines from secret in secrets where line.Contains(secret.Value, StringComparison.Ordinal) select $"{secret.Key} in: {line}").ToList();
         Assert.True(leaks.Count == 0, string.Join("\n", leaks.Take(10)));
     }
+
+    // ---- issue 19 §6: refused origins and control frames ----
+
+    [Fact]
+    public async Task AFloodOfUpgradesWithARefusedOriginSpendsTheAddressAllowanceAndIsLoggedTruncatedAndSampled()
+    {
+        var logs = new CapturingLoggerProvider();
+        await using var app = new BalanceApplication(store: Store, settings: new()
+        {
+            ["Balance:Socket:ConnectBurstPerAddress"] = "20",
+            ["Balance:Socket:ConnectsPerSecondPerAddress"] = "1",
+        }) { ConfigureTestServices = s => s.AddSingleton<ILoggerProvider>(logs) };
+        string origin = "https://evil.example/" + new string('a', 6_000);
+        var statuses = new List<int>();
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        for (int i = 0; i < 300; i++) statuses.Add(await RawSocket.UpgradeStatusAsync(app.BaseAddress, origin));
+        int seconds = (int)Math.Ceiling(clock.Elapsed.TotalSeconds);
+
+        int forbidden = statuses.Count(s => s == 403), limited = statuses.Count(s => s == 429);
+        Assert.Equal(300, forbidden + limited);
+        Assert.InRange(forbidden, 20, 20 + seconds + 1); // the burst, and what the steady rate refills while the flood runs
+        var lines = logs.Lines.Where(l => l.Contains("Refused socket from origin", StringComparison.Ordinal)).ToList();
+        Assert.NotEmpty(lines);
+        Assert.True(lines.Count <= seconds + 1, $"{lines.Count} log lines for {forbidden} refused origins in {seconds} s");
+        Assert.All(lines, l => Assert.True(l.Length < 1_000, $"a log line of {l.Length} characters"));
+        Assert.Contains("(6021 characters)", lines[0]);
+    }
+
+    [Fact]
+    public async Task PingFramesCountAgainstTheSocketsMessageLimit()
+    {
+        await using var app = new BalanceApplication(store: Store, settings: new() { ["Balance:Socket:MessageBurst"] = "20", ["Balance:Socket:MessagesPerSecond"] = "5" });
+        var alice = await app.LoginAsync("alice");
+        using var raw = await RawSocket.ConnectAsync(app.BaseAddress, alice.AccessToken);
+        Assert.Equal(1, (await raw.ReadFrameAsync()).Opcode); // the balance snapshot, a text frame
+
+        for (int i = 0; i < 200; i++)
+        {
+            try { await raw.SendAsync(0x9, "ping"u8.ToArray()); }
+            catch (IOException) { break; } // closed under us: what the test waits for
+        }
+        var (code, reason) = await raw.ReadCloseAsync();
+        Assert.Equal((1008, "rate_limited"), (code, reason));
+    }
+
+    [Fact]
+    public async Task PongFramesCountAgainstTheSocketsMessageLimitToo()
+    {
+        await using var app = new BalanceApplication(store: Store, settings: new() { ["Balance:Socket:MessageBurst"] = "20", ["Balance:Socket:MessagesPerSecond"] = "5" });
+        var alice = await app.LoginAsync("alice");
+        using var raw = await RawSocket.ConnectAsync(app.BaseAddress, alice.AccessToken);
+        Assert.Equal(1, (await raw.ReadFrameAsync()).Opcode);
+        // Unsolicited pongs, each split over two writes: the frames are followed across reads.
+        var payload = new byte[125];
+        for (int i = 0; i < 200; i++)
+        {
+            try { await raw.SendAsync(0xA, payload, splitAt: 1 + i % 6); }
+            catch (IOException) { break; }
+        }
+        Assert.Equal((1008, "rate_limited"), await raw.ReadCloseAsync());
+    }
+
+    [Fact]
+    public async Task AFewPingsAreAnsweredAndTheSocketStaysOpen()
+    {
+        await using var app = new BalanceApplication(store: Store);
+        var alice = await app.LoginAsync("alice");
+        var op = await app.LoginAsync("operator");
+        using var raw = await RawSocket.ConnectAsync(app.BaseAddress, alice.AccessToken);
+        Assert.Equal(1, (await raw.ReadFrameAsync()).Opcode);
+        for (int i = 0; i < 5; i++)
+        {
+            await raw.SendAsync(0x9, [(byte)i]);
+            var pong = await raw.ReadFrameAsync();
+            Assert.Equal(0xA, pong.Opcode);
+            Assert.Equal([(byte)i], pong.Payload);
+        }
+        // After the control frames, the socket's messages flow as before.
+        await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "win", amount = "1.00", currency = "USD" });
+        var balance = await raw.ReadFrameAsync();
+        Assert.Equal(1, balance.Opcode);
+        Assert.Equal("101.00", JsonDocument.Parse(balance.Payload).RootElement.GetProperty("balance").GetString());
+    }
 }
 
 [Collection("Load")]
@@ -672,5 +755,113 @@ public sealed class CapturingLoggerProvider : ILoggerProvider
             var structured = state is IEnumerable<KeyValuePair<string, object?>> pairs ? string.Join(" ", pairs.Select(p => $"{p.Key}={p.Value}")) : "";
             owner.Lines.Enqueue($"{logLevel} {category}: {formatter(state, exception)} | {structured} | {exception}");
         }
+    }
+}
+
+// A WebSocket client by hand, for what ClientWebSocket cannot do: send ping and pong frames of its own, and send the
+// upgrade request alone to read its status. Every read has a timeout.
+public sealed class RawSocket : IDisposable
+{
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(15);
+    private readonly TcpClient _tcp;
+    private readonly NetworkStream _stream;
+
+    private RawSocket(TcpClient tcp) => (_tcp, _stream) = (tcp, tcp.GetStream());
+
+    private static string Upgrade(Uri service, string? origin, string? bearer) =>
+        $"GET /ws/balance/player HTTP/1.1\r\nHost: {service.Authority}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
+        (origin is null ? "" : $"Origin: {origin}\r\n") + (bearer is null ? "" : $"Authorization: Bearer {bearer}\r\n") + "\r\n";
+
+    private static async Task<RawSocket> OpenAsync(Uri service, string request)
+    {
+        var tcp = new TcpClient();
+        using var cts = new CancellationTokenSource(Timeout);
+        await tcp.ConnectAsync(service.Host, service.Port, cts.Token);
+        var raw = new RawSocket(tcp);
+        await raw._stream.WriteAsync(Encoding.ASCII.GetBytes(request), cts.Token);
+        return raw;
+    }
+
+    // The response head, byte by byte up to the blank line (nothing of what follows is consumed).
+    private async Task<string> ReadHeadAsync()
+    {
+        using var cts = new CancellationTokenSource(Timeout);
+        var head = new StringBuilder();
+        var one = new byte[1];
+        while (!head.ToString().EndsWith("\r\n\r\n", StringComparison.Ordinal))
+        {
+            if (await _stream.ReadAsync(one, cts.Token) == 0) break;
+            head.Append((char)one[0]);
+        }
+        return head.ToString();
+    }
+
+    public static async Task<int> UpgradeStatusAsync(Uri service, string origin)
+    {
+        using var raw = await OpenAsync(service, Upgrade(service, origin, null));
+        string head = await raw.ReadHeadAsync();
+        return int.Parse(head.Split(' ')[1], System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    public static async Task<RawSocket> ConnectAsync(Uri service, string bearer)
+    {
+        var raw = await OpenAsync(service, Upgrade(service, null, bearer));
+        string head = await raw.ReadHeadAsync();
+        Assert.StartsWith("HTTP/1.1 101", head);
+        return raw;
+    }
+
+    /// A masked frame, as a client must send; split over two writes at `splitAt` bytes when given.
+    public async Task SendAsync(int opcode, byte[] payload, int? splitAt = null)
+    {
+        if (payload.Length > 125) throw new ArgumentException("control frames carry at most 125 bytes");
+        var mask = new byte[] { 0x12, 0x34, 0x56, 0x78 };
+        var frame = new byte[6 + payload.Length];
+        frame[0] = (byte)(0x80 | opcode);
+        frame[1] = (byte)(0x80 | payload.Length);
+        mask.CopyTo(frame, 2);
+        for (int i = 0; i < payload.Length; i++) frame[6 + i] = (byte)(payload[i] ^ mask[i % 4]);
+        using var cts = new CancellationTokenSource(Timeout);
+        int split = Math.Min(splitAt ?? frame.Length, frame.Length);
+        await _stream.WriteAsync(frame.AsMemory(0, split), cts.Token);
+        if (split < frame.Length)
+        {
+            await _stream.FlushAsync(cts.Token);
+            await _stream.WriteAsync(frame.AsMemory(split), cts.Token);
+        }
+    }
+
+    public async Task<(int Opcode, byte[] Payload)> ReadFrameAsync()
+    {
+        using var cts = new CancellationTokenSource(Timeout);
+        var head = new byte[2];
+        await _stream.ReadExactlyAsync(head, cts.Token);
+        long length = head[1] & 0x7F;
+        if (length >= 126)
+        {
+            var ext = new byte[length == 126 ? 2 : 8];
+            await _stream.ReadExactlyAsync(ext, cts.Token);
+            length = ext.Aggregate(0L, (n, b) => n << 8 | b);
+        }
+        var payload = new byte[length];
+        await _stream.ReadExactlyAsync(payload, cts.Token);
+        return (head[0] & 0x0F, payload);
+    }
+
+    /// Reads past data and pong frames to the server's close frame: its code and reason.
+    public async Task<(int Code, string Reason)> ReadCloseAsync()
+    {
+        while (true)
+        {
+            var (opcode, payload) = await ReadFrameAsync();
+            if (opcode == 0x8) return (payload[0] << 8 | payload[1], Encoding.UTF8.GetString(payload, 2, payload.Length - 2));
+        }
+    }
+
+    public void Dispose()
+    {
+        _stream.Dispose();
+        _tcp.Dispose();
     }
 }

@@ -295,6 +295,12 @@ internal sealed class Connection(BalanceSocket hub, SocketAdmission admission, W
         }
     }
 
+    // A ping or pong frame from the client (ControlFrames): charged like a message.
+    public void OnControlFrame()
+    {
+        if (!TakeToken()) Close(CloseCodes.PolicyViolation, "rate_limited", "Too many messages.");
+    }
+
     private bool TakeToken()
     {
         long now = hub.Time.GetUtcNow().UtcTicks;

@@ -28,6 +28,24 @@ public sealed class SocketEndpoint(BalanceSocket hub, SocketAdmission admission,
         return options.AllowsCrossOrigin(origin, env.IsDevelopment());
     }
 
+    // The Origin is the client's text: at most MaxLoggedOrigin characters of it, and at most one line a second, which
+    // counts the refusals it stands for (a flood of 6 KB origins from many addresses must not fill the disk).
+    private const int MaxLoggedOrigin = 100;
+    private long _originLoggedAt;
+    private int _originsUnlogged;
+
+    private void LogRefusedOrigin(string? origin)
+    {
+        long now = time.GetUtcNow().UtcTicks, last = Volatile.Read(ref _originLoggedAt);
+        if (now - last < TimeSpan.TicksPerSecond || Interlocked.CompareExchange(ref _originLoggedAt, now, last) != last)
+        {
+            Interlocked.Increment(ref _originsUnlogged);
+            return;
+        }
+        if (origin is { Length: > MaxLoggedOrigin }) origin = string.Concat(origin.AsSpan(0, MaxLoggedOrigin), $"… ({origin.Length} characters)");
+        log.LogWarning("Refused socket from origin {Origin} (and {Unlogged} more refused origins since the last line)", origin, Interlocked.Exchange(ref _originsUnlogged, 0));
+    }
+
     private static Task ProblemAsync(HttpContext http, int status, string code, string detail, int? retryAfter = null)
     {
         if (retryAfter is { } seconds) http.Response.Headers.RetryAfter = seconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
@@ -52,16 +70,18 @@ public sealed class SocketEndpoint(BalanceSocket hub, SocketAdmission admission,
             await ProblemAsync(http, 503, "unavailable", "The server is restarting; reconnect.", retryAfter: 1);
             return;
         }
-        if (!OriginAllowed(http))
-        {
-            log.LogWarning("Refused socket from origin {Origin}", (string?)http.Request.Headers.Origin);
-            await ProblemAsync(http, 403, "origin_not_allowed", "Origin not allowed.");
-            return;
-        }
+        // The address's allowance first: a refused upgrade (a wrong Origin among them) still spends it, so a flood of
+        // them from one address is answered 429 like any other.
         string ip = http.Connection.RemoteIpAddress?.ToString() ?? "unknown";
         if (admission.TryConnectFrom(ip) is { } addressWait)
         {
             await TooFastAsync(http, addressWait);
+            return;
+        }
+        if (!OriginAllowed(http))
+        {
+            LogRefusedOrigin(http.Request.Headers.Origin);
+            await ProblemAsync(http, 403, "origin_not_allowed", "Origin not allowed.");
             return;
         }
         bool v2 = http.WebSockets.WebSocketRequestedProtocols.Contains(SubProtocolV2);
@@ -101,6 +121,7 @@ public sealed class SocketEndpoint(BalanceSocket hub, SocketAdmission admission,
         // user agent among them, often a KB or more); everything that needed them ran before the upgrade.
         http.Request.Headers.Clear();
         var connection = new Connection(hub, admission, ws, v2, ip, hub.NextId(), time.GetUtcNow().UtcTicks + options.AuthTimeout.Ticks);
+        if (http.Features.Get<ControlFrameTap>() is { } tap) tap.Seen = connection.OnControlFrame;
         hub.Attach(connection);
         try
         {

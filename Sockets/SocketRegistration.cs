@@ -26,6 +26,7 @@ public static class SocketRegistration
         var endpoint = app.Services.GetRequiredService<SocketEndpoint>();
         var options = app.Services.GetRequiredService<SocketOptions>();
         app.MapWhen(SocketEndpoint.IsSocketPath, ws => ws
+            .UseControlFrameCounting()
             .UseWebSockets(new WebSocketOptions { KeepAliveInterval = options.KeepAliveInterval, KeepAliveTimeout = options.KeepAliveTimeout })
             .Run(endpoint.HandleAsync));
         return app;
