@@ -768,10 +768,11 @@ public sealed class RawSocket : IDisposable
 
     private RawSocket(TcpClient tcp) => (_tcp, _stream) = (tcp, tcp.GetStream());
 
-    private static string Upgrade(Uri service, string? origin, string? bearer) =>
+    private static string Upgrade(Uri service, string? origin, string? bearer, string? subProtocol = null) =>
         $"GET /ws/balance/player HTTP/1.1\r\nHost: {service.Authority}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
         "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
-        (origin is null ? "" : $"Origin: {origin}\r\n") + (bearer is null ? "" : $"Authorization: Bearer {bearer}\r\n") + "\r\n";
+        (origin is null ? "" : $"Origin: {origin}\r\n") + (bearer is null ? "" : $"Authorization: Bearer {bearer}\r\n") +
+        (subProtocol is null ? "" : $"Sec-WebSocket-Protocol: {subProtocol}\r\n") + "\r\n";
 
     private static async Task<RawSocket> OpenAsync(Uri service, string request)
     {
@@ -804,9 +805,9 @@ public sealed class RawSocket : IDisposable
         return int.Parse(head.Split(' ')[1], System.Globalization.CultureInfo.InvariantCulture);
     }
 
-    public static async Task<RawSocket> ConnectAsync(Uri service, string bearer)
+    public static async Task<RawSocket> ConnectAsync(Uri service, string? bearer, string? subProtocol = null)
     {
-        var raw = await OpenAsync(service, Upgrade(service, null, bearer));
+        var raw = await OpenAsync(service, Upgrade(service, null, bearer, subProtocol));
         string head = await raw.ReadHeadAsync();
         Assert.StartsWith("HTTP/1.1 101", head);
         return raw;
@@ -815,13 +816,15 @@ public sealed class RawSocket : IDisposable
     /// A masked frame, as a client must send; split over two writes at `splitAt` bytes when given.
     public async Task SendAsync(int opcode, byte[] payload, int? splitAt = null)
     {
-        if (payload.Length > 125) throw new ArgumentException("control frames carry at most 125 bytes");
+        if (payload.Length > (opcode >= 0x8 ? 125 : ushort.MaxValue)) throw new ArgumentException("a control frame carries at most 125 bytes, this client's others 65,535");
         var mask = new byte[] { 0x12, 0x34, 0x56, 0x78 };
-        var frame = new byte[6 + payload.Length];
+        int header = payload.Length > 125 ? 4 : 2;
+        var frame = new byte[header + 4 + payload.Length];
         frame[0] = (byte)(0x80 | opcode);
-        frame[1] = (byte)(0x80 | payload.Length);
-        mask.CopyTo(frame, 2);
-        for (int i = 0; i < payload.Length; i++) frame[6 + i] = (byte)(payload[i] ^ mask[i % 4]);
+        if (header == 2) frame[1] = (byte)(0x80 | payload.Length);
+        else (frame[1], frame[2], frame[3]) = (0x80 | 126, (byte)(payload.Length >> 8), (byte)payload.Length);
+        mask.CopyTo(frame, header);
+        for (int i = 0; i < payload.Length; i++) frame[header + 4 + i] = (byte)(payload[i] ^ mask[i % 4]);
         using var cts = new CancellationTokenSource(Timeout);
         int split = Math.Min(splitAt ?? frame.Length, frame.Length);
         await _stream.WriteAsync(frame.AsMemory(0, split), cts.Token);

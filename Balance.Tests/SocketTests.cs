@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Http.Json;
 using System.Net.WebSockets;
 using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
@@ -338,4 +339,205 @@ public sealed class SocketTests
     }
 
     private static StringContent JsonContent(object body) => new(JsonSerializer.Serialize(body), System.Text.Encoding.UTF8, "application/json");
+
+    // Every frame and close the socket can send, byte for byte, as recorded from the service before its socket code was
+    // split by concern (issue 22 §1): the split must not change one byte on the wire. balance.v2 (error frames
+    // before the close) and the guide protocol (the close alone); the ids and times of this run are put in after.
+    [Fact]
+    public async Task EveryCloseCodeReasonAndFrameOnTheWireIsByteIdentical()
+    {
+        var clock = new FakeTimeProvider(new DateTimeOffset(2026, 12, 3, 18, 0, 0, TimeSpan.Zero));
+        await using var app = new BalanceApplication(new() { ["Balance:Socket:MaxSocketsPerPlayer"] = "2", ["Balance:Socket:MessageBurst"] = "3" })
+        {
+            ConfigureTestServices = services => services.AddSingleton<TimeProvider>(clock),
+        };
+        var alice = await app.LoginAsync("alice");
+        var bob = await app.LoginAsync("bob");
+        var op = await app.LoginAsync("operator");
+        var transcript = new System.Text.StringBuilder();
+
+        async Task<RawSocket> OpenAsync(string? bearer = null, bool v2 = true) => await RawSocket.ConnectAsync(app.BaseAddress, bearer, v2 ? "balance.v2" : null);
+        static byte[] Text(string text) => System.Text.Encoding.UTF8.GetBytes(text);
+        string Auth(string token) => $$"""{"type":"auth","access_token":"{{token}}"}""";
+        async Task ReadAsync(string name, RawSocket raw, int frames = int.MaxValue)
+        {
+            transcript.Append("-- ").Append(name).Append('\n');
+            for (int i = 0; i < frames; i++)
+            {
+                var (opcode, payload) = await raw.ReadFrameAsync();
+                if (opcode == 0x8)
+                {
+                    transcript.Append($"close {payload[0] << 8 | payload[1]} {System.Text.Encoding.UTF8.GetString(payload, 2, payload.Length - 2)}\n");
+                    return;
+                }
+                if (opcode != 0x9) transcript.Append($"{opcode} {System.Text.Encoding.UTF8.GetString(payload)}\n");
+            }
+        }
+        async Task LogoutAsync(Login login)
+        {
+            using var http = app.Http(login.AccessToken);
+            Assert.True((await http.PostAsJsonAsync("/api/auth/logout", new { refresh_token = login.RefreshToken })).IsSuccessStatusCode);
+        }
+        async Task AllClosedAsync() // the server has let go of every socket (a raw client never answers a close)
+        {
+            var hub = app.Services.GetRequiredService<BalanceSocket>();
+            var deadline = DateTime.UtcNow + Patience.Long;
+            while (hub.OpenSockets != 0) { Assert.True(DateTime.UtcNow < deadline, $"{hub.OpenSockets} sockets still open"); await Task.Delay(10); }
+        }
+        async Task CaseAsync(string name, string? bearer, bool v2, params byte[][] messages)
+        {
+            using var raw = await OpenAsync(bearer, v2);
+            foreach (var message in messages) await raw.SendAsync(message.Length > 0 && message[0] == 0xFF ? 0x2 : 0x1, message);
+            await ReadAsync(name, raw);
+        }
+
+        await CaseAsync("not json", null, true, Text("nope"));
+        await CaseAsync("not an object", null, true, Text("[1]"));
+        await CaseAsync("unknown type", null, true, Text("""{"type":"what's <this> & \"that\""}"""));
+        await CaseAsync("auth without token", null, true, Text("""{"type":"auth"}"""));
+        await CaseAsync("binary", null, true, [0xFF, 0x01]);
+        await CaseAsync("too big", null, true, new byte[5000]);
+        await CaseAsync("invalid token", null, true, Text(Auth("not.a.token")));
+        await CaseAsync("invalid token, guide", null, false, Text(Auth("not.a.token")));
+        await CaseAsync("operator", null, true, Text(Auth(op.AccessToken)));
+        await CaseAsync("operator on the upgrade", op.AccessToken, true);
+        await CaseAsync("too many messages", null, true, Text("""{"type":"pong"}"""), Text("""{"type":"pong"}"""), Text("""{"type":"pong"}"""), Text("""{"type":"pong"}"""));
+
+        using (var first = await OpenAsync())
+        {
+            await first.SendAsync(0x1, Text(Auth(alice.AccessToken)));
+            await ReadAsync("auth_ok and snapshot", first, 2);
+            await first.SendAsync(0x1, Text(Auth(alice.AccessToken)));
+            await ReadAsync("auth again", first, 1);
+            using var second = await OpenAsync(alice.AccessToken, v2: false);
+            await ReadAsync("guide snapshot on the upgrade", second, 1);
+            await CaseAsync("a third socket", alice.AccessToken, true);
+            await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "25.50", currency = "EUR", reference = "ref \"1\" <b>" });
+            await ReadAsync("a change", first, 1);
+            await ReadAsync("a change, guide", second, 1);
+            await first.SendAsync(0x1, Text(Auth(bob.AccessToken)));
+            await ReadAsync("another player", first);
+            await LogoutAsync(alice);
+            await ReadAsync("logout, guide", second);
+        }
+        await AllClosedAsync();
+
+        var alice2 = await app.LoginAsync("alice");
+        using (var revoked = await OpenAsync(alice2.AccessToken))
+        {
+            await ReadAsync("auth_ok and two wallets", revoked, 3);
+            await LogoutAsync(alice2);
+            await ReadAsync("logout", revoked);
+        }
+        await AllClosedAsync();
+
+        var alice3 = await app.LoginAsync("alice");
+        using (var heartbeat = await OpenAsync(alice3.AccessToken))
+        {
+            await ReadAsync("heartbeat: auth_ok and snapshot", heartbeat, 3);
+            clock.Advance(TimeSpan.FromSeconds(15));
+            await ReadAsync("heartbeat: ping", heartbeat, 1);
+            using var idle = await OpenAsync();
+            clock.Advance(TimeSpan.FromSeconds(11));
+            await ReadAsync("auth timeout", idle);
+            clock.Advance(TimeSpan.FromMinutes(15));
+            await ReadAsync("token expired while open", heartbeat);
+        }
+        await CaseAsync("expired token", null, true, Text(Auth(alice3.AccessToken)));
+        await AllClosedAsync();
+
+        var dave = await app.LoginAsync("bob");
+        using (var last = await OpenAsync(dave.AccessToken))
+        {
+            await ReadAsync("before shutdown", last, 2);
+            await app.Services.GetRequiredService<BalanceSocket>().StoppingAsync(CancellationToken.None);
+            await ReadAsync("shutdown", last);
+        }
+
+        string actual = System.Text.RegularExpressions.Regex.Replace(transcript.ToString(), "\"transaction_id\":\"[0-9a-f-]{36}\"", "\"transaction_id\":\"<tx>\"")
+            .Replace(alice.UserId, "<alice>").Replace(bob.UserId, "<bob>");
+        Assert.Equal(Expected + "\n", actual);
+    }
+
+    private const string Expected = """
+        -- not json
+        1 {"type":"error","code":"bad_request","message":"Messages must be JSON objects such as {\u0022type\u0022:\u0022auth\u0022,\u0022access_token\u0022:\u0022...\u0022}."}
+        close 4500 bad_request
+        -- not an object
+        1 {"type":"error","code":"bad_request","message":"Messages must be JSON objects such as {\u0022type\u0022:\u0022auth\u0022,\u0022access_token\u0022:\u0022...\u0022}."}
+        close 4500 bad_request
+        -- unknown type
+        1 {"type":"error","code":"bad_request","message":"Unknown message type \u0027what\u0027s \u003Cthis\u003E \u0026 \u0022that\u0022\u0027."}
+        close 4500 bad_request
+        -- auth without token
+        1 {"type":"error","code":"bad_request","message":"auth needs access_token."}
+        close 4500 bad_request
+        -- binary
+        1 {"type":"error","code":"bad_request","message":"Binary frames are not accepted; send JSON text."}
+        close 4500 bad_request
+        -- too big
+        1 {"type":"error","code":"frame_too_large","message":"Messages are limited to 4096 bytes."}
+        close 1009 frame_too_large
+        -- invalid token
+        1 {"type":"error","code":"invalid_token","message":"The access token is not valid."}
+        close 4501 invalid_token
+        -- invalid token, guide
+        close 4501 invalid_token
+        -- operator
+        1 {"type":"error","code":"forbidden","message":"This token may not watch balances."}
+        close 4503 forbidden
+        -- operator on the upgrade
+        1 {"type":"error","code":"forbidden","message":"This token may not watch balances."}
+        close 4503 forbidden
+        -- too many messages
+        1 {"type":"error","code":"rate_limited","message":"Too many messages."}
+        close 1008 rate_limited
+        -- auth_ok and snapshot
+        1 {"type":"auth_ok","user_id":"<alice>","expires_at":"2026-12-03T18:15:00Z"}
+        1 {"type":"balance","user_id":"<alice>","balance":"100.00","currency":"USD","version":1,"transaction_id":"<tx>","transaction_type":"deposit","updated_at":"2026-12-03T18:00:00.000Z"}
+        -- auth again
+        1 {"type":"auth_ok","user_id":"<alice>","expires_at":"2026-12-03T18:15:00Z"}
+        -- guide snapshot on the upgrade
+        1 {"type":"balance","user_id":"<alice>","balance":"100.00","currency":"USD","version":1,"transaction_id":"<tx>","transaction_type":"deposit","updated_at":"2026-12-03T18:00:00.000Z"}
+        -- a third socket
+        1 {"type":"error","code":"too_many_connections","message":"At most 2 sockets per player."}
+        close 4004 too_many_connections
+        -- a change
+        1 {"type":"balance","user_id":"<alice>","balance":"25.50","currency":"EUR","version":1,"transaction_id":"<tx>","transaction_type":"deposit","updated_at":"2026-12-03T18:00:00.000Z"}
+        -- a change, guide
+        1 {"type":"balance","user_id":"<alice>","balance":"25.50","currency":"EUR","version":1,"transaction_id":"<tx>","transaction_type":"deposit","updated_at":"2026-12-03T18:00:00.000Z"}
+        -- another player
+        1 {"type":"error","code":"forbidden","message":"A socket belongs to one player; re-authenticate as the same user."}
+        close 4503 forbidden
+        -- logout, guide
+        close 4503 forbidden
+        -- auth_ok and two wallets
+        1 {"type":"auth_ok","user_id":"<alice>","expires_at":"2026-12-03T18:15:00Z"}
+        1 {"type":"balance","user_id":"<alice>","balance":"25.50","currency":"EUR","version":1,"transaction_id":"<tx>","transaction_type":"deposit","updated_at":"2026-12-03T18:00:00.000Z"}
+        1 {"type":"balance","user_id":"<alice>","balance":"100.00","currency":"USD","version":1,"transaction_id":"<tx>","transaction_type":"deposit","updated_at":"2026-12-03T18:00:00.000Z"}
+        -- logout
+        1 {"type":"error","code":"session_revoked","message":"This login has ended."}
+        close 4503 forbidden
+        -- heartbeat: auth_ok and snapshot
+        1 {"type":"auth_ok","user_id":"<alice>","expires_at":"2026-12-03T18:15:00Z"}
+        1 {"type":"balance","user_id":"<alice>","balance":"25.50","currency":"EUR","version":1,"transaction_id":"<tx>","transaction_type":"deposit","updated_at":"2026-12-03T18:00:00.000Z"}
+        1 {"type":"balance","user_id":"<alice>","balance":"100.00","currency":"USD","version":1,"transaction_id":"<tx>","transaction_type":"deposit","updated_at":"2026-12-03T18:00:00.000Z"}
+        -- heartbeat: ping
+        1 {"type":"ping"}
+        -- auth timeout
+        1 {"type":"error","code":"auth_timeout","message":"No auth message within the deadline."}
+        close 4002 auth_timeout
+        -- token expired while open
+        1 {"type":"error","code":"token_expired","message":"The access token expired; send a fresh one or reconnect."}
+        close 4001 token_expired
+        -- expired token
+        1 {"type":"error","code":"token_expired","message":"The access token has expired."}
+        close 4001 token_expired
+        -- before shutdown
+        1 {"type":"auth_ok","user_id":"<bob>","expires_at":"2026-12-03T18:30:26Z"}
+        1 {"type":"balance","user_id":"<bob>","balance":"0.00","currency":"USD","version":0,"transaction_id":null,"transaction_type":null,"updated_at":null}
+        -- shutdown
+        1 {"type":"error","code":"server_going_away","message":"The server is restarting; reconnect."}
+        close 1001 server_going_away
+        """;
 }
