@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Text.Json;
 using Balance.Auth;
 using Balance.Postings;
 using Balance.Sockets;
@@ -10,11 +9,8 @@ namespace Balance;
 // of that player, serialized once; one housekeeping tick for all sockets; closing a login's sockets when it ends;
 // and the shutdown that pushes in-flight commits before the 1001. One socket itself is Sockets/Connection.cs, the
 // way in is Sockets/SocketEndpoint.cs.
-public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
+public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService, ISocketRegistry
 {
-    internal static readonly Action<ILogger, Guid, string, long, long, Exception?> LogPush = LoggerMessage.Define<Guid, string, long, long>(
-        LogLevel.Information, new EventId(2, "Pushed"), "Pushed {UserId} {Currency} v{Version} to socket {SocketId}");
-
     private readonly ConcurrentDictionary<Connection, byte> _all = new();
     private readonly ConcurrentDictionary<Guid, Connection[]> _byPlayer = new();
     private long _nextId;
@@ -22,27 +18,20 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
     private readonly TaskCompletionSource _fannedOut = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource _allClosed = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    internal Ledger Ledger { get; }
-    internal Tokens Tokens { get; }
-    internal Sessions Sessions { get; }
-    internal SocketOptions Options { get; }
-    internal TimeProvider Time { get; }
-    internal ILogger Log { get; }
-    internal ILogger Audit { get; } // "Balance.Audit": one line per push, beside the ledger's line per commit
-    public SocketStats Stats { get; }
-    public int OpenSockets => _all.Count;
-    internal bool Stopping => _stopping;
-
+    private readonly SocketContext _context;
+    private readonly Ledger _ledger;
     private readonly IChangeFeed[] _feeds;
 
-    public BalanceSocket(Ledger ledger, IEnumerable<IChangeFeed> feeds, Tokens tokens, Sessions sessions, SocketOptions options, SocketStats stats, ILogger<BalanceSocket> log, ILoggerFactory loggers, TimeProvider time)
+    public SocketStats Stats => _context.Stats;
+    public int OpenSockets => _all.Count;
+    public bool Stopping => _stopping;
+
+    public BalanceSocket(SocketContext context, Ledger ledger, IEnumerable<IChangeFeed> feeds, Sessions sessions)
     {
-        (Ledger, Tokens, Sessions, Options, Stats, Log, Time) = (ledger, tokens, sessions, options, stats, log, time);
-        _feeds = [.. feeds];
-        Audit = loggers.CreateLogger("Balance.Audit");
-        Sessions.Revoked += sid =>
+        (_context, _ledger, _feeds) = (context, ledger, [.. feeds]);
+        sessions.Revoked += sid =>
         {
-            foreach (var c in _all.Keys) if (c.SessionId == sid) c.Close(CloseCodes.Forbidden, "session_revoked", "This login has ended.");
+            foreach (var c in _all.Keys) if (c.SessionId == sid) c.Close(CloseReason.SessionRevoked);
         };
     }
 
@@ -52,7 +41,7 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
     {
         _all.TryAdd(c, 0);
         Interlocked.Increment(ref Stats.Open);
-        if (_stopping) c.Close(CloseCodes.GoingAway, "server_going_away", "The server is restarting; reconnect."); // raced the close loop
+        if (_stopping) c.Close(CloseReason.GoingAway); // raced the close loop
     }
 
     internal void Detach(Connection c)
@@ -64,12 +53,12 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
         if (_stopping && _all.IsEmpty) _allClosed.TrySetResult();
     }
 
-    internal bool Register(Connection c)
+    bool ISocketRegistry.Register(Connection c)
     {
         while (true)
         {
             var current = _byPlayer.GetOrAdd(c.UserId, []);
-            if (current.Length >= Options.MaxSocketsPerPlayer) return false;
+            if (current.Length >= _context.Options.MaxSocketsPerPlayer) return false;
             if (_byPlayer.TryUpdate(c.UserId, [.. current, c], current)) return true;
         }
     }
@@ -87,13 +76,13 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(250), Time);
+        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(250), _context.Time);
         var housekeeping = HousekeepingAsync(timer, stoppingToken);
         // Other nodes' commits (PostgreSQL's change feed), beside this node's own: the same fan-out.
         var feeds = _feeds.Select(f => FanOutAsync(f.Changes, stoppingToken)).ToArray();
         try
         {
-            await FanOutAsync(Ledger.Changes, stoppingToken);
+            await FanOutAsync(_ledger.Changes, stoppingToken);
         }
         finally { _fannedOut.TrySetResult(); } // the ledger completed its changes (or the host gave up): nothing more comes
         await Task.WhenAll(feeds);
@@ -107,14 +96,12 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
             await foreach (var (change, committedAt) in changes.ReadAllAsync(ct))
             {
                 if (!_byPlayer.TryGetValue(change.UserId, out var sockets)) continue;
-                byte[] bytes = Serialize(change);
+                byte[] bytes = Frames.Balance(change);
                 foreach (var socket in sockets) socket.Enqueue(bytes, change.Currency, change.Version, committedAt);
             }
         }
         catch (OperationCanceledException) { }
     }
-
-    public static byte[] Serialize(BalanceChange change) => JsonSerializer.SerializeToUtf8Bytes(BalanceMessage.From(change), WireJson.Default.BalanceMessage);
 
     // One timer for all sockets: auth deadlines, token expiry, heartbeats.
     private async Task HousekeepingAsync(PeriodicTimer timer, CancellationToken ct)
@@ -123,18 +110,18 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
         {
             while (await timer.WaitForNextTickAsync(ct))
             {
-                long now = Time.GetUtcNow().UtcTicks;
+                long now = _context.Now;
                 foreach (var (c, _) in _all) // enumerating the dictionary itself copies nothing
                 {
                     // One socket's failure must not end deadlines, expiry, heartbeats and slow-consumer checks for all.
                     try { c.Tick(now); }
                     catch (Exception ex)
                     {
-                        Interlocked.Increment(ref Stats.HousekeepingFailures);
+                        Interlocked.Increment(ref _context.Stats.HousekeepingFailures);
                         try
                         {
                             c.Abort(); // first: a logger that throws must not leave the socket unsupervised
-                            Log.LogError(ex, "Housekeeping of socket {SocketId} failed; closing it", c.Id);
+                            _context.Log.LogError(ex, "Housekeeping of socket {SocketId} failed; closing it", c.Id);
                         }
                         catch (Exception) { } // a logger that throws here too must not end the loop either
                     }
@@ -153,11 +140,11 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService
         limit.CancelAfter(TimeSpan.FromSeconds(5));
         try
         {
-            await Ledger.CompleteAsync(limit.Token); // every accepted posting committed and published, Changes completed
+            await _ledger.CompleteAsync(limit.Token); // every accepted posting committed and published, Changes completed
             await _fannedOut.Task.WaitAsync(limit.Token); // and every change handed to its sockets' outboxes
         }
         catch (OperationCanceledException) { } // past the limit: close what is open all the same
-        foreach (var c in _all.Keys) c.Close(CloseCodes.GoingAway, "server_going_away", "The server is restarting; reconnect.");
+        foreach (var c in _all.Keys) c.Close(CloseReason.GoingAway);
         if (_all.IsEmpty) _allClosed.TrySetResult();
         try { await _allClosed.Task.WaitAsync(limit.Token); }
         catch (OperationCanceledException) { }

@@ -1,5 +1,3 @@
-using System.Text.Json.Serialization;
-using System.Text.Json;
 using Balance.Postings;
 
 namespace Balance.Sockets;
@@ -12,7 +10,3 @@ public sealed record BalanceMessage(
     public static BalanceMessage From(BalanceChange c) =>
         new("balance", c.UserId, Money.Format(c.Balance, c.Currency), c.Currency, c.Version, c.TransactionId, c.TransactionType, c.UpdatedAt);
 }
-
-[JsonSourceGenerationOptions(JsonSerializerDefaults.Web, PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower)]
-[JsonSerializable(typeof(BalanceMessage))]
-public sealed partial class WireJson : JsonSerializerContext;

@@ -1,15 +1,15 @@
 using System.Net.WebSockets;
-using Balance.Auth;
-using Microsoft.IdentityModel.JsonWebTokens;
 using Microsoft.IdentityModel.Tokens;
 
 namespace Balance.Sockets;
 
 // The endpoint: what a request must pass before it becomes a socket (WebSocket only, not while stopping, an allowed
 // Origin, the admission limits), the upgrade, and the socket's life from its first frame to its close.
-public sealed class SocketEndpoint(BalanceSocket hub, SocketAdmission admission, Tokens tokens, Sessions sessions, SocketOptions options,
-    IHostEnvironment env, TimeProvider time, ILogger<BalanceSocket> log) // the hub's log category, as before the endpoint had a file of its own
+public sealed class SocketEndpoint(BalanceSocket hub, SocketContext context, IHostEnvironment env)
 {
+    private SocketOptions Options => context.Options;
+    private SocketAdmission Admission => context.Admission;
+
     public const string Path = "/ws/balance/player";
     public const string SubProtocolV2 = "balance.v2";
     public const int MaxMessageBytes = 4096;
@@ -25,7 +25,7 @@ public sealed class SocketEndpoint(BalanceSocket hub, SocketAdmission admission,
         if (string.IsNullOrEmpty(origin)) return true;
         if (!Uri.TryCreate(origin, UriKind.Absolute, out var uri)) return false;
         if (string.Equals(uri.Authority, http.Request.Host.Value, StringComparison.OrdinalIgnoreCase)) return true;
-        return options.AllowsCrossOrigin(origin, env.IsDevelopment());
+        return Options.AllowsCrossOrigin(origin, env.IsDevelopment());
     }
 
     // The Origin is the client's text: at most MaxLoggedOrigin characters of it, and at most one line a second, which
@@ -36,14 +36,14 @@ public sealed class SocketEndpoint(BalanceSocket hub, SocketAdmission admission,
 
     private void LogRefusedOrigin(string? origin)
     {
-        long now = time.GetUtcNow().UtcTicks, last = Volatile.Read(ref _originLoggedAt);
+        long now = context.Now, last = Volatile.Read(ref _originLoggedAt);
         if (now - last < TimeSpan.TicksPerSecond || Interlocked.CompareExchange(ref _originLoggedAt, now, last) != last)
         {
             Interlocked.Increment(ref _originsUnlogged);
             return;
         }
         if (origin is { Length: > MaxLoggedOrigin }) origin = string.Concat(origin.AsSpan(0, MaxLoggedOrigin), $"… ({origin.Length} characters)");
-        log.LogWarning("Refused socket from origin {Origin} (and {Unlogged} more refused origins since the last line)", origin, Interlocked.Exchange(ref _originsUnlogged, 0));
+        context.Log.LogWarning("Refused socket from origin {Origin} (and {Unlogged} more refused origins since the last line)", origin, Interlocked.Exchange(ref _originsUnlogged, 0));
     }
 
     private static Task ProblemAsync(HttpContext http, int status, string code, string detail, int? retryAfter = null)
@@ -73,7 +73,7 @@ public sealed class SocketEndpoint(BalanceSocket hub, SocketAdmission admission,
         // The address's allowance first: a refused upgrade (a wrong Origin among them) still spends it, so a flood of
         // them from one address is answered 429 like any other.
         string ip = http.Connection.RemoteIpAddress?.ToString() ?? "unknown";
-        if (admission.TryConnectFrom(ip) is { } addressWait)
+        if (Admission.TryConnectFrom(ip) is { } addressWait)
         {
             await TooFastAsync(http, addressWait);
             return;
@@ -90,19 +90,14 @@ public sealed class SocketEndpoint(BalanceSocket hub, SocketAdmission admission,
         TokenValidationResult? headerAuth = null;
         if (headerToken is not null)
         {
-            headerAuth = await tokens.ValidateAsync(headerToken);
-            // Only a token that could open this socket spends the player's allowance: a player's, of a login that
-            // has not ended (a stolen token of an ended login must not lock the real player out).
-            if (headerAuth.IsValid && headerAuth.SecurityToken is JsonWebToken jwt && Guid.TryParse(jwt.Subject, out var player)
-                && jwt.TryGetPayloadValue<string>("role", out var role) && role == Roles.Player
-                && jwt.TryGetPayloadValue<string>("sid", out var sid) && !sessions.IsRevoked(sid)
-                && admission.TryConnectAs(player) is { } playerWait)
+            headerAuth = await context.Auth.ValidateAsync(headerToken);
+            if (context.Auth.PlayerOf(headerAuth) is { } player && Admission.TryConnectAs(player) is { } playerWait)
             {
                 await TooFastAsync(http, playerWait);
                 return;
             }
         }
-        if (!admission.TryHoldUnauthenticated(ip))
+        if (!Admission.TryHoldUnauthenticated(ip))
         {
             await ProblemAsync(http, 429, "too_many_connections", "Too many unauthenticated sockets from this address.", retryAfter: 5);
             return;
@@ -114,13 +109,13 @@ public sealed class SocketEndpoint(BalanceSocket hub, SocketAdmission admission,
         }
         catch
         {
-            admission.ReleaseUnauthenticated(ip);
+            Admission.ReleaseUnauthenticated(ip);
             throw;
         }
         // The upgrade request's headers would stay referenced for the socket's whole life (a browser's cookies and
         // user agent among them, often a KB or more); everything that needed them ran before the upgrade.
         http.Request.Headers.Clear();
-        var connection = new Connection(hub, admission, ws, v2, ip, hub.NextId(), time.GetUtcNow().UtcTicks + options.AuthTimeout.Ticks);
+        var connection = new Connection(context, hub, ws, v2, ip, hub.NextId(), context.Now + Options.AuthTimeout.Ticks);
         if (http.Features.Get<ControlFrameTap>() is { } tap) tap.Seen = connection.OnControlFrame;
         hub.Attach(connection);
         try
@@ -131,14 +126,14 @@ public sealed class SocketEndpoint(BalanceSocket hub, SocketAdmission admission,
             // a few KB) are let go once the socket is authenticated.
             (headerToken, headerAuth) = (null, null);
             if (authenticated) await connection.ReceiveLoopAsync();
-            connection.Close(connection.PeerCloseCode ?? CloseCodes.GoingAway, null, null); // ends the send loop if the peer left first
+            connection.Close(CloseReason.Echo(connection.PeerCloseCode ?? CloseCodes.GoingAway)); // ends the send loop if the peer left first
             await sending;
         }
         finally
         {
             hub.Detach(connection);
-            if (!connection.Authenticated) admission.ReleaseUnauthenticated(ip);
-            log.LogInformation("Socket {SocketId} of {UserId} closed with {CloseCode}", connection.Id, connection.UserId, connection.CloseCode);
+            if (!connection.Authenticated) Admission.ReleaseUnauthenticated(ip);
+            context.Log.LogInformation("Socket {SocketId} of {UserId} closed with {CloseCode}", connection.Id, connection.UserId, connection.CloseCode);
             ws.Dispose();
         }
     }

@@ -11,6 +11,8 @@ public static class SocketRegistration
         services.AddSingleton(sp => sp.GetRequiredService<IOptions<SocketOptions>>().Value);
         services.AddSingleton<SocketStats>();
         services.AddSingleton<SocketAdmission>();
+        services.AddSingleton<SocketAuth>();
+        services.AddSingleton<SocketContext>();
         services.AddSingleton<SocketEndpoint>();
         // The hub reads the ledger's committed changes and fans them out.
         services.AddSingleton<BalanceSocket>();
