@@ -7,7 +7,7 @@ namespace Balance.Sockets;
 
 // One socket: its send loop (over its Outbox), its receive loop, its auth (SocketAuth decides, this applies), and what
 // the housekeeping tick checks. Why it closes is a CloseReason; what it writes are Frames.
-internal sealed class Connection(SocketContext context, ISocketRegistry hub, WebSocket ws, bool v2, string ip, long id, long authDeadline)
+internal sealed class Connection(SocketContext context, ISocketRegistry hub, WebSocket ws, bool v2, string ip, long id, long authDeadline) : IControlFrameSink
 {
     public readonly long Id = id;
     public Guid UserId;

@@ -16,27 +16,13 @@ public static class ControlFrames
         var connect = http.Features.Get<IHttpExtendedConnectFeature>();
         if (upgrade is { IsUpgradableRequest: true } || connect is { IsExtendedConnect: true })
         {
-            var tap = new ControlFrameTap();
+            var tap = new ControlFrameTap(upgrade, connect);
             http.Features.Set(tap);
-            if (upgrade is { IsUpgradableRequest: true }) http.Features.Set<IHttpUpgradeFeature>(new Upgrade(upgrade, tap));
-            if (connect is { IsExtendedConnect: true }) http.Features.Set<IHttpExtendedConnectFeature>(new ExtendedConnect(connect, tap));
+            if (upgrade is { IsUpgradableRequest: true }) http.Features.Set<IHttpUpgradeFeature>(tap);
+            if (connect is { IsExtendedConnect: true }) http.Features.Set<IHttpExtendedConnectFeature>(tap);
         }
         return next(http);
     });
-
-    private sealed class Upgrade(IHttpUpgradeFeature inner, ControlFrameTap tap) : IHttpUpgradeFeature
-    {
-        public bool IsUpgradableRequest => inner.IsUpgradableRequest;
-        public async Task<Stream> UpgradeAsync() => new CountingStream(await inner.UpgradeAsync(), tap);
-    }
-
-    // WebSockets over HTTP/2 (RFC 8441): the same frames inside the stream.
-    private sealed class ExtendedConnect(IHttpExtendedConnectFeature inner, ControlFrameTap tap) : IHttpExtendedConnectFeature
-    {
-        public bool IsExtendedConnect => inner.IsExtendedConnect;
-        public string? Protocol => inner.Protocol;
-        public async ValueTask<Stream> AcceptAsync() => new CountingStream(await inner.AcceptAsync(), tap);
-    }
 
     // Reads pass through untouched; the bytes read are followed frame by frame (RFC 6455 §5.2: two header bytes,
     // an extended length of 2 or 8 bytes, a 4-byte mask, then the payload, which is skipped without being looked at).
@@ -68,7 +54,7 @@ public static class ControlFrames
                 if (_headerRead < 2 + extended + ((_lengthByte & 0x80) != 0 ? 4 : 0)) continue;
                 _payloadLeft = extended == 0 ? _lengthByte & 0x7F : (long)Math.Min(_length, long.MaxValue);
                 (_headerRead, _length) = (0, 0);
-                if (_opcode is 0x9 or 0xA) tap.Seen?.Invoke();
+                if (_opcode is 0x9 or 0xA) tap.Sink?.OnControlFrame();
             }
         }
 
@@ -109,8 +95,23 @@ public static class ControlFrames
     }
 }
 
-// Where a socket hears of the control frames its client sent; set by the socket once it exists.
-public sealed class ControlFrameTap
+// The upgrade of one request (HTTP/1.1 Upgrade, or HTTP/2 extended CONNECT as in RFC 8441: the same frames inside the
+// stream), with its stream wrapped; and where its socket hears of the control frames its client sends. One object per
+// socket: fifteen thousand of them stay open.
+public sealed class ControlFrameTap(IHttpUpgradeFeature? upgrade, IHttpExtendedConnectFeature? connect) : IHttpUpgradeFeature, IHttpExtendedConnectFeature
 {
-    public Action? Seen { get; set; }
+    /// Told of each ping or pong frame; set by the socket once it exists.
+    public IControlFrameSink? Sink { get; set; }
+
+    public bool IsUpgradableRequest => upgrade?.IsUpgradableRequest ?? false;
+    public async Task<Stream> UpgradeAsync() => new ControlFrames.CountingStream(await upgrade!.UpgradeAsync(), this);
+
+    public bool IsExtendedConnect => connect?.IsExtendedConnect ?? false;
+    public string? Protocol => connect?.Protocol;
+    public async ValueTask<Stream> AcceptAsync() => new ControlFrames.CountingStream(await connect!.AcceptAsync(), this);
+}
+
+public interface IControlFrameSink
+{
+    void OnControlFrame();
 }

@@ -54,7 +54,7 @@ public sealed class SocketEndpoint(BalanceSocket hub, SocketContext context, IHo
 
     private static Task TooFastAsync(HttpContext http, TimeSpan wait)
     {
-        int seconds = Math.Max(1, (int)Math.Ceiling(wait.TotalSeconds));
+        int seconds = SocketAdmission.Seconds(wait);
         return ProblemAsync(http, 429, "too_many_connections", $"Reconnecting too fast; try again in {seconds} s.", seconds);
     }
 
@@ -116,7 +116,7 @@ public sealed class SocketEndpoint(BalanceSocket hub, SocketContext context, IHo
         // user agent among them, often a KB or more); everything that needed them ran before the upgrade.
         http.Request.Headers.Clear();
         var connection = new Connection(context, hub, ws, v2, ip, hub.NextId(), context.Now + Options.AuthTimeout.Ticks);
-        if (http.Features.Get<ControlFrameTap>() is { } tap) tap.Seen = connection.OnControlFrame;
+        if (http.Features.Get<ControlFrameTap>() is { } tap) tap.Sink = connection;
         hub.Attach(connection);
         try
         {
