@@ -3,8 +3,9 @@ using Microsoft.IdentityModel.Tokens;
 
 namespace Balance.Sockets;
 
-// The endpoint: what a request must pass before it becomes a socket (WebSocket only, not while stopping, an allowed
-// Origin, the admission limits), the upgrade, and the socket's life from its first frame to its close.
+// The endpoint: what a request must pass before it becomes a socket (WebSocket only, not while stopping, the address's
+// allowance, an allowed Origin, the player's allowance with header auth, the unauthenticated cap), the upgrade, and the
+// socket's life from its first frame to its close.
 public sealed class SocketEndpoint(BalanceSocket hub, SocketContext context, IHostEnvironment env)
 {
     private SocketOptions Options => context.Options;
