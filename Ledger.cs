@@ -91,6 +91,14 @@ public sealed class Ledger : IHostedService
                 session ??= _store.OpenSession();
                 Run(session, batch, postings, results, changes);
             }
+            catch (PostingRefusedByStoreException ex) when (batch.Count > 1)
+            {
+                // The store refused the data of some posting of the batch, and the batch with it (PostgreSQL writes
+                // set-based: which posting is not known). One posting's bad data must never fail its batch-mates: each
+                // runs again alone, and only the refused one fails.
+                _log.LogWarning(ex, "The store refused a batch of {Count} postings for one's data; running each alone", batch.Count);
+                if (!RunAlone(session!, batch, results, changes)) { session!.Dispose(); session = null; }
+            }
             catch (Exception ex)
             {
                 // Nothing of this batch is durable: fail every request of it, publish nothing, and start the
@@ -120,7 +128,9 @@ public sealed class Ledger : IHostedService
             }
             finally
             {
-                for (int i = 0; i < batch.Count; i++) batch[i].Done.TrySetResult(results[i]);
+                for (int i = 0; i < batch.Count; i++)
+                    if (results[i] is Failed failed) batch[i].Done.TrySetException(failed.Error);
+                    else batch[i].Done.TrySetResult(results[i]);
             }
         }
         session?.Dispose();
@@ -128,12 +138,46 @@ public sealed class Ledger : IHostedService
         _stopped.TrySetResult();
     }
 
-    // One transaction for the whole batch, each posting isolated, so a conflict of one undoes only that one. A store
-    // that refuses the batch as a whole (another node took a key or a reversal meanwhile, and a constraint caught it)
-    // gets it again once: the rerun reads what the other node committed and answers each posting by it. Throws when
-    // the batch cannot commit.
+    // A posting that did not commit because of what the store did, not a rule: its request gets the error itself.
+    private sealed record Failed(Exception Error) : PostOutcome;
+
+    // Each posting of a batch whose data the store refused, in its own transaction, in arrival order. Answers each by
+    // its own outcome; false when the store failed for another reason (an outage) on the way: that posting and those
+    // after it fail with that error, those before it stay committed, and the session must be replaced.
+    private bool RunAlone(ILedgerSession session, List<Work> batch, List<PostOutcome> results, List<BalanceChange> changes)
+    {
+        results.Clear();
+        changes.Clear();
+        var one = new List<Work>(1);
+        var posting = new List<Posting>(1);
+        for (int i = 0; i < batch.Count; i++)
+        {
+            one.Clear(); one.Add(batch[i]);
+            posting.Clear(); posting.Add(batch[i].Posting);
+            try { Run(session, one, posting, results, changes); }
+            catch (PostingRefusedByStoreException ex)
+            {
+                _log.LogError(ex, "The store refused the data of posting {Key} by {PostedBy}; it alone was not applied", batch[i].Posting.IdempotencyKey, batch[i].Posting.PostedBy);
+                results.Add(new Failed(ex));
+            }
+            catch (Exception ex)
+            {
+                _log.LogError(ex, "Commit of {Count} postings failed; none was applied", batch.Count - i);
+                for (; i < batch.Count; i++) results.Add(new Failed(ex));
+                return false;
+            }
+        }
+        return true;
+    }
+
+    // One transaction for the whole batch, each posting isolated, so a conflict of one undoes only that one (and so does
+    // data the store refused, where the store can tell which posting's it was). A store that refuses the batch as a
+    // whole (another node took a key or a reversal meanwhile, and a constraint caught it) gets it again once: the rerun
+    // reads what the other node committed and answers each posting by it. Throws when the batch cannot commit, with
+    // what it added to results and changes taken back.
     private void Run(ILedgerSession session, List<Work> batch, List<Posting> postings, List<PostOutcome> results, List<BalanceChange> changes)
     {
+        int resultsBefore = results.Count, changesBefore = changes.Count;
         for (int attempt = 1; ; attempt++)
         {
             try
@@ -141,20 +185,28 @@ public sealed class Ledger : IHostedService
                 session.Begin(postings);
                 foreach (var work in batch)
                 {
-                    if (session.TryIsolated(() => Apply(session, work.Posting, work.Hash), out var applied))
+                    try
                     {
-                        results.Add(applied.Outcome);
-                        if (applied.Change is not null) changes.Add(applied.Change);
+                        if (session.TryIsolated(() => Apply(session, work.Posting, work.Hash), out var applied))
+                        {
+                            results.Add(applied.Outcome);
+                            if (applied.Change is not null) changes.Add(applied.Change);
+                        }
+                        else results.Add(new PostOutcome.Refused(Refusal.Conflict, "The transaction conflicts with another one; retry with the same Idempotency-Key."));
                     }
-                    else results.Add(new PostOutcome.Refused(Refusal.Conflict, "The transaction conflicts with another one; retry with the same Idempotency-Key."));
+                    catch (PostingRefusedByStoreException ex) // undone alone; the batch goes on
+                    {
+                        _log.LogError(ex, "The store refused the data of posting {Key} by {PostedBy}; it alone was not applied", work.Posting.IdempotencyKey, work.Posting.PostedBy);
+                        results.Add(new Failed(ex));
+                    }
                 }
                 session.Commit();
                 return;
             }
             catch (Exception ex)
             {
-                results.Clear();
-                changes.Clear();
+                results.RemoveRange(resultsBefore, results.Count - resultsBefore);
+                changes.RemoveRange(changesBefore, changes.Count - changesBefore);
                 session.Rollback();
                 if (ex is StoreConflictException && attempt == 1)
                 {

@@ -118,11 +118,20 @@ internal sealed class SqliteLedgerSession : ILedgerSession
             result = default!;
             return false;
         }
+        catch (Exception ex) when (RefusesData(ex)) // this posting's data, not the database: undo it alone
+        {
+            _undo.ExecuteNonQuery();
+            throw new PostingRefusedByStoreException(ex);
+        }
         finally
         {
             _release.ExecuteNonQuery();
         }
     }
+
+    // SQLITE_TOOBIG, SQLITE_MISMATCH, SQLITE_RANGE: a value SQLite will not take, whatever the state of the database.
+    // (Busy, locked, full, read-only, I/O errors are the database's state: they fail the batch as before.)
+    private static bool RefusesData(Exception ex) => ex is SqliteException { SqliteErrorCode: 18 or 20 or 25 } or ArgumentException;
 
     private LedgerEntry? Row(SqliteCommand command)
     {
