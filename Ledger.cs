@@ -31,8 +31,18 @@ public sealed class Ledger : IHostedService
     public sealed class LedgerStats
     {
         public long Commits, Transactions, Batches;
+        // Stopwatch timestamps of the writer's last commit and last failed batch (0: never): the readiness check's
+        // evidence that the database takes writes, without a probe competing with the writer for the lock.
+        public long LastCommitAt, LastFailureAt;
         public event Action<int, double>? Committed; // batch size, milliseconds
         internal void Report(int size, double ms) { Interlocked.Increment(ref Batches); Interlocked.Add(ref Transactions, size); Committed?.Invoke(size, ms); }
+
+        /// The writer committed within `window` and has not failed since.
+        public bool CommittedWithin(TimeSpan window)
+        {
+            long commit = Volatile.Read(ref LastCommitAt);
+            return commit != 0 && commit > Volatile.Read(ref LastFailureAt) && Stopwatch.GetElapsedTime(commit) < window;
+        }
     }
 
     public Ledger(ILedgerStore store, TimeProvider time, IOptions<LedgerOptions> options, ILoggerFactory loggers)
@@ -97,13 +107,19 @@ public sealed class Ledger : IHostedService
                 // set-based: which posting is not known). One posting's bad data must never fail its batch-mates: each
                 // runs again alone, and only the refused one fails.
                 _log.LogWarning(ex, "The store refused a batch of {Count} postings for one's data; running each alone", batch.Count);
-                if (!RunAlone(session!, batch, results, changes)) { session!.Dispose(); session = null; }
+                if (!RunAlone(session!, batch, results, changes))
+                {
+                    Volatile.Write(ref Stats.LastFailureAt, Stopwatch.GetTimestamp());
+                    session!.Dispose();
+                    session = null;
+                }
             }
             catch (Exception ex)
             {
                 // Nothing of this batch is durable: fail every request of it, publish nothing, and start the
                 // next batch on a fresh connection.
                 _log.LogError(ex, "Commit of {Count} postings failed; none was applied", batch.Count);
+                Volatile.Write(ref Stats.LastFailureAt, Stopwatch.GetTimestamp());
                 foreach (var work in batch) work.Done.TrySetException(ex);
                 session?.Dispose();
                 session = null;
@@ -114,6 +130,7 @@ public sealed class Ledger : IHostedService
             try
             {
                 long committed = Stopwatch.GetTimestamp();
+                if (committed > Volatile.Read(ref Stats.LastFailureAt)) Volatile.Write(ref Stats.LastCommitAt, committed);
                 foreach (var change in changes) _changes.Writer.TryWrite(new CommittedChange(change, committed));
                 Stats.Report(batch.Count, Stopwatch.GetElapsedTime(started, committed).TotalMilliseconds);
                 if (_log.IsEnabled(LogLevel.Information))
