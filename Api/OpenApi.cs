@@ -346,8 +346,13 @@ public static class BalanceOpenApi
 
         public static Task TransformAsync(OpenApiSchema schema, OpenApiSchemaTransformerContext context, CancellationToken ct)
         {
-            if (context.JsonPropertyInfo is not null) return Task.CompletedTask;
             var type = context.JsonTypeInfo.Type;
+            // The JSON options refuse unknown properties in every body read (additionalProperties: false, which the
+            // generator copies onto every schema). Answers keep room to grow: a client must ignore a field it does not
+            // know, so only request bodies (…Request, …Body records) say false.
+            if (!type.Name.EndsWith("Request", StringComparison.Ordinal) && !type.Name.EndsWith("Body", StringComparison.Ordinal))
+                schema.AdditionalPropertiesAllowed = true;
+            if (context.JsonPropertyInfo is not null) return Task.CompletedTask;
             if (type == typeof(TransactionBody)) TransactionBodySchema(schema);
             else if (type == typeof(TransactionResult))
             {
@@ -409,6 +414,7 @@ public static class BalanceOpenApi
             schema.Properties = null;
             schema.Required = null;
             schema.Type = null;
+            schema.AdditionalPropertiesAllowed = true; // each shape below says false for itself
             schema.OneOf =
             [
                 new OpenApiSchema
