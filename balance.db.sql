@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS ledger (
     currency        TEXT    NOT NULL,
     balance_after   INTEGER NOT NULL CHECK (balance_after >= 0),
     version         INTEGER NOT NULL,
-    idempotency_key TEXT    NOT NULL UNIQUE,
+    idempotency_key TEXT    NOT NULL,              -- unique per poster: ledger_by_key
     request_hash    TEXT    NOT NULL,              -- SHA-256 of the canonical request, for replay checks
     reference       TEXT,
     reverses        TEXT UNIQUE REFERENCES ledger (transaction_id), -- a bet is rolled back at most once
@@ -41,6 +41,8 @@ CREATE TABLE IF NOT EXISTS ledger (
     created_at      TEXT    NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ledger_by_user ON ledger (user_id, seq);
+-- An Idempotency-Key belongs to the operator who sent it: another operator's same key is another posting.
+CREATE UNIQUE INDEX IF NOT EXISTS ledger_by_key ON ledger (posted_by, idempotency_key);
 
 -- A login session: every access and refresh token carries its id (sid). A login slides: each refresh extends it
 -- by Auth:RefreshTokenLifetime, up to `expires_at`, its absolute end, set once at login (Auth:SessionLifetime).

@@ -11,7 +11,8 @@ public sealed class SqliteDatabase : IDatabase
 {
     // PRAGMA user_version of the schema this build writes. A database with a higher one was made by a newer build:
     // starting on it could misread or damage what that build wrote, so start is refused.
-    public const int SchemaVersion = 1;
+    // 2: idempotency keys unique per poster, (posted_by, idempotency_key), no longer across the whole ledger.
+    public const int SchemaVersion = 2;
 
     public string ConnectionString { get; }
     public string FilePath { get; }
@@ -52,6 +53,11 @@ public sealed class SqliteDatabase : IDatabase
     public async Task InitializeAsync(CancellationToken ct = default)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(FilePath)!);
+        // Readable by its owner alone: SQLite would create the file 0644 (less the umask), and gives the -wal and -shm
+        // files the mode of the database file, so an empty file made here first (a valid empty database) sets all three.
+        if (!File.Exists(FilePath) && !OperatingSystem.IsWindows())
+            try { using (File.Open(FilePath, new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write, UnixCreateMode = OwnerOnly })) { } }
+            catch (IOException) when (File.Exists(FilePath)) { /* made meanwhile by another process: SQLite opens it */ }
         using var stream = typeof(SqliteDatabase).Assembly.GetManifestResourceStream("balance.db.sql")
             ?? throw new InvalidOperationException("balance.db.sql is not embedded in the assembly.");
         string schema = await new StreamReader(stream).ReadToEndAsync();
@@ -60,8 +66,9 @@ public sealed class SqliteDatabase : IDatabase
         if (found > SchemaVersion)
             throw new InvalidOperationException($"{FilePath} has schema version {found}, made by a newer Balance; this build knows version {SchemaVersion}. Run the newer build, or restore a backup.");
         await connection.ExecuteAsync(schema);
-        // Databases made before wallets.last_transaction_id: add it and fill it from the ledger, once. (They keep
-        // their old UNIQUE (user_id, currency, version) on the ledger: same guarantee, one more index to write.)
+        // Databases made before wallets.last_transaction_id: add it and fill it from the ledger, once. (Their old
+        // UNIQUE (user_id, currency, version) on the ledger goes with schema 2's rebuild: the wallet's guarded
+        // version step holds the same guarantee.)
         if (!(await connection.QueryAsync<string>("SELECT name FROM pragma_table_info('wallets')")).Contains("last_transaction_id"))
         {
             await using var tx = await connection.BeginTransactionAsync();
@@ -86,7 +93,60 @@ public sealed class SqliteDatabase : IDatabase
         }
         if (!(await connection.QueryAsync<string>("SELECT name FROM pragma_table_info('refresh_tokens')")).Contains("replaced_by"))
             await connection.ExecuteAsync("ALTER TABLE refresh_tokens ADD COLUMN replaced_by TEXT");
+        if (found < 2) await KeysPerPosterAsync(connection);
         await connection.ExecuteAsync($"PRAGMA user_version = {SchemaVersion}");
+    }
+
+    // Schema 2. Before it, the ledger declared idempotency_key UNIQUE across every poster, and SQLite cannot drop a
+    // column's constraint: the table is rebuilt in one transaction (SQLite's documented twelve steps, with foreign
+    // keys off so dropping the old table touches no row), every row and seq kept, AUTOINCREMENT's counter with it.
+    // The new table is spelled out here rather than read from balance.db.sql: this step upgrades to schema 2, and
+    // must keep meaning that when the schema file moves on.
+    private static async Task KeysPerPosterAsync(SqliteConnection connection)
+    {
+        bool globalKeys = await connection.ExecuteScalarAsync<bool>("""
+            SELECT EXISTS (SELECT 1 FROM pragma_index_list('ledger') AS i
+                WHERE i."unique" AND (SELECT group_concat(name) FROM pragma_index_info(i.name)) = 'idempotency_key')
+            """);
+        if (!globalKeys) return; // made by this schema
+        await connection.ExecuteAsync("PRAGMA foreign_keys = OFF"); // a no-op inside a transaction, so before it
+        try
+        {
+            await using var tx = await connection.BeginTransactionAsync();
+            await connection.ExecuteAsync("""
+                CREATE TABLE ledger_schema2 (
+                    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+                    transaction_id  TEXT    NOT NULL UNIQUE,
+                    user_id         TEXT    NOT NULL REFERENCES users (id),
+                    type            TEXT    NOT NULL CHECK (type IN ('deposit', 'withdrawal', 'bet', 'win', 'rollback')),
+                    amount          INTEGER NOT NULL CHECK (amount > 0),
+                    currency        TEXT    NOT NULL,
+                    balance_after   INTEGER NOT NULL CHECK (balance_after >= 0),
+                    version         INTEGER NOT NULL,
+                    idempotency_key TEXT    NOT NULL,
+                    request_hash    TEXT    NOT NULL,
+                    reference       TEXT,
+                    reverses        TEXT UNIQUE REFERENCES ledger (transaction_id),
+                    posted_by       TEXT    NOT NULL REFERENCES users (id),
+                    created_at      TEXT    NOT NULL
+                );
+                INSERT INTO ledger_schema2 (seq, transaction_id, user_id, type, amount, currency, balance_after, version, idempotency_key, request_hash, reference, reverses, posted_by, created_at)
+                    SELECT seq, transaction_id, user_id, type, amount, currency, balance_after, version, idempotency_key, request_hash, reference, reverses, posted_by, created_at
+                    FROM ledger ORDER BY seq;
+                UPDATE sqlite_sequence SET seq = max(seq, coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'ledger'), 0)) WHERE name = 'ledger_schema2';
+                DROP TABLE ledger;
+                ALTER TABLE ledger_schema2 RENAME TO ledger;
+                CREATE INDEX ledger_by_user ON ledger (user_id, seq);
+                CREATE UNIQUE INDEX ledger_by_key ON ledger (posted_by, idempotency_key);
+                """, transaction: tx);
+            if ((await connection.QueryAsync("PRAGMA foreign_key_check", transaction: tx)).Any())
+                throw new InvalidOperationException("Rebuilding the ledger for schema 2 found rows that name a missing user or transaction; nothing was changed.");
+            await tx.CommitAsync();
+        }
+        finally
+        {
+            await connection.ExecuteAsync("PRAGMA foreign_keys = ON");
+        }
     }
 
     // Beside the database file, readable by its owner alone, so tokens survive a restart.
@@ -96,10 +156,15 @@ public sealed class SqliteDatabase : IDatabase
         if (File.Exists(path)) return Task.FromResult(Convert.FromBase64String(File.ReadAllText(path).Trim()));
         byte[] key = RandomNumberGenerator.GetBytes(64);
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        File.WriteAllText(path, Convert.ToBase64String(key));
-        if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        // Created 0600, not chmod-ed after the key is in it: no moment where another user could read it.
+        var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
+        if (!OperatingSystem.IsWindows()) options.UnixCreateMode = OwnerOnly;
+        try { using (var writer = new StreamWriter(path, options)) writer.Write(Convert.ToBase64String(key)); }
+        catch (IOException) when (File.Exists(path)) { return DevelopmentSigningKeyAsync(ct); } // another process made it first
         return Task.FromResult(key);
     }
+
+    private const UnixFileMode OwnerOnly = UnixFileMode.UserRead | UnixFileMode.UserWrite;
 
 }
 

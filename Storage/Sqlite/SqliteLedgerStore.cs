@@ -56,7 +56,7 @@ internal sealed class SqliteLedgerSession : ILedgerSession
         _savepoint = Prepare("SAVEPOINT posting");
         _release = Prepare("RELEASE posting");
         _undo = Prepare("ROLLBACK TO posting");
-        _byKey = Prepare($"SELECT {LedgerReads.RowColumns} FROM ledger WHERE idempotency_key = $key", "$key");
+        _byKey = Prepare($"SELECT {LedgerReads.RowColumns} FROM ledger WHERE posted_by = $by AND idempotency_key = $key", "$by", "$key");
         _byId = Prepare($"SELECT {LedgerReads.RowColumns} FROM ledger WHERE transaction_id = $id", "$id");
         _reversed = Prepare("SELECT EXISTS (SELECT 1 FROM ledger WHERE reverses = $id)", "$id");
         _role = Prepare("SELECT role FROM users WHERE id = $user", "$user");
@@ -118,11 +118,20 @@ internal sealed class SqliteLedgerSession : ILedgerSession
             result = default!;
             return false;
         }
+        catch (Exception ex) when (RefusesData(ex)) // this posting's data, not the database: undo it alone
+        {
+            _undo.ExecuteNonQuery();
+            throw new PostingRefusedByStoreException(ex);
+        }
         finally
         {
             _release.ExecuteNonQuery();
         }
     }
+
+    // SQLITE_TOOBIG, SQLITE_MISMATCH, SQLITE_RANGE: a value SQLite will not take, whatever the state of the database.
+    // (Busy, locked, full, read-only, I/O errors are the database's state: they fail the batch as before.)
+    private static bool RefusesData(Exception ex) => ex is SqliteException { SqliteErrorCode: 18 or 20 or 25 } or ArgumentException;
 
     private LedgerEntry? Row(SqliteCommand command)
     {
@@ -132,7 +141,7 @@ internal sealed class SqliteLedgerSession : ILedgerSession
             r.GetInt64(6), r.GetString(7), r.IsDBNull(8) ? null : r.GetString(8), r.IsDBNull(9) ? null : r.GetString(9), r.GetString(10));
     }
 
-    public LedgerEntry? FindByKey(string idempotencyKey) => Row(With(_byKey, idempotencyKey));
+    public LedgerEntry? FindByKey(Guid postedBy, string idempotencyKey) => Row(With(_byKey, postedBy.ToString(), idempotencyKey));
     public LedgerEntry? FindById(string transactionId) => Row(With(_byId, transactionId));
     public bool IsReversed(string transactionId) => Convert.ToInt64(With(_reversed, transactionId).ExecuteScalar()) != 0;
     public string? RoleOf(Guid userId)
