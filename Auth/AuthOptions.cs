@@ -42,7 +42,8 @@ public sealed class AuthOptions
     public int PasswordHashConcurrency { get; set; } = Math.Max(1, Environment.ProcessorCount / 2);
     [Range(1, 10_000)]
     public int PasswordHashQueue { get; set; } = 4 * Math.Max(1, Environment.ProcessorCount / 2);
-    // Refreshes per login and per client address, each a window of a minute (then 429 + Retry-After).
+    // Refreshes per login (at least four per access token lifetime: LoginThrottle.RefreshesPerLogin) and per client
+    // address, each a window of a minute (then 429 + Retry-After).
     [Range(1, int.MaxValue)]
     public int RefreshesPerMinutePerLogin { get; set; } = 10;
     [Range(1, int.MaxValue)]

@@ -21,7 +21,7 @@ public sealed class LoginThrottle(AuthOptions options, ILoginFailures failures, 
 {
     private readonly PartitionedRateLimiter<string> _attempts = Windows(options.LoginAttemptsPerMinutePerIp, TimeSpan.FromMinutes(1));
     private readonly PartitionedRateLimiter<string> _refreshesPerIp = Windows(options.RefreshesPerMinutePerIp, TimeSpan.FromMinutes(1));
-    private readonly PartitionedRateLimiter<string> _refreshesPerLogin = Windows(options.RefreshesPerMinutePerLogin, TimeSpan.FromMinutes(1));
+    private readonly PartitionedRateLimiter<string> _refreshesPerLogin = Windows(RefreshesPerLogin(options), TimeSpan.FromMinutes(1));
     private readonly PartitionedRateLimiter<string> _slowed = PartitionedRateLimiter.Create<string, string>(key =>
         RateLimitPartition.GetTokenBucketLimiter(key, _ => new TokenBucketRateLimiterOptions
         {
@@ -43,6 +43,11 @@ public sealed class LoginThrottle(AuthOptions options, ILoginFailures failures, 
             QueueLimit = 0,
             AutoReplenishment = false, // the partitioned limiter's one timer replenishes every partition
         }));
+
+    /// An honest client refreshes about once per access token: with short tokens (minutes, or seconds in tests) the
+    /// limit is four times that rate when it is more than Auth:RefreshesPerMinutePerLogin.
+    public static int RefreshesPerLogin(AuthOptions options) =>
+        Math.Max(options.RefreshesPerMinutePerLogin, (int)Math.Ceiling(4 * 60 / Math.Max(1, options.AccessTokenLifetime.TotalSeconds)));
 
     /// How long a key with this many failures is held (zero below its limit): a window, doubling per further failure.
     public static TimeSpan Hold(int failures, int limit, TimeSpan window) =>

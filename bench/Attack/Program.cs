@@ -37,11 +37,17 @@ HttpClient Client(string? source = null, string? token = null)
     return c;
 }
 
+// A 503 (the password budget) or 429 is waited out and tried again, up to 30 times, as an attacker would.
 async Task<JsonElement> LoginAsync(HttpClient c, string user, string password)
 {
-    var r = await c.PostAsJsonAsync("/api/auth/login", new { username = user, password });
-    if (!r.IsSuccessStatusCode) throw new InvalidOperationException($"login {user}: {(int)r.StatusCode} {await r.Content.ReadAsStringAsync()}");
-    return await r.Content.ReadFromJsonAsync<JsonElement>();
+    for (int attempt = 0; ; attempt++)
+    {
+        var r = await c.PostAsJsonAsync("/api/auth/login", new { username = user, password });
+        if (r.IsSuccessStatusCode) return await r.Content.ReadFromJsonAsync<JsonElement>();
+        if (attempt >= 30 || r.StatusCode is not (HttpStatusCode.ServiceUnavailable or HttpStatusCode.TooManyRequests))
+            throw new InvalidOperationException($"login {user}: {(int)r.StatusCode} {await r.Content.ReadAsStringAsync()}");
+        await Task.Delay(r.Headers.RetryAfter?.Delta ?? TimeSpan.FromSeconds(1));
+    }
 }
 
 // Setup: the operator's token, players to post to, one attacking player.
