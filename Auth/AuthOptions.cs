@@ -42,10 +42,12 @@ public sealed class AuthOptions
     public int PasswordHashConcurrency { get; set; } = Math.Max(1, Environment.ProcessorCount / 2);
     [Range(1, 10_000)]
     public int PasswordHashQueue { get; set; } = 4 * Math.Max(1, Environment.ProcessorCount / 2);
-    // Refreshes per login (at least four per access token lifetime: LoginThrottle.RefreshesPerLogin) and per client
-    // address, each a window of a minute (then 429 + Retry-After).
+    // Refreshes per login (a token bucket: RefreshBurstPerLogin at once, then this many a minute, at least four per access token
+    // lifetime: LoginThrottle.RefreshesPerLogin) and per client address (a window of a minute); then 429 + Retry-After.
     [Range(1, int.MaxValue)]
     public int RefreshesPerMinutePerLogin { get; set; } = 10;
+    [Range(1, int.MaxValue)]
+    public int RefreshBurstPerLogin { get; set; } = 3;
     [Range(1, int.MaxValue)]
     public int RefreshesPerMinutePerIp { get; set; } = 120;
     // How long a 429 of a login or refresh limit is held before it is sent (at most its Retry-After): see AuthApi.

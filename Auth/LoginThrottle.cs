@@ -16,12 +16,23 @@ namespace Balance.Auth;
 // - failures per username from everywhere: past Auth:FailedLoginsPerUsernameEverywhere, the password of that username
 //   is checked at most Auth:SlowedLoginsPerSecond times a second from addresses it has not logged in from on this node
 //   (429, Retry-After 1). Guessing one account from many addresses is slowed to that rate; nobody is locked out.
-// Refreshes: per address and per login, each a window of a minute.
+// Refreshes: per address (a window of a minute) and per login (a token bucket of that rate, a burst of three).
 public sealed class LoginThrottle(AuthOptions options, ILoginFailures failures, TimeProvider time) : IDisposable
 {
     private readonly PartitionedRateLimiter<string> _attempts = Windows(options.LoginAttemptsPerMinutePerIp, TimeSpan.FromMinutes(1));
     private readonly PartitionedRateLimiter<string> _refreshesPerIp = Windows(options.RefreshesPerMinutePerIp, TimeSpan.FromMinutes(1));
-    private readonly PartitionedRateLimiter<string> _refreshesPerLogin = Windows(RefreshesPerLogin(options), TimeSpan.FromMinutes(1));
+    // A token bucket, not a window: a window lets every login of an attacker spend its whole minute at once, and those
+    // writes arriving together are what holds the ledger's writer back (bench/attack.sh). Auth:RefreshBurstPerLogin (3)
+    // at once at most, then the steady rate.
+    private readonly PartitionedRateLimiter<string> _refreshesPerLogin = PartitionedRateLimiter.Create<string, string>(key =>
+        RateLimitPartition.GetTokenBucketLimiter(key, _ => new TokenBucketRateLimiterOptions
+        {
+            TokenLimit = options.RefreshBurstPerLogin,
+            TokensPerPeriod = 1,
+            ReplenishmentPeriod = TimeSpan.FromMinutes(1) / RefreshesPerLogin(options),
+            QueueLimit = 0,
+            AutoReplenishment = false,
+        }));
     private readonly PartitionedRateLimiter<string> _slowed = PartitionedRateLimiter.Create<string, string>(key =>
         RateLimitPartition.GetTokenBucketLimiter(key, _ => new TokenBucketRateLimiterOptions
         {

@@ -35,6 +35,15 @@ public sealed class PasswordBudget : IDisposable
     public long Done => Interlocked.Read(ref _done);
     public int Waiting => _queue.Count;
 
+    /// True (and counted as refused) when no hash would be taken now: lets a caller refuse before any other work
+    /// (a database read) done for it.
+    public bool RefuseIfFull()
+    {
+        if (_queue.Count < QueueLimit) return false;
+        Interlocked.Increment(ref _refused);
+        return true;
+    }
+
     /// The hash's result, or null at once when the budget is spent (nothing was run).
     public Task<T>? TryRun<T>(Func<T> hash)
     {

@@ -52,6 +52,7 @@ public sealed class Users(IDatabase db, PasswordBudget budget, TimeProvider time
     /// The user when the password is theirs, else null (alike for an unknown user). Throws PasswordBudgetSpentException.
     public async Task<UserRecord?> VerifyAsync(string username, string password)
     {
+        if (budget.RefuseIfFull()) throw new PasswordBudgetSpentException(); // refused before the read it would have cost
         var user = await FindAsync(username);
         return await CheckAsync(user, password) ? user : null;
     }

@@ -134,7 +134,7 @@ public class AccountAdminTests
         var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
         await using var app = new BalanceApplication(new()
         {
-            ["Auth:RefreshTokenLifetime"] = "00:10:00", ["Auth:AccessTokenLifetime"] = "00:05:00", ["Auth:HousekeepingBatch"] = "2",
+            ["Auth:RefreshTokenLifetime"] = "00:10:00", ["Auth:AccessTokenLifetime"] = "00:05:00", ["Auth:HousekeepingBatch"] = "2", ["Auth:RefreshBurstPerLogin"] = "10",
             ["Auth:HousekeepingInterval"] = "1.00:00:00", // rounds run by the test alone
         }, store: Store) { ConfigureTestServices = s => s.AddSingleton<TimeProvider>(clock) };
         var sessions = app.Services.GetRequiredService<Sessions>();

@@ -109,7 +109,7 @@ public class AuthAbuseTests
     [Fact]
     public async Task RefreshIsLimitedPerLoginAndPerAddressWith429AndRetryAfter()
     {
-        await using var app = new BalanceApplication(new() { ["Auth:RefreshesPerMinutePerLogin"] = "3", ["Auth:RefreshesPerMinutePerIp"] = "8" }, store: Store);
+        await using var app = new BalanceApplication(new() { ["Auth:RefreshBurstPerLogin"] = "3", ["Auth:RefreshesPerMinutePerIp"] = "8" }, store: Store);
         var first = await app.LoginAsync("alice");
         var second = await app.LoginAsync("alice");
         using var http = app.Http();
