@@ -55,12 +55,12 @@ public static class AuthApi
             .WithSummary("Create a player or an operator")
             .ProducesProblems(400, "username, password or role not acceptable.", "validation_failed")
             .ProducesProblems(409, "The username is taken.", "username_taken");
-        users.MapPatch("/{user_id:guid}", UpdateUserAsync)
+        users.MapPatch("/{user_id}", UpdateUserAsync)
             .WithSummary("Disable or enable a user")
             .WithDescription("Disabling ends every login of the user at once (tokens 401, sockets 4503, on every node) and refuses new ones; enabled again, the user logs in.")
             .ProducesProblems(400, "disabled missing, or an operator disabling their own account.", "validation_failed")
             .ProducesProblems(404, "No such user.", "user_not_found");
-        users.MapDelete("/{user_id:guid}/sessions", EndSessionsAsync)
+        users.MapDelete("/{user_id}/sessions", EndSessionsAsync)
             .WithSummary("End every login of a user")
             .WithDescription("Tokens 401 and sockets 4503 on every node; the user may log in again.")
             .ProducesEmpty(204, "Ended (also when there was none).")
