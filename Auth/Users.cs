@@ -74,7 +74,8 @@ public sealed class Users(IDatabase db, PasswordBudget budget, TimeProvider time
     {
         if (!(await connection.QueryAsync<string>("SELECT name FROM pragma_table_info('users')")).Contains("disabled_at"))
             await connection.ExecuteAsync("ALTER TABLE users ADD COLUMN disabled_at TEXT");
-        await connection.ExecuteAsync("UPDATE users SET username = lower(username) WHERE username <> lower(username)");
+        // BINARY: the column's NOCASE would find 'AlIcE' equal to 'alice' and lower nothing.
+        await connection.ExecuteAsync("UPDATE users SET username = lower(username) WHERE username COLLATE BINARY <> lower(username)");
     }
 
     /// Returns null when the username is taken.
