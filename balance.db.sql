@@ -2,12 +2,15 @@
 -- Money is INTEGER minor units (cents, satoshis); never REAL, never TEXT decimals.
 PRAGMA journal_mode = WAL;
 
+-- `username` is in its normal form: ASCII, lower case (Auth/Users.cs; older rows are lowered at start).
+-- `disabled_at`: set while an operator has disabled the account (schema 2; added in place to older databases).
 CREATE TABLE IF NOT EXISTS users (
     id            TEXT PRIMARY KEY,                -- GUID
     username      TEXT NOT NULL UNIQUE COLLATE NOCASE,
     password_hash TEXT NOT NULL,                   -- ASP.NET Core PasswordHasher (PBKDF2)
     role          TEXT NOT NULL CHECK (role IN ('player', 'operator')),
-    created_at    TEXT NOT NULL
+    created_at    TEXT NOT NULL,
+    disabled_at   TEXT
 );
 
 -- One wallet per (player, currency), created by its first credit. The ledger writer moves `version` up by
@@ -67,3 +70,6 @@ CREATE TABLE IF NOT EXISTS refresh_tokens (
     used_at     TEXT,
     replaced_by TEXT
 ) WITHOUT ROWID;
+-- For the housekeeping job (Auth/Housekeeping.cs): expired tokens, and sessions with no token left.
+CREATE INDEX IF NOT EXISTS refresh_tokens_by_expiry ON refresh_tokens (expires_at);
+CREATE INDEX IF NOT EXISTS refresh_tokens_by_session ON refresh_tokens (session_id);

@@ -40,6 +40,9 @@ CREATE TABLE IF NOT EXISTS users (
     created_at    text NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS users_username ON users (lower(username)); -- usernames are case-insensitive
+-- Schema 3 (auth): usernames in their normal form, ASCII lower case (Auth/Users.cs); an operator may disable an account.
+ALTER TABLE users ADD COLUMN IF NOT EXISTS disabled_at text;
+UPDATE users SET username = lower(username) WHERE username <> lower(username) AND username ~ '^[A-Za-z0-9_.-]+$';
 
 -- One wallet per (player, currency). A batch first creates the wallets it touches (version 0: not yet posted to,
 -- hidden from reads), then locks them all in sorted key order, so two nodes never wait on each other in a cycle.
@@ -109,8 +112,13 @@ CREATE TABLE IF NOT EXISTS refresh_tokens (
     used_at     text,
     replaced_by text
 );
+-- For the housekeeping job (Auth/Housekeeping.cs): expired tokens, and sessions with no token left.
+CREATE INDEX IF NOT EXISTS refresh_tokens_by_expiry ON refresh_tokens (expires_at);
+CREATE INDEX IF NOT EXISTS refresh_tokens_by_session ON refresh_tokens (session_id);
 
--- Failed logins per username, shared by every node, so spreading guesses over nodes buys nothing.
+-- Failed logins, shared by every node, so spreading guesses over nodes buys nothing. Since schema 3 a key is a
+-- username at an address, an address, or a username (Auth/LoginThrottle.cs), and window_started_at is the time of
+-- the last failure (Storage/Postgres/PostgresLoginFailures.cs); rows of the old per-username keys age out.
 CREATE TABLE IF NOT EXISTS login_failures (
     username_key      text        PRIMARY KEY,
     window_started_at timestamptz NOT NULL,

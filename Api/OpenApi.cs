@@ -35,6 +35,8 @@ public static class BalanceOpenApi
         ["session_revoked"] = (401, "This login has ended. Log in again."),
         ["unauthorized"] = (401, "No valid bearer token: missing, expired, forged, or its login has ended."),
         ["forbidden"] = (403, "This route is not for the token's role."),
+        ["user_disabled"] = (403, "This account is disabled."),
+        ["wrong_password"] = (403, "current_password is not this account's password."),
         ["user_not_found"] = (404, "No user 0b7e4d1c-6f1a-4d43-9a40-2f5a2b1f4c11."),
         ["transaction_not_found"] = (404, "No transaction 0193f1a2-7c4e-7b10-9a3d-5e2f8c1d4b6a to roll back."),
         ["insufficient_funds"] = (409, "The wallet does not hold enough for this debit; nothing was written."),
@@ -50,6 +52,7 @@ public static class BalanceOpenApi
         ["balance_overflow"] = (422, "The balance would overflow."),
         ["too_many_attempts"] = (429, "Too many login attempts; try again in 42 s."),
         ["unavailable"] = (503, "The ledger is temporarily unavailable; nothing was changed. Retry with the same Idempotency-Key."),
+        ["login_busy"] = (503, "Too many passwords are being checked at once; try again in 1 s."),
     };
 
     public static TBuilder ProducesProblems<TBuilder>(this TBuilder builder, int status, string description, params string[] codes)

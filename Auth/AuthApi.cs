@@ -1,6 +1,7 @@
 using System.Security.Claims;
 using Balance.Api;
 using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Mvc;
 using Microsoft.IdentityModel.JsonWebTokens;
 
 namespace Balance.Auth;
@@ -8,6 +9,8 @@ namespace Balance.Auth;
 public sealed record LoginRequest(string? Username, string? Password);
 public sealed record RefreshRequest(string? RefreshToken);
 public sealed record CreateUserRequest(string? Username, string? Password, string? Role);
+public sealed record ChangePasswordRequest(string? CurrentPassword, string? NewPassword);
+public sealed record UpdateUserRequest(bool? Disabled);
 
 public static class AuthApi
 {
@@ -17,22 +20,34 @@ public static class AuthApi
     public static IEndpointRouteBuilder MapAuthApi(this IEndpointRouteBuilder app)
     {
         var auth = app.MapGroup("/api/auth").WithTags("Auth")
-            .ProducesProblems(503, "The database is unavailable.", "unavailable");
+            .ProducesProblems(503, "The database is unavailable, or too many passwords are being checked at once (login_busy).", "unavailable", "login_busy");
         auth.MapPost("/login", LoginAsync).AllowAnonymous()
             .WithSummary("Log in: an access token and a refresh token")
+            .ProducesProblems(400, "username or password missing, or control characters in username.", "validation_failed")
             .ProducesProblems(401, "Wrong username or password (the same answer for an unknown user).", "invalid_credentials")
-            .ProducesProblems(429, "Too many attempts from this address, or too many failures for this username.", "too_many_attempts");
+            .ProducesProblems(403, "The password is right but the account is disabled.", "user_disabled")
+            .ProducesProblems(429, "Too many attempts from this address, too many failures for this username from this address or for this address, or this username is being guessed from many addresses (slowed).", "too_many_attempts");
         auth.MapPost("/refresh", RefreshAsync).AllowAnonymous()
             .WithSummary("Spend a refresh token for a new pair")
             .WithDescription("A spent refresh token presented again ends the whole login: its tokens stop working and its sockets close 4503.")
+            .ProducesProblems(400, "refresh_token missing.", "validation_failed")
             .ProducesProblems(401, "The refresh token is unknown, spent (the login is now ended), expired, or its login has ended.",
-                "invalid_refresh_token", "refresh_token_reused", "refresh_token_expired", "session_revoked");
+                "invalid_refresh_token", "refresh_token_reused", "refresh_token_expired", "session_revoked")
+            .ProducesProblems(429, "Too many refreshes from this address, or of this login.", "too_many_attempts");
         auth.MapPost("/logout", LogoutAsync).RequireAuthorization()
             .WithSummary("End this login")
             .WithDescription("Revokes the login's refresh tokens; its access tokens stop working and its open sockets close 4503. The body is optional.");
+        auth.MapPost("/password", ChangePasswordAsync).RequireAuthorization()
+            .WithSummary("Change your own password")
+            .WithDescription("Any role, own account. The old password stops working and every other login of the user ends (tokens 401, sockets 4503); this login goes on.")
+            .ProducesEmpty(204, "Changed.")
+            .ProducesProblems(400, "current_password missing, or new_password not 8-256 characters.", "validation_failed")
+            .ProducesProblems(401, "The account was disabled or its login ended meanwhile.", "session_revoked")
+            .ProducesProblems(403, "current_password is wrong.", "wrong_password")
+            .ProducesProblems(429, "Too many wrong passwords from this address.", "too_many_attempts");
 
         var users = app.MapGroup("/api/users").WithTags("Users").RequireAuthorization(Roles.Operator)
-            .ProducesProblems(503, "The database is unavailable.", "unavailable");
+            .ProducesProblems(503, "The database is unavailable, or too many passwords are being hashed at once (login_busy).", "unavailable", "login_busy");
         users.MapGet("/", FindUserAsync)
             .WithSummary("Look a user up by username: a list of zero or one")
             .ProducesProblems(400, "No username given.", "validation_failed");
@@ -40,39 +55,84 @@ public static class AuthApi
             .WithSummary("Create a player or an operator")
             .ProducesProblems(400, "username, password or role not acceptable.", "validation_failed")
             .ProducesProblems(409, "The username is taken.", "username_taken");
+        users.MapPatch("/{user_id}", UpdateUserAsync)
+            .WithSummary("Disable or enable a user")
+            .WithDescription("Disabling ends every login of the user at once (tokens 401, sockets 4503, on every node) and refuses new ones; enabled again, the user logs in.")
+            .ProducesProblems(400, "disabled missing, or an operator disabling their own account.", "validation_failed")
+            .ProducesProblems(404, "No such user.", "user_not_found");
+        users.MapDelete("/{user_id}/sessions", EndSessionsAsync)
+            .WithSummary("End every login of a user")
+            .WithDescription("Tokens 401 and sockets 4503 on every node; the user may log in again.")
+            .ProducesEmpty(204, "Ended (also when there was none).")
+            .ProducesProblems(404, "No such user.", "user_not_found");
         return app;
     }
 
-    private static async Task<Results<Ok<TokenPair>, ProblemHttpResult>> LoginAsync(
+    private static async Task<Results<Ok<TokenPair>, ValidationProblem, ProblemHttpResult>> LoginAsync(
         LoginRequest body, HttpContext http, Users users, Logins logins, LoginThrottle throttle, ILogger<Logins> log)
     {
-        string ip = http.Connection.RemoteIpAddress?.ToString() ?? "unknown";
-        if (throttle.CheckAttempt(ip) is { } ipWait) return TooMany(http, ipWait);
-        if (string.IsNullOrEmpty(body.Username) || string.IsNullOrEmpty(body.Password) || body.Username.Length > 64 || body.Password.Length > 256)
-            return Problems.Unauthorized("invalid_credentials", "Username or password is wrong.");
-        if (await throttle.CheckUsernameAsync(body.Username) is { } userWait) return TooMany(http, userWait);
-        var user = await users.VerifyAsync(body.Username, body.Password);
+        string address = ClientAddress.Key(http);
+        if (throttle.CheckAttempt(address) is { } ipWait) return await TooManyAsync(http, ipWait, "login attempts");
+        var errors = new Dictionary<string, string[]>();
+        // Missing is a malformed request (400); present but empty is only a wrong password (401, like any other).
+        if (body.Username is null) errors["username"] = ["Required."];
+        else if (Users.HasControlCharacters(body.Username)) errors["username"] = ["No control characters."];
+        if (body.Password is null) errors["password"] = ["Required."];
+        if (errors.Count > 0) return Problems.Validation(errors);
+        if (body.Password!.Length is 0 or > 256 || Users.Normalize(body.Username) is not { } username)
+        {
+            // No user can have that name: no hash to check, but it is a failure of this address all the same.
+            await throttle.FailedAsync(address);
+            log.LogWarning("Failed login from {RemoteIp}", address);
+            return WrongCredentials();
+        }
+        if (await throttle.CheckAsync(username, address) is { } userWait) return await TooManyAsync(http, userWait, "login attempts");
+        UserRecord? user;
+        try { user = await users.VerifyAsync(username, body.Password); }
+        catch (PasswordBudgetSpentException) { return Busy(http); }
         if (user is null)
         {
-            await throttle.FailedAsync(body.Username);
-            log.LogWarning("Failed login from {RemoteIp}", ip);
-            return Problems.Unauthorized("invalid_credentials", "Username or password is wrong.");
+            await throttle.FailedAsync(username, address);
+            log.LogWarning("Failed login from {RemoteIp}", address);
+            return WrongCredentials();
         }
-        return TypedResults.Ok(await logins.StartAsync(user));
+        await throttle.SucceededAsync(username, address);
+        if (!user.Disabled && await logins.StartAsync(user) is { } pair) return TypedResults.Ok(pair);
+        // Disabled, or disabled or given a new password while this password was checked.
+        return (await users.FindAsync(user.Id))?.Disabled == true ? Disabled() : WrongCredentials();
     }
 
-    private static ProblemHttpResult TooMany(HttpContext http, TimeSpan wait)
+    private static ProblemHttpResult WrongCredentials() => Problems.Unauthorized("invalid_credentials", "Username or password is wrong.");
+    private static ProblemHttpResult Disabled() => Problems.Create(StatusCodes.Status403Forbidden, "user_disabled", "This account is disabled.");
+
+    // A 429 is held for up to Auth:ThrottledAnswerDelay before it is sent (never longer than the Retry-After it
+    // carries): a client that must wait anyway loses nothing, while a script hammering in a loop gets one answer a
+    // second per connection instead of thousands — each of which cost a request's CPU that postings needed
+    // (bench/attack.sh: the refresh loop). Real time, not the service's clock: it paces the network, decides nothing.
+    private static async Task<ProblemHttpResult> TooManyAsync(HttpContext http, TimeSpan wait, string what)
     {
+        var hold = http.RequestServices.GetRequiredService<AuthOptions>().ThrottledAnswerDelay;
+        if (wait < hold) hold = wait;
+        if (hold > TimeSpan.Zero)
+            try { await Task.Delay(hold, http.RequestAborted); } catch (OperationCanceledException) { }
         int seconds = Math.Max(1, (int)Math.Ceiling(wait.TotalSeconds));
         http.Response.Headers.RetryAfter = seconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        return Problems.Create(StatusCodes.Status429TooManyRequests, "too_many_attempts", $"Too many login attempts; try again in {seconds} s.");
+        return Problems.Create(StatusCodes.Status429TooManyRequests, "too_many_attempts", $"Too many {what}; try again in {seconds} s.");
     }
 
-    private static async Task<Results<Ok<TokenPair>, ProblemHttpResult>> RefreshAsync(RefreshRequest body, Logins logins)
+    private static ProblemHttpResult Busy(HttpContext http)
     {
-        if (string.IsNullOrEmpty(body.RefreshToken) || body.RefreshToken.Length > 512)
-            return Problems.Unauthorized("invalid_refresh_token", "The refresh token is missing or unknown.");
-        var (outcome, pair) = await logins.RefreshAsync(body.RefreshToken);
+        http.Response.Headers.RetryAfter = "1";
+        return Problems.Create(StatusCodes.Status503ServiceUnavailable, "login_busy", "Too many passwords are being checked at once; try again in 1 s.");
+    }
+
+    private static async Task<Results<Ok<TokenPair>, ValidationProblem, ProblemHttpResult>> RefreshAsync(RefreshRequest body, HttpContext http, Logins logins, LoginThrottle throttle)
+    {
+        if (body.RefreshToken is null) return Problems.Validation("refresh_token", "Required.");
+        if (throttle.CheckRefresh(ClientAddress.Key(http)) is { } ipWait) return await TooManyAsync(http, ipWait, "refreshes from this address");
+        if (body.RefreshToken.Length is 0 or > 512) return Problems.Unauthorized("invalid_refresh_token", "The refresh token is missing or unknown.");
+        var (outcome, pair, wait) = await logins.RefreshAsync(body.RefreshToken);
+        if (outcome == Logins.RefreshOutcome.Limited) return await TooManyAsync(http, wait ?? TimeSpan.FromSeconds(1), "refreshes of this login");
         return outcome switch
         {
             Logins.RefreshOutcome.Ok => TypedResults.Ok(pair!),
@@ -89,6 +149,32 @@ public static class AuthApi
         return TypedResults.NoContent();
     }
 
+    private static async Task<Results<NoContent, ValidationProblem, ProblemHttpResult>> ChangePasswordAsync(
+        ChangePasswordRequest body, ClaimsPrincipal caller, HttpContext http, Users users, Logins logins, LoginThrottle throttle, ILogger<Users> log)
+    {
+        var errors = new Dictionary<string, string[]>();
+        if (string.IsNullOrEmpty(body.CurrentPassword)) errors["current_password"] = ["Required."];
+        if (body.NewPassword is not { Length: >= 8 and <= 256 }) errors["new_password"] = ["8-256 characters."];
+        if (errors.Count > 0) return Problems.Validation(errors);
+        var user = await users.FindAsync(caller.UserId());
+        if (user is null || user.Disabled) return Problems.Unauthorized("session_revoked", "This login has ended. Log in again.");
+        // A stolen access token must not make guessing the password cheap: the login's counters apply.
+        string address = ClientAddress.Key(http);
+        if (await throttle.CheckAsync(user.Username, address) is { } wait) return await TooManyAsync(http, wait, "wrong passwords");
+        try
+        {
+            if (body.CurrentPassword!.Length > 256 || !await users.CheckAsync(user, body.CurrentPassword))
+            {
+                await throttle.FailedAsync(user.Username, address);
+                return Problems.Create(StatusCodes.Status403Forbidden, "wrong_password", "current_password is not this account's password.");
+            }
+            int ended = await logins.ChangePasswordAsync(user.Id, await users.HashAsync(user, body.NewPassword!), caller.SessionId());
+            log.LogInformation("User {UserId} changed their password; {Ended} other logins ended", user.Id, ended);
+        }
+        catch (PasswordBudgetSpentException) { return Busy(http); }
+        return TypedResults.NoContent();
+    }
+
     private static async Task<Results<Ok<UserView[]>, ValidationProblem>> FindUserAsync(string? username, Users users)
     {
         if (string.IsNullOrWhiteSpace(username))
@@ -98,16 +184,39 @@ public static class AuthApi
     }
 
     private static async Task<Results<Created<UserView>, ValidationProblem, ProblemHttpResult>> CreateUserAsync(
-        CreateUserRequest body, Users users, ClaimsPrincipal caller, ILogger<Users> log)
+        CreateUserRequest body, Users users, ClaimsPrincipal caller, HttpContext http, ILogger<Users> log)
     {
         var errors = new Dictionary<string, string[]>();
-        if (!Users.IsValidUsername(body.Username)) errors["username"] = ["3-32 characters: letters, digits, '_', '-', '.'."];
+        if (!Users.IsValidUsername(body.Username)) errors["username"] = ["3-32 characters: letters, digits, '_', '-', '.' (ASCII; stored in lower case)."];
         if (body.Password is not { Length: >= 8 and <= 256 }) errors["password"] = ["8-256 characters."];
         if (body.Role is not (Roles.Player or Roles.Operator)) errors["role"] = ["'player' or 'operator'."];
         if (errors.Count > 0) return Problems.Validation(errors);
-        var user = await users.CreateAsync(body.Username!, body.Password!, body.Role!);
+        UserRecord? user;
+        try { user = await users.CreateAsync(body.Username!, body.Password!, body.Role!); }
+        catch (PasswordBudgetSpentException) { return Busy(http); }
         if (user is null) return Problems.Create(StatusCodes.Status409Conflict, "username_taken", "That username is taken.");
         log.LogInformation("User {UserId} ({Role}) created by {OperatorId}", user.Id, user.Role, caller.UserId());
         return TypedResults.Created($"/api/users?username={Uri.EscapeDataString(user.Username)}", new UserView(user.Id, user.Username, user.Role));
     }
+
+    private static async Task<Results<Ok<UserAccount>, ValidationProblem, ProblemHttpResult>> UpdateUserAsync(
+        [FromRoute(Name = "user_id")] Guid userId, UpdateUserRequest body, ClaimsPrincipal caller, Users users, Logins logins, ILogger<Users> log)
+    {
+        if (body.Disabled is not { } disabled) return Problems.Validation("disabled", "Required: true or false.");
+        if (disabled && userId == caller.UserId()) return Problems.Validation("disabled", "An operator cannot disable their own account.");
+        if (!await logins.SetDisabledAsync(userId, disabled) || await users.FindAsync(userId) is not { } user) return UserNotFound(userId);
+        log.LogInformation("User {UserId} {Change} by {OperatorId}", userId, disabled ? "disabled" : "enabled", caller.UserId());
+        return TypedResults.Ok(new UserAccount(user.Id, user.Username, user.Role, user.Disabled));
+    }
+
+    private static async Task<Results<NoContent, ProblemHttpResult>> EndSessionsAsync(
+        [FromRoute(Name = "user_id")] Guid userId, ClaimsPrincipal caller, Logins logins, ILogger<Users> log)
+    {
+        int ended = await logins.EndAllAsync(userId);
+        if (ended < 0) return UserNotFound(userId);
+        log.LogInformation("{Ended} logins of user {UserId} ended by {OperatorId}", ended, userId, caller.UserId());
+        return TypedResults.NoContent();
+    }
+
+    private static ProblemHttpResult UserNotFound(Guid userId) => Problems.Create(StatusCodes.Status404NotFound, "user_not_found", $"No user {userId}.");
 }

@@ -22,10 +22,42 @@ public sealed class AuthOptions
     public string Audience { get; set; } = "balance";
     [Range(1, int.MaxValue)]
     public int LoginAttemptsPerMinutePerIp { get; set; } = 30;
+    // Failed logins are counted per (username, address) and per address, never per username alone: a stranger's
+    // guesses cannot lock the real user out from where the real user is (LoginThrottle).
     [Range(1, int.MaxValue)]
-    public int FailedLoginsPerUsername { get; set; } = 5;
+    public int FailedLoginsPerUsername { get; set; } = 5; // per (username, address)
+    [Range(1, int.MaxValue)]
+    public int FailedLoginsPerAddress { get; set; } = 30; // any usernames
     [Range(typeof(TimeSpan), "00:00:01", "1.00:00:00")]
     public TimeSpan FailedLoginWindow { get; set; } = TimeSpan.FromMinutes(5);
+    // Past this many failures for one username from everywhere in the window, that username's password is checked at
+    // most SlowedLoginsPerSecond times a second from addresses it never logged in from: slowed, never blocked.
+    [Range(1, int.MaxValue)]
+    public int FailedLoginsPerUsernameEverywhere { get; set; } = 100;
+    [Range(1, 1000)]
+    public int SlowedLoginsPerSecond { get; set; } = 1;
+    // The service-wide password-hash budget (PasswordBudget): hashes run on this many threads of their own, with at
+    // most PasswordHashQueue waiting; past that a login is refused at once (503 + Retry-After).
+    [Range(1, 64)]
+    public int PasswordHashConcurrency { get; set; } = Math.Max(1, Environment.ProcessorCount / 2);
+    [Range(1, 10_000)]
+    public int PasswordHashQueue { get; set; } = 4 * Math.Max(1, Environment.ProcessorCount / 2);
+    // Refreshes per login (a token bucket: RefreshBurstPerLogin at once, then this many a minute, at least four per access token
+    // lifetime: LoginThrottle.RefreshesPerLogin) and per client address (a window of a minute); then 429 + Retry-After.
+    [Range(1, int.MaxValue)]
+    public int RefreshesPerMinutePerLogin { get; set; } = 10;
+    [Range(1, int.MaxValue)]
+    public int RefreshBurstPerLogin { get; set; } = 3;
+    [Range(1, int.MaxValue)]
+    public int RefreshesPerMinutePerIp { get; set; } = 120;
+    // How long a 429 of a login or refresh limit is held before it is sent (at most its Retry-After): see AuthApi.
+    [Range(typeof(TimeSpan), "00:00:00", "00:00:10")]
+    public TimeSpan ThrottledAnswerDelay { get; set; } = TimeSpan.FromSeconds(1);
+    // Housekeeping: how often expired sessions and refresh tokens are deleted, and how many rows per statement.
+    [Range(typeof(TimeSpan), "00:00:01", "1.00:00:00")]
+    public TimeSpan HousekeepingInterval { get; set; } = TimeSpan.FromMinutes(10);
+    [Range(1, 100_000)]
+    public int HousekeepingBatch { get; set; } = 1_000;
 }
 
 public static class Roles

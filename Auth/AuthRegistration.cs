@@ -16,7 +16,9 @@ public static class AuthRegistration
         services.AddSingleton(sp => new Tokens(sp.GetRequiredService<AuthOptions>(),
             Tokens.LoadSigningKey(sp.GetRequiredService<AuthOptions>(), sp.GetRequiredService<IDatabase>(), sp.GetRequiredService<IHostEnvironment>()),
             sp.GetRequiredService<TimeProvider>()));
-        services.AddSingleton<Sessions>().AddSingleton<Users>().AddSingleton<Logins>().AddSingleton<LoginThrottle>();
+        services.AddSingleton<Sessions>().AddSingleton<Users>().AddSingleton<Logins>().AddSingleton<LoginThrottle>().AddSingleton<PasswordBudget>();
+        services.AddSingleton<Housekeeping>();
+        services.AddHostedService(sp => sp.GetRequiredService<Housekeeping>());
         services.TryAddSingleton<ILoginFailures, MemoryLoginFailures>(); // unless the store counts them for every node
         services.AddAuthentication(JwtBearerDefaults.AuthenticationScheme).AddJwtBearer();
         services.AddOptions<JwtBearerOptions>(JwtBearerDefaults.AuthenticationScheme).Configure<Tokens, Sessions>((o, tokens, sessions) =>

@@ -1,32 +1,58 @@
-using System.Threading.RateLimiting;
+using System.Collections.Concurrent;
 
 namespace Balance.Auth;
 
-// Failed logins per username within Auth:FailedLoginWindow, alike for real and unknown names. On one node they are
-// counted in memory (this class); nodes that share a PostgreSQL database count them there (Storage/Postgres), so
-// spreading guesses over nodes buys an attacker nothing.
+/// A count of failed logins under one key (LoginThrottle's keys: a username at an address, an address, a username).
+public readonly record struct FailureCount(int Failures, DateTimeOffset LastFailedAt);
+
+// Where failed logins are counted. On one node, in memory (this class); nodes that share a PostgreSQL database count
+// them there (Storage/Postgres/PostgresLoginFailures.cs), so spreading guesses over nodes buys an attacker nothing.
+// A count is forgotten once LoginThrottle.ForgetAfter has passed since its last failure.
 public interface ILoginFailures
 {
-    /// Counts nothing: how long this username must wait before it may try a password, or null when it may now.
-    ValueTask<TimeSpan?> WaitAsync(string username);
-    ValueTask FailedAsync(string username);
+    /// The live counts of these keys, in order (null: nothing counted, or forgotten). Counts nothing.
+    ValueTask<FailureCount?[]> ReadAsync(IReadOnlyList<(string Key, int Limit)> keys);
+    /// One more failure under each key.
+    ValueTask FailedAsync(IReadOnlyList<(string Key, int Limit)> keys);
+    ValueTask ClearAsync(string key);
 }
 
-// The framework's partitioned limiter: a partition is made on first use and dropped once idle, so nothing on the
-// login path scans them.
-public sealed class MemoryLoginFailures(AuthOptions options) : ILoginFailures, IDisposable
+public sealed class MemoryLoginFailures(AuthOptions options, TimeProvider time) : ILoginFailures
 {
-    private readonly PartitionedRateLimiter<string> _failures = LoginThrottle.Windows(options.FailedLoginsPerUsername, options.FailedLoginWindow);
+    private sealed record Count(int Failures, DateTimeOffset Last, int Limit);
+    private readonly ConcurrentDictionary<string, Count> _counts = new(StringComparer.Ordinal);
+    private long _writes;
 
-    public ValueTask<TimeSpan?> WaitAsync(string username) => ValueTask.FromResult(LoginThrottle.WaitOf(_failures.AttemptAcquire(Key(username), 0)));
-
-    public ValueTask FailedAsync(string username)
+    public ValueTask<FailureCount?[]> ReadAsync(IReadOnlyList<(string Key, int Limit)> keys)
     {
-        _failures.AttemptAcquire(Key(username)).Dispose();
+        var now = time.GetUtcNow();
+        var found = new FailureCount?[keys.Count];
+        for (int i = 0; i < keys.Count; i++)
+            if (_counts.TryGetValue(keys[i].Key, out var c) && !Forgotten(c, now))
+                found[i] = new FailureCount(c.Failures, c.Last);
+        return ValueTask.FromResult(found);
+    }
+
+    public ValueTask FailedAsync(IReadOnlyList<(string Key, int Limit)> keys)
+    {
+        var now = time.GetUtcNow();
+        foreach (var (key, limit) in keys)
+            _counts.AddOrUpdate(key, static (_, a) => new Count(1, a.now, a.limit),
+                (_, c, a) => Forgotten(c, a.now) ? new Count(1, a.now, a.limit) : new Count(c.Failures + 1, a.now, a.limit), (now, limit));
+        // Counts are made by anyone who can send a login: forgotten ones go now and then, so the table stays bounded.
+        if (Interlocked.Increment(ref _writes) % 1_000 == 0)
+            foreach (var (key, c) in _counts)
+                if (Forgotten(c, now)) _counts.TryRemove(new KeyValuePair<string, Count>(key, c));
         return ValueTask.CompletedTask;
     }
 
-    public static string Key(string username) => username.ToUpperInvariant(); // usernames are case-insensitive
+    public ValueTask ClearAsync(string key)
+    {
+        _counts.TryRemove(key, out _);
+        return ValueTask.CompletedTask;
+    }
 
-    public void Dispose() => _failures.Dispose();
+    public int Keys => _counts.Count;
+
+    private bool Forgotten(Count c, DateTimeOffset now) => now - c.Last > LoginThrottle.ForgetAfter(c.Failures, c.Limit, options.FailedLoginWindow);
 }

@@ -10,13 +10,20 @@ namespace Balance.Auth;
 public sealed record TokenPair(string AccessToken, string RefreshToken, string TokenType, int ExpiresIn, Guid UserId, string Role);
 
 // Logins, refresh-token rotation with reuse detection, logout.
-public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, AuthOptions options, TimeProvider time, ILogger<Logins> log)
+public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, LoginThrottle throttle, AuthOptions options, TimeProvider time, ILogger<Logins> log)
 {
+    // PostgreSQL: the user's row is locked shared by a login and exclusively by what ends a user's logins (disable,
+    // password change, end all): a login that checked the password just before either cannot slip a live session in
+    // after it. SQLite's BEGIN IMMEDIATE already serializes the two.
+    private string LockUser(bool exclusive) => db.Engine == "postgres" ? exclusive ? " FOR UPDATE" : " FOR SHARE" : "";
+
     // Spent tokens taken for a lost answer (the refresh grace). Each is also either a flaky network or a copy of the
     // token in other hands, so it is counted and logged as a warning: a rise is worth a look.
     public long GraceRetries;
 
-    public async Task<TokenPair> StartAsync(UserRecord user)
+    /// A new login of a user whose password was just checked; null when, meanwhile, the user was disabled or the
+    /// password changed (the check no longer holds).
+    public async Task<TokenPair?> StartAsync(UserRecord user)
     {
         string sessionId = Guid.NewGuid().ToString("N");
         string refresh = NewRefreshToken();
@@ -24,6 +31,9 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, AuthO
         var access = tokens.CreateAccessToken(user.Id, user.Role, sessionId, ends);
         await using var connection = await db.OpenAsync();
         await using var tx = await connection.BeginTransactionAsync();
+        var current = await connection.QuerySingleOrDefaultAsync<(string PasswordHash, string? DisabledAt)?>(
+            $"SELECT password_hash, disabled_at FROM users WHERE id = @id{LockUser(exclusive: false)}", new { id = user.Id }, tx);
+        if (current is not { DisabledAt: null } c || c.PasswordHash != user.PasswordHash) return null;
         await connection.ExecuteAsync(
             "INSERT INTO sessions (id, user_id, created_at, expires_at, access_expires_at) VALUES (@sessionId, @userId, @now, @ends, @accessExpires)",
             new { sessionId, userId = user.Id, now = Timestamps.Format(now), ends = Timestamps.Format(ends), accessExpires = Timestamps.Format(access.ExpiresAt.UtcDateTime) }, tx);
@@ -33,29 +43,44 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, AuthO
         return Pair(user.Id, user.Role, access, refresh, now);
     }
 
-    public enum RefreshOutcome { Ok, Unknown, Reused, Expired, Revoked }
+    public enum RefreshOutcome { Ok, Unknown, Reused, Expired, Revoked, Limited }
+
+    private const string TokenRow = """
+        SELECT r.session_id AS SessionId, r.expires_at AS ExpiresAt, r.used_at AS UsedAt, r.replaced_by AS ReplacedBy, n.used_at AS SuccessorUsedAt,
+               s.revoked_at AS RevokedAt, s.expires_at AS SessionEnds, s.user_id AS UserId, u.role AS Role, u.disabled_at AS DisabledAt
+        FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id JOIN users u ON u.id = s.user_id
+        LEFT JOIN refresh_tokens n ON n.token_hash = r.replaced_by
+        WHERE r.token_hash = @hash
+        """;
 
     // Rotation: a refresh token is spent by its first use and replaced by a new one. A spent token presented again
     // means someone holds a copy, and the whole login ends — except within RefreshReuseGrace of the rotation when
     // its successor was never used: then the answer was lost on the way (a dropped connection, a closed tab), and
     // the client gets a fresh pair while the unseen successor is spent, so only one of the two can go on.
-    public async Task<(RefreshOutcome, TokenPair?)> RefreshAsync(string refreshToken)
+    //
+    // A refresh reads before it writes (issue 19 §1): an unknown token, one of an ended login or an expired one is
+    // answered from a plain read, which on SQLite never waits for the write lock the ledger's writer needs. Only a
+    // token that will rotate, or a spent one that ends its login, takes the write transaction — and a rotation is
+    // limited per login (Auth:RefreshesPerMinutePerLogin; `wait` then says how long).
+    public async Task<(RefreshOutcome Outcome, TokenPair? Pair, TimeSpan? Wait)> RefreshAsync(string refreshToken)
     {
         string hash = Hash(refreshToken);
         DateTime now = time.GetUtcNow().UtcDateTime;
         await using var connection = await db.OpenAsync();
+        var seen = await connection.QuerySingleOrDefaultAsync<TokenRecord>(TokenRow, new { hash });
+        if (seen is null) return (RefreshOutcome.Unknown, null, null);
+        if (seen.RevokedAt is not null || seen.DisabledAt is not null) return (RefreshOutcome.Revoked, null, null);
+        bool spent = seen.UsedAt is not null;
+        if (!spent && (Parse(seen.ExpiresAt) <= now || Parse(seen.SessionEnds) <= now)) return (RefreshOutcome.Expired, null, null);
+        // A spent token outside its grace ends the login whatever the rate; anything that may rotate is counted.
+        bool mayRotate = !spent || (seen.ReplacedBy is not null && seen.SuccessorUsedAt is null && now - Parse(seen.UsedAt!) <= options.RefreshReuseGrace);
+        if (mayRotate && throttle.CheckRefreshOfLogin(seen.SessionId) is { } wait) return (RefreshOutcome.Limited, null, wait);
+
         await using var tx = await connection.BeginTransactionAsync(); // one winner per token: SQLite's BEGIN IMMEDIATE, or the row lock
         if (db.LockRefreshToken is { } lockToken) await connection.ExecuteAsync(lockToken, new { hash }, tx);
-        var row = await connection.QuerySingleOrDefaultAsync<(string SessionId, string ExpiresAt, string? UsedAt, string? ReplacedBy, string? SuccessorUsedAt,
-            string? RevokedAt, string SessionEnds, Guid UserId, string Role)>(
-            """
-            SELECT r.session_id, r.expires_at, r.used_at, r.replaced_by, n.used_at, s.revoked_at, s.expires_at, s.user_id, u.role
-            FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id JOIN users u ON u.id = s.user_id
-            LEFT JOIN refresh_tokens n ON n.token_hash = r.replaced_by
-            WHERE r.token_hash = @hash
-            """, new { hash }, tx);
-        if (row.SessionId is null) return (RefreshOutcome.Unknown, null);
-        if (row.RevokedAt is not null) return (RefreshOutcome.Revoked, null);
+        var row = await connection.QuerySingleOrDefaultAsync<TokenRecord>(TokenRow, new { hash }, tx);
+        if (row is null) return (RefreshOutcome.Unknown, null, null);
+        if (row.RevokedAt is not null || row.DisabledAt is not null) return (RefreshOutcome.Revoked, null, null);
         if (row.UsedAt is not null)
         {
             bool answerLost = row.ReplacedBy is not null && row.SuccessorUsedAt is null && now - Parse(row.UsedAt) <= options.RefreshReuseGrace;
@@ -65,7 +90,7 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, AuthO
                 await tx.CommitAsync();
                 sessions.MarkRevoked(row.SessionId);
                 log.LogWarning("Refresh token reuse for user {UserId}; session {SessionId} revoked", row.UserId, row.SessionId);
-                return (RefreshOutcome.Reused, null);
+                return (RefreshOutcome.Reused, null, null);
             }
             // Spent without a successor of its own: presented later, it counts as reuse. Spent only if still unused: on
             // PostgreSQL another node may be rotating that successor right now (only this token is locked), and then
@@ -77,13 +102,13 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, AuthO
                 await tx.CommitAsync();
                 sessions.MarkRevoked(row.SessionId);
                 log.LogWarning("Refresh token reuse for user {UserId}; session {SessionId} revoked", row.UserId, row.SessionId);
-                return (RefreshOutcome.Reused, null);
+                return (RefreshOutcome.Reused, null, null);
             }
             Interlocked.Increment(ref GraceRetries);
             log.LogWarning("A spent refresh token was presented again within the grace for user {UserId}, session {SessionId}: taken for a lost answer", row.UserId, row.SessionId);
         }
         DateTime ends = Parse(row.SessionEnds);
-        if (Parse(row.ExpiresAt) <= now || ends <= now) return (RefreshOutcome.Expired, null);
+        if (Parse(row.ExpiresAt) <= now || ends <= now) return (RefreshOutcome.Expired, null, null);
         string next = NewRefreshToken();
         var access = tokens.CreateAccessToken(row.UserId, row.Role, row.SessionId, ends);
         // used_at keeps the first rotation's time: retries cannot stretch the grace.
@@ -93,8 +118,11 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, AuthO
             new { accessExpires = Timestamps.Format(access.ExpiresAt.UtcDateTime), id = row.SessionId }, tx);
         await InsertRefreshAsync(connection, tx, next, row.SessionId, Min(now + options.RefreshTokenLifetime, ends));
         await tx.CommitAsync();
-        return (RefreshOutcome.Ok, Pair(row.UserId, row.Role, access, next, now));
+        return (RefreshOutcome.Ok, Pair(row.UserId, row.Role, access, next, now), null);
     }
+
+    private sealed record TokenRecord(string SessionId, string ExpiresAt, string? UsedAt, string? ReplacedBy, string? SuccessorUsedAt,
+        string? RevokedAt, string SessionEnds, Guid UserId, string Role, string? DisabledAt);
 
     /// Ends the caller's session and the session of the given refresh token if it is the caller's too.
     public async Task LogoutAsync(Guid userId, string sessionId, string? refreshToken)
@@ -115,6 +143,47 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, AuthO
         await tx.CommitAsync();
         foreach (string id in ended) sessions.MarkRevoked(id);
         log.LogInformation("Logout {UserId} ended session {SessionId}", userId, sessionId);
+    }
+
+    /// Ends every login of the user (but `except`): their tokens stop working and their sockets close 4503, on every
+    /// node (PostgreSQL: sessions.revoked_tx and the change feed). Returns how many were ended.
+    public Task<int> EndAllAsync(Guid userId, string? except = null) => ChangeUserAsync(userId, except, null);
+
+    /// Sets the user's password hash and ends every other login of the user, in one transaction.
+    public Task<int> ChangePasswordAsync(Guid userId, string passwordHash, string keepSessionId) => ChangeUserAsync(userId, keepSessionId,
+        ("UPDATE users SET password_hash = @value WHERE id = @userId", passwordHash));
+
+    /// Disables (and ends every login of) the user, or enables them again. False when there is no such user.
+    public async Task<bool> SetDisabledAsync(Guid userId, bool disabled)
+    {
+        if (!disabled)
+        {
+            await using var connection = await db.OpenAsync();
+            return await connection.ExecuteAsync("UPDATE users SET disabled_at = NULL WHERE id = @userId", new { userId }) == 1;
+        }
+        return await ChangeUserAsync(userId, null, ("UPDATE users SET disabled_at = COALESCE(disabled_at, @value) WHERE id = @userId",
+            Timestamps.Format(time.GetUtcNow().UtcDateTime))) >= 0;
+    }
+
+    // -1 when the user does not exist. The user's row is locked first (LockUser): a login racing this cannot commit
+    // a session this transaction does not see.
+    private async Task<int> ChangeUserAsync(Guid userId, string? except, (string Sql, string Value)? change)
+    {
+        string now = Timestamps.Format(time.GetUtcNow().UtcDateTime);
+        await using var connection = await db.OpenAsync();
+        await using var tx = await connection.BeginTransactionAsync();
+        if (await connection.QuerySingleOrDefaultAsync<Guid?>($"SELECT id FROM users WHERE id = @userId{LockUser(exclusive: true)}", new { userId }, tx) is null)
+            return -1;
+        if (change is { } c) await connection.ExecuteAsync(c.Sql, new { userId, value = c.Value }, tx);
+        var ended = (await connection.QueryAsync<string>(
+            "SELECT id FROM sessions WHERE user_id = @userId AND revoked_at IS NULL AND expires_at > @now", new { userId, now }, tx))
+            .Where(id => id != except).ToList();
+        foreach (string id in ended)
+            await connection.ExecuteAsync("UPDATE sessions SET revoked_at = @now WHERE id = @id AND revoked_at IS NULL", new { now, id }, tx);
+        await tx.CommitAsync();
+        foreach (string id in ended) sessions.MarkRevoked(id);
+        if (ended.Count > 0) log.LogInformation("Ended {Count} logins of user {UserId}", ended.Count, userId);
+        return ended.Count;
     }
 
     private static TokenPair Pair(Guid userId, string role, AccessToken access, string refresh, DateTime now) =>

@@ -137,12 +137,16 @@ public class RestTests
             ConfigureTestServices = services => services.AddSingleton<TimeProvider>(clock),
         };
         using var http = app.Http();
-        foreach (object body in new object[] { new { refresh_token = "no-such-token" }, new { refresh_token = "" }, new { } })
+        foreach (object body in new object[] { new { refresh_token = "no-such-token" }, new { refresh_token = "" } })
         {
             var unknown = await http.PostAsJsonAsync("/api/auth/refresh", body);
             Assert.Equal(HttpStatusCode.Unauthorized, unknown.StatusCode);
             Assert.Equal("invalid_refresh_token", (await Json(unknown)).GetProperty("code").GetString());
         }
+        // Missing altogether: a malformed request, as the OpenAPI document says (issue 19 §2).
+        var missing = await http.PostAsJsonAsync("/api/auth/refresh", new { });
+        Assert.Equal(HttpStatusCode.BadRequest, missing.StatusCode);
+        Assert.Equal("validation_failed", (await Json(missing)).GetProperty("code").GetString());
         var alice = await app.LoginAsync("alice");
         clock.Advance(TimeSpan.FromMinutes(10) + TimeSpan.FromSeconds(1));
         var expired = await http.PostAsJsonAsync("/api/auth/refresh", new { refresh_token = alice.RefreshToken });

@@ -35,3 +35,13 @@ public sealed class FuzzTestsOnPostgres : FuzzTests
 {
     protected override Store Store => Store.Postgres;
 }
+
+public sealed class AuthAbuseTestsOnPostgres : AuthAbuseTests
+{
+    protected override Store Store => Store.Postgres;
+}
+
+public sealed class AccountAdminTestsOnPostgres : AccountAdminTests
+{
+    protected override Store Store => Store.Postgres;
+}

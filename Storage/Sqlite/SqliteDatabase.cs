@@ -11,7 +11,8 @@ public sealed class SqliteDatabase : IDatabase
 {
     // PRAGMA user_version of the schema this build writes. A database with a higher one was made by a newer build:
     // starting on it could misread or damage what that build wrote, so start is refused.
-    // 2: idempotency keys unique per poster, (posted_by, idempotency_key), no longer across the whole ledger.
+    // 2: idempotency keys unique per poster, (posted_by, idempotency_key), no longer across the whole ledger;
+    //    users.disabled_at (an older build would let a disabled user log in), usernames in their normal form (auth).
     public const int SchemaVersion = 2;
 
     public string ConnectionString { get; }
@@ -94,6 +95,7 @@ public sealed class SqliteDatabase : IDatabase
         if (!(await connection.QueryAsync<string>("SELECT name FROM pragma_table_info('refresh_tokens')")).Contains("replaced_by"))
             await connection.ExecuteAsync("ALTER TABLE refresh_tokens ADD COLUMN replaced_by TEXT");
         if (found < 2) await KeysPerPosterAsync(connection);
+        await Balance.Auth.Users.UpgradeSqliteAsync(connection);
         await connection.ExecuteAsync($"PRAGMA user_version = {SchemaVersion}");
     }
 
