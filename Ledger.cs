@@ -166,7 +166,7 @@ public sealed class Ledger : IHostedService
         }
     }
 
-    // The rules of one posting, in order: the poster is an operator of this ledger; a known key answers with its first
+    // The rules of one posting, in order: the poster is an operator of this ledger; a key this poster already used answers with its first
     // result (or a conflict for another body); a rollback undoes one bet, of its owner, once; credits cannot overflow;
     // debits cannot overdraw; the wallet's version steps by exactly one.
     private (PostOutcome Outcome, BalanceChange? Change) Apply(ILedgerSession s, Posting p, string hash)
@@ -175,7 +175,7 @@ public sealed class Ledger : IHostedService
         // a database restored from before the account): every ledger row names an operator that exists here.
         if (s.RoleOf(p.PostedBy) != Roles.Operator)
             return (new PostOutcome.Refused(Refusal.NotAnOperator, "The token's user is not an operator of this ledger."), null);
-        if (s.FindByKey(p.IdempotencyKey) is { } earlier)
+        if (s.FindByKey(p.PostedBy, p.IdempotencyKey) is { } earlier)
             return (earlier.RequestHash == hash ? new PostOutcome.Committed(earlier.ToResult(), Replayed: true) : new PostOutcome.IdempotencyConflict(), null);
 
         Guid userId;

@@ -14,10 +14,17 @@
 -- rollbacks only.) First in the script, and only while the keys exist: the drop locks ledger and users, and taken
 -- after a statement that already holds a weaker lock on ledger it would deadlock with the batches of nodes still
 -- running the old build.
+--
+-- Schema 3: an Idempotency-Key belongs to the operator who sent it. The ledger's UNIQUE (idempotency_key) across every
+-- poster becomes the unique index ledger_by_key (posted_by, idempotency_key), below; dropped here, first, for the
+-- same reason as the keys above. Every row is kept: keys unique across the ledger are unique per poster.
 DO $$
 BEGIN
     IF EXISTS (SELECT FROM pg_constraint WHERE conrelid = to_regclass('ledger') AND conname IN ('ledger_user_id_fkey', 'ledger_posted_by_fkey')) THEN
         ALTER TABLE ledger DROP CONSTRAINT IF EXISTS ledger_user_id_fkey, DROP CONSTRAINT IF EXISTS ledger_posted_by_fkey;
+    END IF;
+    IF EXISTS (SELECT FROM pg_constraint WHERE conrelid = to_regclass('ledger') AND conname = 'ledger_idempotency_key_key') THEN
+        ALTER TABLE ledger DROP CONSTRAINT ledger_idempotency_key_key;
     END IF;
 END $$;
 
@@ -59,7 +66,7 @@ CREATE TABLE IF NOT EXISTS ledger (
     currency        text   NOT NULL,
     balance_after   bigint NOT NULL CHECK (balance_after >= 0),
     version         bigint NOT NULL CHECK (version > 0),
-    idempotency_key text   NOT NULL UNIQUE,
+    idempotency_key text   NOT NULL,                -- unique per poster: ledger_by_key
     request_hash    text   NOT NULL,                -- SHA-256 of the canonical request, for replay checks
     reference       text,
     reverses        text   UNIQUE REFERENCES ledger (transaction_id), -- a bet is rolled back at most once
@@ -69,6 +76,7 @@ CREATE TABLE IF NOT EXISTS ledger (
 );
 CREATE INDEX IF NOT EXISTS ledger_by_user ON ledger (user_id, seq);
 CREATE INDEX IF NOT EXISTS ledger_by_tx ON ledger (tx, seq);
+CREATE UNIQUE INDEX IF NOT EXISTS ledger_by_key ON ledger (posted_by, idempotency_key);
 
 
 -- A login session (see balance.db.sql). `revoked_tx` is the transaction that ended it, set by the trigger below:

@@ -205,8 +205,9 @@ public static class BalanceOpenApi
             if (operation.Parameters?.FirstOrDefault(p => p.Name == "Idempotency-Key") is OpenApiParameter key)
             {
                 key.Required = true;
-                key.Description = "Names the intended transaction (1-255 characters). The same key with the same body answers the first response again "
-                    + "(with Idempotent-Replayed: true) and changes nothing; with another body it is 409 idempotency_conflict. Only a committed "
+                key.Description = "Names the intended transaction (1-255 characters). A key belongs to the operator who sends it: the same operator "
+                    + "sending the same key with the same body gets the first response again (with Idempotent-Replayed: true) and changes nothing; "
+                    + "with another body it is 409 idempotency_conflict. Another operator's same key is another transaction. Only a committed "
                     + "transaction binds its key: after a 4xx or 503 the same key may be sent again.";
                 key.Schema = new OpenApiSchema { Type = JsonSchemaType.String, MinLength = 1, MaxLength = 255 };
                 key.Example = JsonValue.Create("bet-round-8812-player-42");

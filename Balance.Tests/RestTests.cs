@@ -302,6 +302,41 @@ public class RestTests
         Assert.Equal("110.00", await BalanceOf(app, alice.AccessToken));
     }
 
+    // Issue 19 §3: keys were global, so operator B posting with a key operator A had used got A's transaction back,
+    // replayed, and nothing was charged. A key belongs to its poster: each operator's own replay still replays.
+    [Fact]
+    public async Task TwoOperatorsWithOneKeyAndOneBodyPostTwoTransactionsAndEachReplaysItsOwn()
+    {
+        await using var app = new BalanceApplication(store: Store);
+        var alice = await app.LoginAsync("alice");
+        var op = await app.LoginAsync("operator");
+        using (var admin = app.Http(op.AccessToken))
+            Assert.Equal(HttpStatusCode.Created, (await admin.PostAsJsonAsync("/api/users", new { username = "cashier2", password = "password123", role = "operator" })).StatusCode);
+        var op2 = await app.LoginAsync("cashier2", "password123");
+        var body = new { user_id = alice.UserId, type = "bet", amount = "7.00", currency = "USD", reference = "round-1" };
+
+        var first = await app.PostOkAsync(op.AccessToken, body, "shared-key");
+        var second = await app.PostTransactionAsync(op2.AccessToken, body, "shared-key");
+        Assert.Equal(HttpStatusCode.Created, second.StatusCode);
+        Assert.False(second.Headers.Contains("Idempotent-Replayed"));
+        var secondJson = await Json(second);
+        Assert.NotEqual(first.GetProperty("transaction_id").GetString(), secondJson.GetProperty("transaction_id").GetString());
+        Assert.Equal("86.00", secondJson.GetProperty("balance").GetString());
+        Assert.Equal("86.00", await BalanceOf(app, alice.AccessToken));
+
+        foreach (var (token, mine) in new[] { (op.AccessToken, first), (op2.AccessToken, secondJson) })
+        {
+            var replay = await app.PostTransactionAsync(token, body, "shared-key");
+            Assert.Equal(HttpStatusCode.Created, replay.StatusCode);
+            Assert.Equal("true", replay.Headers.GetValues("Idempotent-Replayed").Single());
+            Assert.Equal(mine.ToString(), (await Json(replay)).ToString());
+            var conflict = await app.PostTransactionAsync(token, body with { amount = "8.00" }, "shared-key");
+            Assert.Equal(HttpStatusCode.Conflict, conflict.StatusCode);
+            Assert.Equal("idempotency_conflict", (await Json(conflict)).GetProperty("code").GetString());
+        }
+        Assert.Equal("86.00", await BalanceOf(app, alice.AccessToken));
+    }
+
     [Fact]
     public async Task ConcurrentRequestsWithOneKeyHaveOneEffect()
     {

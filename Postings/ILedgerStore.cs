@@ -30,7 +30,9 @@ public interface ILedgerSession : IDisposable
     /// undoes that posting alone; false, with nothing of it written, when it was undone.
     bool TryIsolated<T>(Func<T> posting, out T result);
 
-    LedgerEntry? FindByKey(string idempotencyKey);
+    /// The entry this poster wrote with this key: keys belong to their poster, so another operator's same key is
+    /// a different posting.
+    LedgerEntry? FindByKey(Guid postedBy, string idempotencyKey);
     LedgerEntry? FindById(string transactionId);
     bool IsReversed(string transactionId);
     /// Null when there is no such user.

@@ -10,7 +10,8 @@ public sealed class PostgresDatabase : IDatabase, IAsyncDisposable
 {
     // schema_version of the schema this build writes; a database with a higher one was made by a newer build.
     // 2: the ledger's foreign keys to users replaced by triggers that refuse deleting users or changing the ledger.
-    public const int SchemaVersion = 2;
+    // 3: idempotency keys unique per poster (ledger_by_key), no longer across the whole ledger.
+    public const int SchemaVersion = 3;
     // Any constant both nodes agree on: the advisory lock that lets one node at a time apply the schema.
     private const long SchemaLock = 0x42616c616e6365; // "Balance"
 

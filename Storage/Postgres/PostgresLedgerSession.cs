@@ -24,7 +24,7 @@ internal sealed class PostgresLedgerSession(NpgsqlConnection connection, Doorbel
         public readonly long Locked = version; // the version under our lock, which the write must still find
     }
 
-    private readonly Dictionary<string, LedgerEntry> _byKey = new(StringComparer.Ordinal);
+    private readonly Dictionary<(Guid PostedBy, string Key), LedgerEntry> _byKey = [];
     private readonly Dictionary<string, LedgerEntry> _byId = new(StringComparer.Ordinal);
     private readonly HashSet<string> _reversed = new(StringComparer.Ordinal);
     private readonly Dictionary<Guid, string> _roles = [];
@@ -44,10 +44,11 @@ internal sealed class PostgresLedgerSession(NpgsqlConnection connection, Doorbel
         var bets = new List<string>();
         var users = new HashSet<Guid>();
         var keys = new string[postings.Count];
+        var posters = new Guid[postings.Count];
         for (int i = 0; i < postings.Count; i++)
         {
             var p = postings[i];
-            keys[i] = p.IdempotencyKey;
+            (keys[i], posters[i]) = (p.IdempotencyKey, p.PostedBy);
             users.Add(p.PostedBy); // the rules check the poster is an operator here
             if (p.Type == TxTypes.Rollback) bets.Add(p.Reverses!);
             else users.Add(p.UserId!.Value);
@@ -86,14 +87,14 @@ internal sealed class PostgresLedgerSession(NpgsqlConnection connection, Doorbel
                 WHERE (user_id, currency) IN (SELECT * FROM unnest($1, $2))
                 ORDER BY user_id, currency FOR UPDATE
                 """, P(wUsers), P(wCurrencies)));
-            batch.BatchCommands.Add(Command($"SELECT {Row}, idempotency_key FROM ledger WHERE idempotency_key = ANY($1)", P(keys)));
+            batch.BatchCommands.Add(Command($"SELECT {Row}, posted_by, idempotency_key FROM ledger WHERE (posted_by, idempotency_key) IN (SELECT * FROM unnest($1, $2))", P(posters), P(keys)));
             batch.BatchCommands.Add(Command("SELECT reverses FROM ledger WHERE reverses = ANY($1)", P(bets.ToArray())));
             using var r = batch.ExecuteReader();
             while (r.Read()) { }
             r.NextResult();
             while (r.Read()) _wallets[(r.GetGuid(0), r.GetString(1))] = new Wallet(r.GetInt64(2), r.GetInt64(3));
             r.NextResult();
-            while (r.Read()) _byKey[r.GetString(11)] = Entry(r);
+            while (r.Read()) _byKey[(r.GetGuid(11), r.GetString(12))] = Entry(r);
             r.NextResult();
             while (r.Read()) _reversed.Add(r.GetString(0));
         }
@@ -107,7 +108,7 @@ internal sealed class PostgresLedgerSession(NpgsqlConnection connection, Doorbel
         catch (StoreConflictException) { result = default!; return false; }
     }
 
-    public LedgerEntry? FindByKey(string idempotencyKey) => _byKey.GetValueOrDefault(idempotencyKey);
+    public LedgerEntry? FindByKey(Guid postedBy, string idempotencyKey) => _byKey.GetValueOrDefault((postedBy, idempotencyKey));
     public LedgerEntry? FindById(string transactionId) => _byId.GetValueOrDefault(transactionId);
     public bool IsReversed(string transactionId) => _reversed.Contains(transactionId);
     public string? RoleOf(Guid userId) => _roles.GetValueOrDefault(userId);
@@ -120,7 +121,7 @@ internal sealed class PostgresLedgerSession(NpgsqlConnection connection, Doorbel
         if (!_wallets.TryGetValue((e.UserId, e.Currency), out var w) || w.Version != e.Version - 1)
             throw new StoreConflictException($"Wallet {e.UserId}/{e.Currency} is not locked at version {e.Version - 1}.");
         (w.Balance, w.Version) = (e.BalanceAfter, e.Version);
-        _byKey[idempotencyKey] = e;
+        _byKey[(postedBy, idempotencyKey)] = e;
         _byId[e.TransactionId] = e;
         if (e.Reverses is not null) _reversed.Add(e.Reverses);
         _pending.Add((e, idempotencyKey, postedBy));

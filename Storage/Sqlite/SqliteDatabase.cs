@@ -11,8 +11,9 @@ public sealed class SqliteDatabase : IDatabase
 {
     // PRAGMA user_version of the schema this build writes. A database with a higher one was made by a newer build:
     // starting on it could misread or damage what that build wrote, so start is refused.
-    // 2: the ledger as a log (no wallets table, no idempotency index: the writer's memory holds them).
-    public const int SchemaVersion = 2;
+    // 2: idempotency keys unique per poster, (posted_by, idempotency_key), no longer across the whole ledger.
+    // 3: the ledger as a log (no wallets table, no key or per-player index: the writer's memory holds them).
+    public const int SchemaVersion = 3;
 
     public string ConnectionString { get; }
     public string FilePath { get; }
@@ -65,8 +66,8 @@ public sealed class SqliteDatabase : IDatabase
         await connection.ExecuteAsync(schema);
         // A database's own secret for the Idempotency-Keys' hashes (LedgerState.KeyHash), made once.
         await connection.ExecuteAsync("INSERT OR IGNORE INTO ledger_meta (name, value) VALUES ('key_seed', @seed)", new { seed = Convert.ToHexString(RandomNumberGenerator.GetBytes(32)) });
-        // Databases made before wallets.last_transaction_id: add it and fill it from the ledger, once. (They keep
-        // their old UNIQUE (user_id, currency, version) on the ledger: same guarantee, one more index to write.)
+        // Databases made before wallets.last_transaction_id: add it and fill it from the ledger, once. (Since schema 3,
+        // wallets is a view of the ledger that has the column, and any schema-1 or -2 ledger was rebuilt above.)
         if (!(await connection.QueryAsync<string>("SELECT name FROM pragma_table_info('wallets')")).Contains("last_transaction_id"))
         {
             await using var tx = await connection.BeginTransactionAsync();
@@ -91,10 +92,12 @@ public sealed class SqliteDatabase : IDatabase
         }
         if (!(await connection.QueryAsync<string>("SELECT name FROM pragma_table_info('refresh_tokens')")).Contains("replaced_by"))
             await connection.ExecuteAsync("ALTER TABLE refresh_tokens ADD COLUMN replaced_by TEXT");
+        // Schema 2's step (keys per poster), a no-op once UpgradeToLogAsync rebuilt the ledger without global keys.
+        if (found < 2) await KeysPerPosterAsync(connection);
         await connection.ExecuteAsync($"PRAGMA user_version = {SchemaVersion}");
     }
 
-    // Schema 1 → 2, in one transaction, every row kept: the ledger rebuilt without its idempotency-key and per-player
+    // Schema 1 or 2 → 3, in one transaction, every row kept: the ledger rebuilt without its idempotency-key and per-player
     // indexes, each row given its player's previous row (user_prev) and its key's hash (ledger_keys); the wallets
     // table, checked against the ledger, becomes a checkpoint (each wallet's newest row) and the view `wallets`.
     private static async Task UpgradeToLogAsync(SqliteConnection connection, string schema)
@@ -150,6 +153,58 @@ public sealed class SqliteDatabase : IDatabase
         }
         long rows = await connection.ExecuteScalarAsync<long>("SELECT COUNT(*) FROM ledger");
         Console.Error.WriteLine($"Balance: upgraded the SQLite ledger to schema {SchemaVersion} ({rows} rows) in {sw.Elapsed.TotalSeconds:F1} s");
+    }
+
+    // Schema 2. Before it, the ledger declared idempotency_key UNIQUE across every poster, and SQLite cannot drop a
+    // column's constraint: the table is rebuilt in one transaction (SQLite's documented twelve steps, with foreign
+    // keys off so dropping the old table touches no row), every row and seq kept, AUTOINCREMENT's counter with it.
+    // The new table is spelled out here rather than read from balance.db.sql: this step upgrades to schema 2, and
+    // must keep meaning that when the schema file moves on.
+    private static async Task KeysPerPosterAsync(SqliteConnection connection)
+    {
+        bool globalKeys = await connection.ExecuteScalarAsync<bool>("""
+            SELECT EXISTS (SELECT 1 FROM pragma_index_list('ledger') AS i
+                WHERE i."unique" AND (SELECT group_concat(name) FROM pragma_index_info(i.name)) = 'idempotency_key')
+            """);
+        if (!globalKeys) return; // made by this schema
+        await connection.ExecuteAsync("PRAGMA foreign_keys = OFF"); // a no-op inside a transaction, so before it
+        try
+        {
+            await using var tx = await connection.BeginTransactionAsync();
+            await connection.ExecuteAsync("""
+                CREATE TABLE ledger_schema2 (
+                    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+                    transaction_id  TEXT    NOT NULL UNIQUE,
+                    user_id         TEXT    NOT NULL REFERENCES users (id),
+                    type            TEXT    NOT NULL CHECK (type IN ('deposit', 'withdrawal', 'bet', 'win', 'rollback')),
+                    amount          INTEGER NOT NULL CHECK (amount > 0),
+                    currency        TEXT    NOT NULL,
+                    balance_after   INTEGER NOT NULL CHECK (balance_after >= 0),
+                    version         INTEGER NOT NULL,
+                    idempotency_key TEXT    NOT NULL,
+                    request_hash    TEXT    NOT NULL,
+                    reference       TEXT,
+                    reverses        TEXT UNIQUE REFERENCES ledger (transaction_id),
+                    posted_by       TEXT    NOT NULL REFERENCES users (id),
+                    created_at      TEXT    NOT NULL
+                );
+                INSERT INTO ledger_schema2 (seq, transaction_id, user_id, type, amount, currency, balance_after, version, idempotency_key, request_hash, reference, reverses, posted_by, created_at)
+                    SELECT seq, transaction_id, user_id, type, amount, currency, balance_after, version, idempotency_key, request_hash, reference, reverses, posted_by, created_at
+                    FROM ledger ORDER BY seq;
+                UPDATE sqlite_sequence SET seq = max(seq, coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'ledger'), 0)) WHERE name = 'ledger_schema2';
+                DROP TABLE ledger;
+                ALTER TABLE ledger_schema2 RENAME TO ledger;
+                CREATE INDEX ledger_by_user ON ledger (user_id, seq);
+                CREATE UNIQUE INDEX ledger_by_key ON ledger (posted_by, idempotency_key);
+                """, transaction: tx);
+            if ((await connection.QueryAsync("PRAGMA foreign_key_check", transaction: tx)).Any())
+                throw new InvalidOperationException("Rebuilding the ledger for schema 2 found rows that name a missing user or transaction; nothing was changed.");
+            await tx.CommitAsync();
+        }
+        finally
+        {
+            await connection.ExecuteAsync("PRAGMA foreign_keys = ON");
+        }
     }
 
     // Beside the database file, readable by its owner alone, so tokens survive a restart.

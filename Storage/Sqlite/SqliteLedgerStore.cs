@@ -275,9 +275,9 @@ internal sealed class SqliteLedgerSession : ILedgerSession
         return r.Read() ? Entry(r) : null;
     }
 
-    // The key's rows among the window's (the state's and this batch's); the row itself is compared, a hash only
-    // names candidates. A row older than the window is forgotten even before the state sweeps it.
-    public LedgerEntry? FindByKey(string idempotencyKey)
+    // This poster's row with this key among the window's (the state's and this batch's): the hash is of the key alone,
+    // so it names every poster's rows with it (and any collision); the row itself is compared. A row older than the window is forgotten even before the state sweeps it.
+    public LedgerEntry? FindByKey(Guid postedBy, string idempotencyKey)
     {
         long hash = KeyHash(idempotencyKey);
         _candidates.Clear();
@@ -288,7 +288,7 @@ internal sealed class SqliteLedgerSession : ILedgerSession
         foreach (long seq in _candidates)
         {
             using var r = With(_bySeq, seq).ExecuteReader();
-            if (!r.Read() || r.GetString(11) != idempotencyKey) continue;
+            if (!r.Read() || r.GetString(11) != idempotencyKey || Guid.Parse(r.GetString(12)) != postedBy) continue; // another poster's key, or a collision
             var entry = Entry(r);
             if (string.CompareOrdinal(entry.CreatedAt, oldest) < 0) continue;
             return entry;

@@ -33,7 +33,7 @@ public sealed class ReferenceLedgerStore(SqliteDatabase db) : ILedgerStore
             _savepoint = Prepare("SAVEPOINT posting");
             _release = Prepare("RELEASE posting");
             _undo = Prepare("ROLLBACK TO posting");
-            _byKey = Prepare($"SELECT {RowColumns} FROM ledger WHERE idempotency_key = $key", "$key");
+            _byKey = Prepare($"SELECT {RowColumns} FROM ledger WHERE idempotency_key = $key AND posted_by = $by", "$key", "$by"); // schema 1's key index
             _byId = Prepare($"SELECT {RowColumns} FROM ledger WHERE transaction_id = $id", "$id");
             _reversed = Prepare("SELECT EXISTS (SELECT 1 FROM ledger WHERE reverses = $id)", "$id");
             _role = Prepare("SELECT role FROM users WHERE id = $user", "$user");
@@ -106,7 +106,7 @@ public sealed class ReferenceLedgerStore(SqliteDatabase db) : ILedgerStore
                 r.GetInt64(6), r.GetString(7), r.IsDBNull(8) ? null : r.GetString(8), r.IsDBNull(9) ? null : r.GetString(9), r.GetString(10));
         }
 
-        public LedgerEntry? FindByKey(string idempotencyKey) => Row(With(_byKey, idempotencyKey));
+        public LedgerEntry? FindByKey(Guid postedBy, string idempotencyKey) => Row(With(_byKey, idempotencyKey, postedBy.ToString()));
         public LedgerEntry? FindById(string transactionId) => Row(With(_byId, transactionId));
         public bool IsReversed(string transactionId) => Convert.ToInt64(With(_reversed, transactionId).ExecuteScalar()) != 0;
         public string? RoleOf(Guid userId)
