@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS ledger_keys (
 );
 
 -- Where the writer starts from: each wallet's newest ledger row as of ledger_meta.checkpoint_seq, written by the
--- writer inside a batch's transaction at most once a second. A checkpoint only: at start the rows after it are
+-- writer inside a batch's transaction at most every 10 s. A checkpoint only: at start the rows after it are
 -- replayed from the ledger, which is never contradicted.
 CREATE TABLE IF NOT EXISTS wallet_checkpoint (
     user_id  TEXT    NOT NULL,

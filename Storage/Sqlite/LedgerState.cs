@@ -14,9 +14,9 @@ namespace Balance.Storage.Sqlite;
 //
 // Threads: the writer alone changes it; reads (balances, history heads) come from any thread and see each wallet's
 // newest committed state: a user's wallets are one immutable array, swapped after the commit.
-internal sealed class LedgerState
+public sealed class LedgerState
 {
-    internal sealed class User
+    public sealed class User
     {
         public BalanceChange[] Wallets = []; // sorted by currency, ordinal; replaced, never changed in place
         public long Head;                    // seq of the user's newest ledger row, 0 when none

@@ -111,6 +111,8 @@ public sealed class SqliteDatabase : IDatabase
         }
         string newLedger = Part("CREATE TABLE IF NOT EXISTS ledger (").Replace("CREATE TABLE IF NOT EXISTS ledger (", "CREATE TABLE ledger_log (");
         await connection.ExecuteAsync("PRAGMA foreign_keys = OFF"); // the table is rebuilt (SQLite's 12-step ALTER); checked below
+        long cache = await connection.ExecuteScalarAsync<long>("PRAGMA cache_size");
+        await connection.ExecuteAsync("PRAGMA cache_size = -262144"); // 256 MiB while the tables and index are rebuilt, not 2
         try
         {
             await using var tx = await connection.BeginTransactionAsync();
@@ -149,7 +151,7 @@ public sealed class SqliteDatabase : IDatabase
         }
         finally
         {
-            await connection.ExecuteAsync("PRAGMA foreign_keys = ON");
+            await connection.ExecuteAsync($"PRAGMA foreign_keys = ON; PRAGMA cache_size = {cache};");
         }
         long rows = await connection.ExecuteScalarAsync<long>("SELECT COUNT(*) FROM ledger");
         Console.Error.WriteLine($"Balance: upgraded the SQLite ledger to schema {SchemaVersion} ({rows} rows) in {sw.Elapsed.TotalSeconds:F1} s");
