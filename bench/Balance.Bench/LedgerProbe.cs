@@ -217,8 +217,11 @@ public static class LedgerProbe
             Console.WriteLine(JsonSerializer.Serialize(new Result(variant, rep, 0, 0, 0, 0, 0, 0, 0, 0, upgrade, startup, managedMb, rssMb, 0, "ok")));
             return 0;
         }
+        // LEDGER_PROBE_NO_CHECKPOINTS=1 (a diagnosis, not the workload): no background checkpoints, so the WAL keeps
+        // every frame of the run (up to the writer's own backstop at 16,000 pages) and its size is printed.
+        bool noCheckpoints = Environment.GetEnvironmentVariable("LEDGER_PROBE_NO_CHECKPOINTS") == "1";
         var checkpointer = new Checkpointer(db, NullLogger<Checkpointer>.Instance);
-        await checkpointer.StartAsync(CancellationToken.None);
+        if (!noCheckpoints) await checkpointer.StartAsync(CancellationToken.None);
         var ledger = new Ledger(store, TimeProvider.System, Microsoft.Extensions.Options.Options.Create(new LedgerOptions { MaxBatch = batch }), NullLoggerFactory.Instance);
         await ledger.StartAsync(CancellationToken.None);
         _ = Task.Run(async () => { await foreach (var _ in ledger.Changes.ReadAllAsync()) { } }); // the socket hub's place
@@ -237,7 +240,8 @@ public static class LedgerProbe
         await Drive(count);
         double seconds = clock.Elapsed.TotalSeconds;
         await ledger.CompleteAsync(CancellationToken.None);
-        await checkpointer.StopAsync(CancellationToken.None);
+        if (noCheckpoints) Console.Error.WriteLine($"WAL {new FileInfo(path + "-wal").Length / (double)count:F0} bytes per posting ({new FileInfo(path + "-wal").Length / 4120} frames) before the final checkpoint");
+        else await checkpointer.StopAsync(CancellationToken.None);
         await using (var c = await db.OpenAsync()) { using var cmd = c.CreateCommand(); cmd.CommandText = "PRAGMA wal_checkpoint(TRUNCATE)"; cmd.ExecuteNonQuery(); }
         double cpu = (Process.GetCurrentProcess().TotalProcessorTime - cpu0).TotalMicroseconds;
         long written = WriteBytes() - written0;
