@@ -130,6 +130,8 @@ public sealed class LedgerState
         long from = FirstSeqAtOrAfter(c, Timestamps.Format(now - window), state.LastSeq);
         using (var cmd = c.CreateCommand())
         {
+            // Sized once (at most a row per seq from there): no rehash while it fills, no doubling left unused.
+            state._keys.EnsureCapacity((int)Math.Clamp(state.LastSeq - from + 1, 0, 1 << 30));
             cmd.CommandText = "SELECT seq, key_hash FROM ledger_keys WHERE seq >= $from";
             cmd.Parameters.AddWithValue("$from", from);
             using var r = cmd.ExecuteReader();
