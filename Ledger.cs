@@ -31,8 +31,18 @@ public sealed class Ledger : IHostedService
     public sealed class LedgerStats
     {
         public long Commits, Transactions, Batches;
+        // Stopwatch timestamps of the writer's last commit and last failed batch (0: never): the readiness check's
+        // evidence that the database takes writes, without a probe competing with the writer for the lock.
+        public long LastCommitAt, LastFailureAt;
         public event Action<int, double>? Committed; // batch size, milliseconds
         internal void Report(int size, double ms) { Interlocked.Increment(ref Batches); Interlocked.Add(ref Transactions, size); Committed?.Invoke(size, ms); }
+
+        /// The writer committed within `window` and has not failed since.
+        public bool CommittedWithin(TimeSpan window)
+        {
+            long commit = Volatile.Read(ref LastCommitAt);
+            return commit != 0 && commit > Volatile.Read(ref LastFailureAt) && Stopwatch.GetElapsedTime(commit) < window;
+        }
     }
 
     public Ledger(ILedgerStore store, TimeProvider time, IOptions<LedgerOptions> options, ILoggerFactory loggers)
@@ -91,11 +101,25 @@ public sealed class Ledger : IHostedService
                 session ??= _store.OpenSession();
                 Run(session, batch, postings, results, changes);
             }
+            catch (PostingRefusedByStoreException ex) when (batch.Count > 1)
+            {
+                // The store refused the data of some posting of the batch, and the batch with it (PostgreSQL writes
+                // set-based: which posting is not known). One posting's bad data must never fail its batch-mates: each
+                // runs again alone, and only the refused one fails.
+                _log.LogWarning(ex, "The store refused a batch of {Count} postings for one's data; running each alone", batch.Count);
+                if (!RunAlone(session!, batch, results, changes))
+                {
+                    Volatile.Write(ref Stats.LastFailureAt, Stopwatch.GetTimestamp());
+                    session!.Dispose();
+                    session = null;
+                }
+            }
             catch (Exception ex)
             {
                 // Nothing of this batch is durable: fail every request of it, publish nothing, and start the
                 // next batch on a fresh connection.
                 _log.LogError(ex, "Commit of {Count} postings failed; none was applied", batch.Count);
+                Volatile.Write(ref Stats.LastFailureAt, Stopwatch.GetTimestamp());
                 foreach (var work in batch) work.Done.TrySetException(ex);
                 session?.Dispose();
                 session = null;
@@ -106,6 +130,7 @@ public sealed class Ledger : IHostedService
             try
             {
                 long committed = Stopwatch.GetTimestamp();
+                if (committed > Volatile.Read(ref Stats.LastFailureAt)) Volatile.Write(ref Stats.LastCommitAt, committed);
                 foreach (var change in changes) _changes.Writer.TryWrite(new CommittedChange(change, committed));
                 Stats.Report(batch.Count, Stopwatch.GetElapsedTime(started, committed).TotalMilliseconds);
                 if (_log.IsEnabled(LogLevel.Information))
@@ -120,7 +145,9 @@ public sealed class Ledger : IHostedService
             }
             finally
             {
-                for (int i = 0; i < batch.Count; i++) batch[i].Done.TrySetResult(results[i]);
+                for (int i = 0; i < batch.Count; i++)
+                    if (results[i] is Failed failed) batch[i].Done.TrySetException(failed.Error);
+                    else batch[i].Done.TrySetResult(results[i]);
             }
         }
         session?.Dispose();
@@ -128,12 +155,46 @@ public sealed class Ledger : IHostedService
         _stopped.TrySetResult();
     }
 
-    // One transaction for the whole batch, each posting isolated, so a conflict of one undoes only that one. A store
-    // that refuses the batch as a whole (another node took a key or a reversal meanwhile, and a constraint caught it)
-    // gets it again once: the rerun reads what the other node committed and answers each posting by it. Throws when
-    // the batch cannot commit.
+    // A posting that did not commit because of what the store did, not a rule: its request gets the error itself.
+    private sealed record Failed(Exception Error) : PostOutcome;
+
+    // Each posting of a batch whose data the store refused, in its own transaction, in arrival order. Answers each by
+    // its own outcome; false when the store failed for another reason (an outage) on the way: that posting and those
+    // after it fail with that error, those before it stay committed, and the session must be replaced.
+    private bool RunAlone(ILedgerSession session, List<Work> batch, List<PostOutcome> results, List<BalanceChange> changes)
+    {
+        results.Clear();
+        changes.Clear();
+        var one = new List<Work>(1);
+        var posting = new List<Posting>(1);
+        for (int i = 0; i < batch.Count; i++)
+        {
+            one.Clear(); one.Add(batch[i]);
+            posting.Clear(); posting.Add(batch[i].Posting);
+            try { Run(session, one, posting, results, changes); }
+            catch (PostingRefusedByStoreException ex)
+            {
+                _log.LogError(ex, "The store refused the data of posting {Key} by {PostedBy}; it alone was not applied", batch[i].Posting.IdempotencyKey, batch[i].Posting.PostedBy);
+                results.Add(new Failed(ex));
+            }
+            catch (Exception ex)
+            {
+                _log.LogError(ex, "Commit of {Count} postings failed; none was applied", batch.Count - i);
+                for (; i < batch.Count; i++) results.Add(new Failed(ex));
+                return false;
+            }
+        }
+        return true;
+    }
+
+    // One transaction for the whole batch, each posting isolated, so a conflict of one undoes only that one (and so does
+    // data the store refused, where the store can tell which posting's it was). A store that refuses the batch as a
+    // whole (another node took a key or a reversal meanwhile, and a constraint caught it) gets it again once: the rerun
+    // reads what the other node committed and answers each posting by it. Throws when the batch cannot commit, with
+    // what it added to results and changes taken back.
     private void Run(ILedgerSession session, List<Work> batch, List<Posting> postings, List<PostOutcome> results, List<BalanceChange> changes)
     {
+        int resultsBefore = results.Count, changesBefore = changes.Count;
         for (int attempt = 1; ; attempt++)
         {
             try
@@ -141,20 +202,28 @@ public sealed class Ledger : IHostedService
                 session.Begin(postings);
                 foreach (var work in batch)
                 {
-                    if (session.TryIsolated(() => Apply(session, work.Posting, work.Hash), out var applied))
+                    try
                     {
-                        results.Add(applied.Outcome);
-                        if (applied.Change is not null) changes.Add(applied.Change);
+                        if (session.TryIsolated(() => Apply(session, work.Posting, work.Hash), out var applied))
+                        {
+                            results.Add(applied.Outcome);
+                            if (applied.Change is not null) changes.Add(applied.Change);
+                        }
+                        else results.Add(new PostOutcome.Refused(Refusal.Conflict, "The transaction conflicts with another one; retry with the same Idempotency-Key."));
                     }
-                    else results.Add(new PostOutcome.Refused(Refusal.Conflict, "The transaction conflicts with another one; retry with the same Idempotency-Key."));
+                    catch (PostingRefusedByStoreException ex) // undone alone; the batch goes on
+                    {
+                        _log.LogError(ex, "The store refused the data of posting {Key} by {PostedBy}; it alone was not applied", work.Posting.IdempotencyKey, work.Posting.PostedBy);
+                        results.Add(new Failed(ex));
+                    }
                 }
                 session.Commit();
                 return;
             }
             catch (Exception ex)
             {
-                results.Clear();
-                changes.Clear();
+                results.RemoveRange(resultsBefore, results.Count - resultsBefore);
+                changes.RemoveRange(changesBefore, changes.Count - changesBefore);
                 session.Rollback();
                 if (ex is StoreConflictException && attempt == 1)
                 {

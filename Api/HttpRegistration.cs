@@ -6,7 +6,8 @@ namespace Balance.Api;
 
 public static class HttpRegistration
 {
-    // HTTP: strict snake_case JSON, problem details with a `code` everywhere, small bodies, CORS for allowed origins,
+    // HTTP: strict snake_case JSON (every request body: a property sent twice, a name in another case or a name the
+    // body does not have is refused 400 malformed_request, never guessed at), problem details with a `code` everywhere, small bodies, CORS for allowed origins,
     // forwarded headers from known proxies only.
     public static WebApplicationBuilder AddBalanceHttp(this WebApplicationBuilder builder)
     {
@@ -16,6 +17,10 @@ public static class HttpRegistration
             o.SerializerOptions.PropertyNamingPolicy = System.Text.Json.JsonNamingPolicy.SnakeCaseLower;
             o.SerializerOptions.NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.Strict;
             o.SerializerOptions.MaxDepth = 16;
+            // "amount":"0.01","amount":"5000.00" must not post 5000.00, nor "Amount" stand in for "amount".
+            o.SerializerOptions.AllowDuplicateProperties = false;
+            o.SerializerOptions.PropertyNameCaseInsensitive = false;
+            o.SerializerOptions.UnmappedMemberHandling = System.Text.Json.Serialization.JsonUnmappedMemberHandling.Disallow;
         });
         services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
         services.AddOptions<ProxyOptions>().BindConfiguration("ForwardedHeaders").ValidateDataAnnotations().ValidateOnStart();

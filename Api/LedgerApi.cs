@@ -124,15 +124,33 @@ public static class LedgerApi
         _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, null),
     };
 
+    // Text the ledger stores and the audit log writes: no control characters (a newline would forge a second audit line,
+    // a NUL is refused by PostgreSQL) and only whole characters (an unpaired surrogate cannot be written as UTF-8).
+    public static bool IsPlainText(string text)
+    {
+        for (int i = 0; i < text.Length; i++)
+        {
+            char c = text[i];
+            if (c < '\u0020' || c == '\u007f') return false;
+            if (char.IsHighSurrogate(c) && i + 1 < text.Length && char.IsLowSurrogate(text[i + 1])) { i++; continue; }
+            if (char.IsSurrogate(c)) return false;
+        }
+        return true;
+    }
+
     public static (Posting?, Dictionary<string, string[]>) Validate(TransactionBody body, string? idempotencyKey, Guid postedBy)
     {
         var errors = new Dictionary<string, string[]>();
         if (string.IsNullOrEmpty(idempotencyKey) || idempotencyKey.Length > 255)
             errors["Idempotency-Key"] = ["The Idempotency-Key header is required: 1-255 characters, unique per intended transaction."];
+        else if (!IsPlainText(idempotencyKey))
+            errors["Idempotency-Key"] = ["The Idempotency-Key may not hold control characters (U+0000-U+001F, U+007F)."];
         if (!TxTypes.IsKnown(body.Type))
             errors["type"] = ["type must be one of deposit, withdrawal, bet, win, rollback."];
         if (body.Reference is { Length: > 255 })
             errors["reference"] = ["reference is at most 255 characters."];
+        else if (body.Reference is not null && !IsPlainText(body.Reference))
+            errors["reference"] = ["reference may not hold control characters (U+0000-U+001F, U+007F) or unpaired surrogates."];
         long amount = 0;
         if (body.Type == TxTypes.Rollback)
         {

@@ -180,7 +180,7 @@ public static class BalanceOpenApi
             // A JSON body the route reads: the pipeline refuses what it cannot read before the handler runs.
             if (operation.RequestBody is { } body)
             {
-                problems.Add(new ProblemResponse(400, "The body is not JSON, or a field has the wrong JSON type.", ["malformed_request"]));
+                problems.Add(new ProblemResponse(400, "The body is not JSON, a field has the wrong JSON type, or a property is sent twice or is not one of the body's (names are case-sensitive).", ["malformed_request"]));
                 problems.Add(new ProblemResponse(413, "The body is over 64 KiB.", ["payload_too_large"]));
                 problems.Add(new ProblemResponse(415, "The body is not sent as application/json.", ["unsupported_media_type"]));
                 if (body is OpenApiRequestBody concrete && concrete.Content is { } content)
@@ -208,7 +208,7 @@ public static class BalanceOpenApi
                 key.Description = "Names the intended transaction (1-255 characters). A key belongs to the operator who sends it: the same operator "
                     + "sending the same key with the same body gets the first response again (with Idempotent-Replayed: true) and changes nothing; "
                     + "with another body it is 409 idempotency_conflict. Another operator's same key is another transaction. Only a committed "
-                    + "transaction binds its key: after a 4xx or 503 the same key may be sent again.";
+                    + "transaction binds its key: after a 4xx or 503 the same key may be sent again. No control characters (U+0000-U+001F, U+007F).";
                 key.Schema = new OpenApiSchema { Type = JsonSchemaType.String, MinLength = 1, MaxLength = 255 };
                 key.Example = JsonValue.Create("bet-round-8812-player-42");
             }
@@ -399,6 +399,10 @@ public static class BalanceOpenApi
             return Task.CompletedTask;
         }
 
+        // Text the ledger stores (LedgerApi.IsPlainText): refused 400 validation_failed otherwise.
+        private const string PlainTextPattern = "^[^\\u0000-\\u001F\\u007F]*$";
+        private const string PlainTextDescription = "No control characters (U+0000-U+001F, U+007F).";
+
         // A posting is one of two shapes; the C# record is their union, a client wants them apart.
         private static void TransactionBodySchema(OpenApiSchema schema)
         {
@@ -410,6 +414,7 @@ public static class BalanceOpenApi
                 new OpenApiSchema
                 {
                     Title = "Posting", Type = JsonSchemaType.Object, Description = "A credit (deposit, win) or a debit (withdrawal, bet). A debit never takes the wallet below zero.",
+                    AdditionalPropertiesAllowed = false,
                     Required = new HashSet<string> { "user_id", "type", "amount", "currency" },
                     Properties = new Dictionary<string, IOpenApiSchema>
                     {
@@ -417,26 +422,29 @@ public static class BalanceOpenApi
                         ["type"] = new OpenApiSchema { Type = JsonSchemaType.String, Enum = Enum([TxTypes.Deposit, TxTypes.Withdrawal, TxTypes.Bet, TxTypes.Win]) },
                         ["amount"] = new OpenApiSchema { Type = JsonSchemaType.String, Pattern = MoneyPattern, Description = "Greater than zero. " + MoneyDescription },
                         ["currency"] = new OpenApiSchema { Type = JsonSchemaType.String, Enum = Enum(Currencies) },
-                        ["reference"] = new OpenApiSchema { Type = JsonSchemaType.String | JsonSchemaType.Null, MaxLength = 255, Description = "The caller's own reference (round id, cashier slip)." },
+                        ["reference"] = new OpenApiSchema { Type = JsonSchemaType.String | JsonSchemaType.Null, MaxLength = 255, Pattern = PlainTextPattern, Description = "The caller's own reference (round id, cashier slip). " + PlainTextDescription },
                     },
                 },
                 new OpenApiSchema
                 {
                     Title = "Rollback", Type = JsonSchemaType.Object, Description = "Undoes one earlier bet exactly once; amount and currency come from the bet.",
+                    AdditionalPropertiesAllowed = false,
                     Required = new HashSet<string> { "type", "reverses" },
                     Properties = new Dictionary<string, IOpenApiSchema>
                     {
                         ["type"] = new OpenApiSchema { Type = JsonSchemaType.String, Enum = Enum([TxTypes.Rollback]) },
                         ["reverses"] = new OpenApiSchema { Type = JsonSchemaType.String, Description = "The bet's transaction_id." },
                         ["user_id"] = new OpenApiSchema { Type = JsonSchemaType.String, Format = "uuid", Description = "If given, must be the bet's owner." },
-                        ["reference"] = new OpenApiSchema { Type = JsonSchemaType.String | JsonSchemaType.Null, MaxLength = 255 },
+                        ["reference"] = new OpenApiSchema { Type = JsonSchemaType.String | JsonSchemaType.Null, MaxLength = 255, Pattern = PlainTextPattern, Description = PlainTextDescription },
                     },
                 },
             ];
         }
 
+        // Request bodies: a property the body does not have is refused (400 malformed_request), so the schema says so.
         private static void Strings(OpenApiSchema schema, string[] names, string[] required, object? example)
         {
+            schema.AdditionalPropertiesAllowed = false;
             foreach (string name in names) Set(schema, name, s => s.Type = JsonSchemaType.String);
             schema.Required = new HashSet<string>(required);
             if (example is not null) schema.Examples = [ToNode(example)];

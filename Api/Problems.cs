@@ -43,7 +43,7 @@ public static class Problems
                 problem.Extensions.TryAdd("code", "unavailable");
                 context.HttpContext.Response.Headers.RetryAfter = "1";
                 break;
-            case DbException or TimeoutException or StoreConflictException or ServiceStoppingException:
+            case DbException or TimeoutException or StoreConflictException or ServiceStoppingException or PostingRefusedByStoreException:
                 problem.Title = "Service Unavailable";
                 problem.Detail = "The ledger is temporarily unavailable; nothing was changed. Retry with the same Idempotency-Key.";
                 problem.Extensions.TryAdd("code", "unavailable");
@@ -70,7 +70,7 @@ public static class Problems
         BadHttpRequestException bad => bad.StatusCode,
         // The database (either engine) failed or timed out, or refused a batch twice: nothing was changed, or in the one
         // case it cannot know (CommitOutcomeUnknownException) the same key makes a retry safe.
-        DbException or TimeoutException or StoreConflictException or CommitOutcomeUnknownException or ServiceStoppingException => StatusCodes.Status503ServiceUnavailable,
+        DbException or TimeoutException or StoreConflictException or CommitOutcomeUnknownException or ServiceStoppingException or PostingRefusedByStoreException => StatusCodes.Status503ServiceUnavailable,
         _ => StatusCodes.Status500InternalServerError,
     };
 }

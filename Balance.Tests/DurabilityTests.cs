@@ -332,6 +332,13 @@ public sealed class DurabilityTests
                 string filler = Path.Combine(mountPoint, "filler");
                 await FillAsync(filler);
                 var before = LedgerAudit.Read(db);
+                // Issue 19 §6: not ready while the disk is full (it said Healthy while every posting got 503).
+                using (var anyone = app.Http())
+                {
+                    var notReady = await anyone.GetAsync("/readyz");
+                    Assert.Equal(HttpStatusCode.ServiceUnavailable, notReady.StatusCode);
+                    Assert.Equal("Unhealthy", await notReady.Content.ReadAsStringAsync());
+                }
 
                 // Free pages inside the files may absorb a few commits; the disk runs out within a few hundred.
                 for (int i = 0; i < 2000 && refused is null; i++)
@@ -355,6 +362,7 @@ public sealed class DurabilityTests
 
                 // Space returns: the same key now posts exactly once.
                 File.Delete(filler);
+                using (var anyone = app.Http()) Assert.Equal(HttpStatusCode.OK, (await anyone.GetAsync("/readyz")).StatusCode);
                 var retried = await InvariantTests.Post(http, refusedKey, body);
                 Assert.Equal(HttpStatusCode.Created, retried.StatusCode);
                 var replay = await InvariantTests.Post(http, refusedKey, body);
@@ -387,7 +395,7 @@ public sealed class DurabilityTests
         return Task.CompletedTask;
     }
 
-    private static void Run(string command, string arguments)
+    internal static void Run(string command, string arguments)
     {
         using var process = Process.Start(new ProcessStartInfo(command, arguments) { RedirectStandardError = true })!;
         string error = process.StandardError.ReadToEnd();

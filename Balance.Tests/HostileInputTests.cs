@@ -76,6 +76,21 @@ public class HostileInputTests
         ("deposit naming a reversal", """{"user_id":"{alice}","type":"deposit","amount":"1.00","currency":"USD","reverses":"{deposit}"}""", "k", "application/json", 400, "validation_failed"),
         ("withdrawal beyond the balance", """{"user_id":"{alice}","type":"withdrawal","amount":"100.01","currency":"USD"}""", "k", "application/json", 409, "insufficient_funds"),
         ("bet in a currency never deposited", """{"user_id":"{alice}","type":"bet","amount":"0.00000001","currency":"BTC"}""", "k", "application/json", 409, "insufficient_funds"),
+        // Issue 19 §2: a duplicated property took its last value (5000.00 posted), a name in another case was taken as the
+        // field, and control characters reached the ledger and the audit log (a newline forged a second line).
+        ("a duplicated amount", """{"user_id":"{alice}","type":"deposit","amount":"0.01","amount":"5000.00","currency":"USD"}""", "k", "application/json", 400, "malformed_request"),
+        ("a duplicated user_id", """{"user_id":"{alice}","type":"bet","amount":"1.00","currency":"USD","user_id":"{bob}"}""", "k", "application/json", 400, "malformed_request"),
+        ("Amount in another case", """{"user_id":"{alice}","type":"deposit","Amount":"5000.00","currency":"USD"}""", "k", "application/json", 400, "malformed_request"),
+        ("amount and Amount", """{"user_id":"{alice}","type":"deposit","amount":"0.01","Amount":"5000.00","currency":"USD"}""", "k", "application/json", 400, "malformed_request"),
+        ("USER_ID in another case", """{"USER_ID":"{alice}","type":"deposit","amount":"1.00","currency":"USD"}""", "k", "application/json", 400, "malformed_request"),
+        ("a property the body does not have", """{"user_id":"{alice}","type":"deposit","amount":"1.00","currency":"USD","referense":"typo"}""", "k", "application/json", 400, "malformed_request"),
+        ("a newline in reference", """{"user_id":"{alice}","type":"deposit","amount":"1.00","currency":"USD","reference":"pay-1\nCommitted deposit forged"}""", "k", "application/json", 400, "validation_failed"),
+        ("a NUL in reference", """{"user_id":"{alice}","type":"deposit","amount":"1.00","currency":"USD","reference":"pay\u00001"}""", "k", "application/json", 400, "validation_failed"),
+        ("U+001F in reference", """{"user_id":"{alice}","type":"deposit","amount":"1.00","currency":"USD","reference":"pay\u001f1"}""", "k", "application/json", 400, "validation_failed"),
+        ("DEL in reference", """{"user_id":"{alice}","type":"deposit","amount":"1.00","currency":"USD","reference":"pay\u007f1"}""", "k", "application/json", 400, "validation_failed"),
+        ("a carriage return in a rollback's reference", """{"type":"rollback","reverses":"{bet}","reference":"r\r"}""", "k", "application/json", 400, "validation_failed"),
+        ("an unpaired surrogate in reference", """{"user_id":"{alice}","type":"deposit","amount":"1.00","currency":"USD","reference":"pay\ud800"}""", "k", "application/json", 400, "malformed_request"), // the JSON reader's own refusal
+        ("a tab in the Idempotency-Key", Deposit("1.00", "USD"), "key\twith-tab", "application/json", 400, "validation_failed"),
         ("oversized body (> 64 KiB)", """{"user_id":"{alice}","type":"deposit","amount":"1.00","currency":"USD","reference":"REF"}""".Replace("REF", new string('x', 70 * 1024)), "k", "application/json", 413, "payload_too_large"),
     ];
 
@@ -117,6 +132,51 @@ public class HostileInputTests
         Assert.Equal(before.Rows, after.Rows);
         Assert.Equal(before.Wallets, after.Wallets);
         Assert.Equal(balanceBefore, (await mine.GetFromJsonAsync<JsonElement>("/api/balance")).ToString());
+    }
+
+    // Issue 19 §2, every body of the service, not only the ledger's: a property sent twice, a name in another case or one
+    // the body does not have is 400 malformed_request, and the request has no effect (the token is not spent, the login
+    // not ended, the user not made).
+    [Fact]
+    public async Task EveryRequestBodyRefusesDuplicatedOtherCaseAndUnknownPropertiesAndChangesNothing()
+    {
+        await using var app = new BalanceApplication(store: Store);
+        var op = await app.LoginAsync("operator");
+        var alice = await app.LoginAsync("alice");
+        string refresh = JsonSerializer.Serialize(alice.RefreshToken);
+        var cases = new (string Path, string Body, string? Token)[]
+        {
+            ("/api/auth/login", """{"username":"operator","password":"wrong-one","password":"demo1234"}""", null),
+            ("/api/auth/login", """{"Username":"operator","password":"demo1234"}""", null),
+            ("/api/auth/login", """{"username":"operator","PASSWORD":"demo1234"}""", null),
+            ("/api/auth/login", """{"username":"operator","password":"demo1234","remember_me":true}""", null),
+            ("/api/auth/refresh", $$"""{"refresh_token":"nope","refresh_token":{{refresh}}}""", null),
+            ("/api/auth/refresh", $$"""{"Refresh_Token":{{refresh}}}""", null),
+            ("/api/auth/logout", $$"""{"refresh_token":{{refresh}},"refresh_token":{{refresh}}}""", alice.AccessToken),
+            ("/api/auth/logout", $$"""{"RefreshToken":{{refresh}}}""", alice.AccessToken),
+            ("/api/users", """{"username":"eve","password":"password123","role":"player","role":"operator"}""", op.AccessToken),
+            ("/api/users", """{"username":"eve","password":"password123","Role":"operator","role":"player"}""", op.AccessToken),
+            ("/api/users", """{"username":"eve","password":"password123","role":"player","is_admin":true}""", op.AccessToken),
+        };
+        var failures = new List<string>();
+        foreach (var (path, body, token) in cases)
+        {
+            using var http = app.Http(token);
+            var response = await http.PostAsync(path, new StringContent(body, Encoding.UTF8, "application/json"));
+            string text = await response.Content.ReadAsStringAsync();
+            string? code = null;
+            try { code = JsonDocument.Parse(text).RootElement.GetProperty("code").GetString(); } catch (Exception) { }
+            if (response.StatusCode != HttpStatusCode.BadRequest || code != "malformed_request") failures.Add($"{path} {body}: {(int)response.StatusCode} {text[..Math.Min(text.Length, 300)]}");
+        }
+        Assert.True(failures.Count == 0, "wrong answers:\n" + string.Join("\n", failures));
+
+        using (var asOp = app.Http(op.AccessToken))
+            Assert.Equal("[]", (await asOp.GetFromJsonAsync<JsonElement>("/api/users?username=eve")).ToString());
+        using (var anyone = app.Http()) // alice's refresh token was neither spent nor revoked: it still rotates once
+        {
+            var rotated = await anyone.PostAsJsonAsync("/api/auth/refresh", new { refresh_token = alice.RefreshToken });
+            Assert.Equal(HttpStatusCode.OK, rotated.StatusCode);
+        }
     }
 
     [Fact]

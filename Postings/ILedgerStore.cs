@@ -21,13 +21,15 @@ public interface ILedgerSession : IDisposable
     /// Opens the batch's transaction. The postings are given so an engine can lock and read what they touch at once
     /// (PostgreSQL: every wallet in sorted order, then their keys and reversals); the rules then ask one by one.
     void Begin(IReadOnlyList<Posting> postings);
-    /// Throws StoreConflictException when a constraint refused the batch as a whole (nothing of it is written), and
+    /// Throws StoreConflictException when a constraint refused the batch as a whole (nothing of it is written),
+    /// PostingRefusedByStoreException when the store refused some posting's data (nothing of the batch is written), and
     /// CommitOutcomeUnknownException when the database may or may not have committed it.
     void Commit();
     void Rollback();
 
     /// Runs one posting's reads and writes so that a conflict (a constraint of the store, or a wallet that moved)
-    /// undoes that posting alone; false, with nothing of it written, when it was undone.
+    /// undoes that posting alone; false, with nothing of it written, when it was undone. Throws
+    /// PostingRefusedByStoreException, with nothing of it written and the batch intact, when the store refused its data.
     bool TryIsolated<T>(Func<T> posting, out T result);
 
     /// The entry this poster wrote with this key: keys belong to their poster, so another operator's same key is
@@ -54,6 +56,12 @@ public sealed record LedgerEntry(string TransactionId, Guid UserId, string Type,
 
 // A write lost to a concurrent one (a wallet that moved, a key or reversal taken meanwhile): retry with the same key.
 public sealed class StoreConflictException(string message, Exception? inner = null) : Exception(message, inner);
+
+// The store refused a posting's data for a reason that is no rule of the ledger and no outage (PostgreSQL refuses a NUL
+// in text, SQLite a value too big): deterministic, so the same data would be refused again. Thrown by TryIsolated
+// (with that posting undone, the batch intact) or by Begin/Commit (the batch undone whole; the writer then runs its
+// postings alone, so only the refused one fails).
+public sealed class PostingRefusedByStoreException(Exception inner) : Exception($"The database refused the posting's data: {inner.Message}", inner);
 
 // The connection died while the database was committing: the batch may be durable or not. Its postings are answered
 // 503 "retry with the same Idempotency-Key", which is safe either way; never a definite failure.

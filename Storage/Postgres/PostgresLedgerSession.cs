@@ -36,6 +36,7 @@ internal sealed class PostgresLedgerSession(NpgsqlConnection connection, Doorbel
     {
         try { Load(postings); }
         catch (PostgresException e) when (IsConflict(e)) { throw new StoreConflictException(e.MessageText, e); } // e.g. a deadlock the sorted locks should prevent
+        catch (Exception e) when (RefusesData(e)) { throw new PostingRefusedByStoreException(e); } // e.g. a NUL in a key
     }
 
     private void Load(IReadOnlyList<Posting> postings)
@@ -136,6 +137,7 @@ internal sealed class PostgresLedgerSession(NpgsqlConnection connection, Doorbel
             if (wrote) WritePending(tx);
         }
         catch (PostgresException e) when (IsConflict(e)) { throw new StoreConflictException(e.MessageText, e); }
+        catch (Exception e) when (RefusesData(e)) { throw new PostingRefusedByStoreException(e); }
         try
         {
             tx.Commit();
@@ -192,6 +194,13 @@ internal sealed class PostgresLedgerSession(NpgsqlConnection connection, Doorbel
     // A constraint or a lost race between nodes: the batch is refused whole, and the writer runs it once more.
     private static bool IsConflict(PostgresException e) =>
         e.SqlState.StartsWith("23", StringComparison.Ordinal) || e.SqlState is PostgresErrorCodes.SerializationFailure or PostgresErrorCodes.DeadlockDetected;
+
+    // A value the database will not take, whatever its state and whoever else writes: class 22 (data exception: a NUL
+    // in text, 22021; a value out of range) and 54 (program limit exceeded: an index row too big), or a parameter
+    // Npgsql cannot encode. Set-based writes do not say which posting's: the writer runs the batch's postings alone.
+    private static bool RefusesData(Exception e) =>
+        e is PostgresException p ? p.SqlState.StartsWith("22", StringComparison.Ordinal) || p.SqlState.StartsWith("54", StringComparison.Ordinal)
+            : e is ArgumentException;
 
     public void Rollback()
     {

@@ -54,6 +54,11 @@ public sealed class SqliteDatabase : IDatabase
     public async Task InitializeAsync(CancellationToken ct = default)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(FilePath)!);
+        // Readable by its owner alone: SQLite would create the file 0644 (less the umask), and gives the -wal and -shm
+        // files the mode of the database file, so an empty file made here first (a valid empty database) sets all three.
+        if (!File.Exists(FilePath) && !OperatingSystem.IsWindows())
+            try { using (File.Open(FilePath, new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write, UnixCreateMode = OwnerOnly })) { } }
+            catch (IOException) when (File.Exists(FilePath)) { /* made meanwhile by another process: SQLite opens it */ }
         using var stream = typeof(SqliteDatabase).Assembly.GetManifestResourceStream("balance.db.sql")
             ?? throw new InvalidOperationException("balance.db.sql is not embedded in the assembly.");
         string schema = await new StreamReader(stream).ReadToEndAsync();
@@ -216,10 +221,15 @@ public sealed class SqliteDatabase : IDatabase
         if (File.Exists(path)) return Task.FromResult(Convert.FromBase64String(File.ReadAllText(path).Trim()));
         byte[] key = RandomNumberGenerator.GetBytes(64);
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        File.WriteAllText(path, Convert.ToBase64String(key));
-        if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        // Created 0600, not chmod-ed after the key is in it: no moment where another user could read it.
+        var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
+        if (!OperatingSystem.IsWindows()) options.UnixCreateMode = OwnerOnly;
+        try { using (var writer = new StreamWriter(path, options)) writer.Write(Convert.ToBase64String(key)); }
+        catch (IOException) when (File.Exists(path)) { return DevelopmentSigningKeyAsync(ct); } // another process made it first
         return Task.FromResult(key);
     }
+
+    private const UnixFileMode OwnerOnly = UnixFileMode.UserRead | UnixFileMode.UserWrite;
 
 }
 

@@ -265,7 +265,18 @@ internal sealed class SqliteLedgerSession : ILedgerSession
             result = default!;
             return false;
         }
+        catch (Exception ex) when (RefusesData(ex))
+        {
+            // A value SQLite will not take, in the posting's one INSERT: the statement undid itself and nothing of
+            // the posting is staged, so it fails alone and the batch goes on.
+            if (_next != next) throw;
+            throw new PostingRefusedByStoreException(ex);
+        }
     }
+
+    // SQLITE_TOOBIG, SQLITE_MISMATCH, SQLITE_RANGE: a value SQLite will not take, whatever the state of the database.
+    // (Busy, locked, full, read-only, I/O errors are the database's state: they fail the batch as before.)
+    private static bool RefusesData(Exception ex) => ex is SqliteException { SqliteErrorCode: 18 or 20 or 25 } or ArgumentException;
 
     internal static LedgerEntry Entry(System.Data.Common.DbDataReader r) =>
         new(r.GetString(0), Guid.Parse(r.GetString(1)), r.GetString(2), r.GetInt64(3), r.GetString(4), r.GetInt64(5),
@@ -326,7 +337,9 @@ internal sealed class SqliteLedgerSession : ILedgerSession
         With(_insert, seq, e.TransactionId, user, e.Type, e.Amount, e.Currency, e.BalanceAfter, e.Version, idempotencyKey, e.RequestHash,
             e.Reference, e.Reverses, postedBy.ToString(), e.CreatedAt, prev == 0 ? null : prev).ExecuteNonQuery();
         long hash = KeyHash(idempotencyKey);
-        With(_insertKey, seq, hash).ExecuteNonQuery();
+        // The ledger row is written: a failure now cannot be undone alone (no savepoint), so it fails the batch.
+        try { With(_insertKey, seq, hash).ExecuteNonQuery(); }
+        catch (SqliteException ex) when (RefusesData(ex)) { throw new InvalidOperationException("The key row of a written ledger row was refused.", ex); }
         // Written: stage it.
         _next = seq + 1;
         _wallets[(e.UserId, e.Currency)] = (new BalanceChange(e.UserId, e.Currency, e.BalanceAfter, e.Version, e.TransactionId, e.Type, e.CreatedAt), seq);
