@@ -13,39 +13,60 @@ CREATE TABLE IF NOT EXISTS users (
     disabled_at   TEXT
 );
 
--- One wallet per (player, currency), created by its first credit. The ledger writer moves `version` up by
--- exactly one per posting, guarded in the UPDATE itself (WHERE version = new - 1), so a wallet's versions
--- are unique and gapless without a second per-player index on the ledger.
-CREATE TABLE IF NOT EXISTS wallets (
-    user_id             TEXT    NOT NULL REFERENCES users (id),
-    currency            TEXT    NOT NULL,
-    balance             INTEGER NOT NULL CHECK (balance >= 0),
-    version             INTEGER NOT NULL CHECK (version > 0),
-    updated_at          TEXT    NOT NULL,
-    last_transaction_id TEXT,                      -- the ledger row that set this balance
-    PRIMARY KEY (user_id, currency)
-) WITHOUT ROWID;
-
--- The ledger is the audit trail: append-only, one row per committed transaction.
+-- The ledger is the audit trail and the only record of money: append-only, one row per committed transaction. It
+-- is written by one writer (the service's ledger loop), which holds every wallet, the recent Idempotency-Keys and the
+-- history chains' heads in memory, checks every rule there, and appends each batch's rows in one transaction
+-- (synchronous=FULL) before it answers. So the only indexes a posting writes grow at one end: the rowid, and
+-- transaction_id (UUIDv7, time-ordered). See Storage/Sqlite/LedgerState.cs.
 CREATE TABLE IF NOT EXISTS ledger (
-    seq             INTEGER PRIMARY KEY AUTOINCREMENT, -- commit order, used for paging
+    seq             INTEGER PRIMARY KEY,           -- commit order, assigned by the writer; history pages
     transaction_id  TEXT    NOT NULL UNIQUE,
     user_id         TEXT    NOT NULL REFERENCES users (id),
     type            TEXT    NOT NULL CHECK (type IN ('deposit', 'withdrawal', 'bet', 'win', 'rollback')),
     amount          INTEGER NOT NULL CHECK (amount > 0),
     currency        TEXT    NOT NULL,
     balance_after   INTEGER NOT NULL CHECK (balance_after >= 0),
-    version         INTEGER NOT NULL,
-    idempotency_key TEXT    NOT NULL,              -- unique per poster: ledger_by_key
+    version         INTEGER NOT NULL CHECK (version > 0), -- the wallet's: steps by exactly one per posting to it
+    idempotency_key TEXT    NOT NULL,              -- unique per poster within Balance:IdempotencyWindow (the writer checks it)
     request_hash    TEXT    NOT NULL,              -- SHA-256 of the canonical request, for replay checks
     reference       TEXT,
-    reverses        TEXT UNIQUE REFERENCES ledger (transaction_id), -- a bet is rolled back at most once
+    reverses        TEXT REFERENCES ledger (transaction_id),
     posted_by       TEXT    NOT NULL REFERENCES users (id),
-    created_at      TEXT    NOT NULL
+    created_at      TEXT    NOT NULL,
+    user_prev       INTEGER                        -- seq of the same user's previous row: the player's history is this chain
 );
-CREATE INDEX IF NOT EXISTS ledger_by_user ON ledger (user_id, seq);
--- An Idempotency-Key belongs to the operator who sent it: another operator's same key is another posting.
-CREATE UNIQUE INDEX IF NOT EXISTS ledger_by_key ON ledger (posted_by, idempotency_key);
+-- A bet is rolled back at most once (the writer checks it first; this is the backstop). Partial: no entry per other row.
+CREATE UNIQUE INDEX IF NOT EXISTS ledger_reverses ON ledger (reverses) WHERE reverses IS NOT NULL;
+
+-- Each row's Idempotency-Key as a keyed 64-bit hash (HMAC-SHA256 with ledger_meta.key_seed, first 8 bytes), so the
+-- writer rebuilds its in-memory key index at start from a narrow table instead of the whole ledger. Appended in seq
+-- order like the ledger; a hash names candidates only, the ledger row is always compared.
+CREATE TABLE IF NOT EXISTS ledger_keys (
+    seq      INTEGER PRIMARY KEY,                  -- the ledger row's
+    key_hash INTEGER NOT NULL
+);
+
+-- Where the writer starts from: each wallet's newest ledger row as of ledger_meta.checkpoint_seq, written by the
+-- writer inside a batch's transaction at most every 10 s. A checkpoint only: at start the rows after it are
+-- replayed from the ledger, which is never contradicted.
+CREATE TABLE IF NOT EXISTS wallet_checkpoint (
+    user_id  TEXT    NOT NULL,
+    currency TEXT    NOT NULL,
+    seq      INTEGER NOT NULL,                     -- the wallet's newest ledger row
+    PRIMARY KEY (user_id, currency)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS ledger_meta (
+    name  TEXT PRIMARY KEY,                        -- key_seed (hex), checkpoint_seq
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- One wallet per (player, currency), created by its first credit: its ledger's newest row. For audits and ad-hoc
+-- queries (it scans the ledger); the service reads wallets from the writer's memory.
+CREATE VIEW IF NOT EXISTS wallets AS
+    SELECT user_id, currency, balance_after AS balance, version, created_at AS updated_at,
+           transaction_id AS last_transaction_id, MAX(seq) AS seq
+    FROM ledger GROUP BY user_id, currency;
 
 -- A login session: every access and refresh token carries its id (sid). A login slides: each refresh extends it
 -- by Auth:RefreshTokenLifetime, up to `expires_at`, its absolute end, set once at login (Auth:SessionLifetime).

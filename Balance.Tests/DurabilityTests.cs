@@ -179,16 +179,9 @@ public sealed class DurabilityTests
             using var mine = app.Http(alice.AccessToken);
             balancesBefore = (await mine.GetFromJsonAsync<JsonElement[]>("/api/balances"))!;
         }
-        // Put the file back in the first schema's shape: no wallets.last_transaction_id, and the ledger's
-        // UNIQUE (user_id, currency, version) that the first schema declared.
-        SqliteConnection.ClearAllPools();
-        await using (var c = new SqliteConnection($"Data Source={db};Pooling=False"))
-        {
-            c.Open();
-            using var cmd = c.CreateCommand();
-            cmd.CommandText = "ALTER TABLE wallets DROP COLUMN last_transaction_id; CREATE UNIQUE INDEX first_schema_wallet_version ON ledger (user_id, currency, version);";
-            cmd.ExecuteNonQuery();
-        }
+        // Put the file back in the first schema's shape: schema 1's ledger and wallets tables (SqliteLogTests), without
+        // wallets.last_transaction_id, and with the ledger's UNIQUE (user_id, currency, version) that the first schema declared.
+        SqliteLogTests.DowngradeToSchemaOne(db, firstShape: true);
         await using (var app = new BalanceApplication(databasePath: db))
         {
             using var mine = app.Http(alice.AccessToken);

@@ -13,43 +13,17 @@ namespace Balance.Tests;
 // database: RestTests.TwoOperatorsWithOneKeyAndOneBodyPostTwoTransactionsAndEachReplaysItsOwn, on both engines.)
 public sealed class KeysPerPosterUpgradeTests
 {
-    // The SQLite ledger as schema 1 declared it (balance.db.sql before schema 2): idempotency_key UNIQUE by itself.
-    private const string SqliteSchemaOneLedger = """
-        CREATE TABLE ledger_schema1 (
-            seq             INTEGER PRIMARY KEY AUTOINCREMENT,
-            transaction_id  TEXT    NOT NULL UNIQUE,
-            user_id         TEXT    NOT NULL REFERENCES users (id),
-            type            TEXT    NOT NULL CHECK (type IN ('deposit', 'withdrawal', 'bet', 'win', 'rollback')),
-            amount          INTEGER NOT NULL CHECK (amount > 0),
-            currency        TEXT    NOT NULL,
-            balance_after   INTEGER NOT NULL CHECK (balance_after >= 0),
-            version         INTEGER NOT NULL,
-            idempotency_key TEXT    NOT NULL UNIQUE,
-            request_hash    TEXT    NOT NULL,
-            reference       TEXT,
-            reverses        TEXT UNIQUE REFERENCES ledger (transaction_id),
-            posted_by       TEXT    NOT NULL REFERENCES users (id),
-            created_at      TEXT    NOT NULL
-        );
-        INSERT INTO ledger_schema1 SELECT * FROM ledger ORDER BY seq;
-        DROP TABLE ledger;
-        ALTER TABLE ledger_schema1 RENAME TO ledger;
-        CREATE INDEX ledger_by_user ON ledger (user_id, seq);
-        PRAGMA user_version = 1;
-        """;
-
     [Fact]
     public async Task ASqliteDatabaseWithGlobalKeysIsUpgradedInPlaceKeepingEveryRow()
     {
         using var temp = new TempDatabase();
         var (op, alice, bobKey) = await PostSomeAsync(temp.FilePath, Store.Sqlite);
-        SqliteConnection.ClearAllPools();
+        // Schema 3 (the ledger as a log) has no wallets table: the whole file goes back to schema 1's shape.
+        SqliteLogTests.DowngradeToSchemaOne(temp.FilePath);
         string before;
         await using (var c = new SqliteConnection($"Data Source={temp.FilePath};Pooling=False"))
         {
             c.Open();
-            await c.ExecuteAsync("PRAGMA foreign_keys = OFF");
-            await c.ExecuteAsync(SqliteSchemaOneLedger);
             Assert.Equal(1, await GlobalKeyIndexesAsync(c)); // the old shape, as schema 1 made it
             before = await SqliteLedgerTextAsync(c);
         }
@@ -61,17 +35,13 @@ public sealed class KeysPerPosterUpgradeTests
         await using (var c = new SqliteConnection($"Data Source={temp.FilePath};Mode=ReadOnly;Pooling=False"))
         {
             c.Open();
-            Assert.Equal(2, await c.ExecuteScalarAsync<long>("PRAGMA user_version"));
+            Assert.Equal(Balance.Storage.Sqlite.SqliteDatabase.SchemaVersion, await c.ExecuteScalarAsync<long>("PRAGMA user_version"));
             Assert.Equal(0, await GlobalKeyIndexesAsync(c));
-            Assert.Equal("posted_by,idempotency_key", await c.ExecuteScalarAsync<string>(
-                "SELECT group_concat(name) FROM (SELECT name FROM pragma_index_info('ledger_by_key') ORDER BY seqno)"));
-            Assert.Equal(1, await c.ExecuteScalarAsync<long>("SELECT \"unique\" FROM pragma_index_list('ledger') WHERE name = 'ledger_by_key'"));
-            Assert.Equal(1, await c.ExecuteScalarAsync<long>("SELECT count(*) FROM pragma_index_list('ledger') WHERE name = 'ledger_by_user'"));
+            // Schema 3: no index on the key at all; the ledger writer checks (posted_by, key) in memory (SqliteLogTests).
+            Assert.Equal(0, await c.ExecuteScalarAsync<long>("SELECT count(*) FROM pragma_index_list('ledger') AS i WHERE (SELECT group_concat(name) FROM pragma_index_info(i.name)) LIKE '%idempotency_key%'"));
             string after = await SqliteLedgerTextAsync(c);
             Assert.StartsWith(before, after); // every old row, as it was, in its place; the new ones after it
             Assert.Equal(3, after.Split('\n').Length - before.Split('\n').Length);
-            // AUTOINCREMENT's counter moved with the table: the new rows come after the old ones.
-            Assert.Equal(await c.ExecuteScalarAsync<long>("SELECT max(seq) FROM ledger"), await c.ExecuteScalarAsync<long>("SELECT seq FROM sqlite_sequence WHERE name = 'ledger'"));
             Assert.Empty(await c.QueryAsync("PRAGMA foreign_key_check"));
         }
         LedgerAudit.Read(temp.FilePath).AssertConsistent();

@@ -178,7 +178,16 @@ public class RestTests
         var alice = await app.LoginAsync("alice");
         var op = await app.LoginAsync("operator");
         // Reaching long.MaxValue through the API would take ~9,000 postings of the largest amount; set the wallet there instead.
-        Sql(app, $"UPDATE wallets SET balance = {long.MaxValue - 5} WHERE user_id = '{alice.UserId}' AND currency = 'USD'");
+        // PostgreSQL: the wallet row. SQLite: the ledger is the only record of a balance (the writer holds wallets in memory),
+        // so a deposit row written by hand, which the writer finds at its next batch (the ledger ends past its state).
+        Sql(app, app.Store == Store.Postgres
+            ? $"UPDATE wallets SET balance = {long.MaxValue - 5} WHERE user_id = '{alice.UserId}' AND currency = 'USD'"
+            : $"""
+              INSERT INTO ledger (seq, transaction_id, user_id, type, amount, currency, balance_after, version, idempotency_key, request_hash, posted_by, created_at, user_prev)
+              SELECT (SELECT MAX(seq) + 1 FROM ledger), 'written-by-hand', w.user_id, 'deposit', {long.MaxValue - 5} - w.balance, 'USD', {long.MaxValue - 5}, w.version + 1,
+                     'by-hand', '-', (SELECT id FROM users WHERE role = 'operator' LIMIT 1), '2026-01-01T00:00:00.000Z', (SELECT MAX(seq) FROM ledger WHERE user_id = w.user_id)
+              FROM wallets w WHERE w.user_id = '{alice.UserId}' AND w.currency = 'USD'
+              """);
         var before = LedgerAudit.Read(app.DatabasePath);
         foreach (string type in new[] { "deposit", "win" })
         {

@@ -73,7 +73,9 @@ public sealed class SocketFaultTests
 
     private static void Sql(BalanceApplication app, string sql)
     {
-        using var connection = new SqliteConnection($"Data Source={app.DatabasePath};Pooling=False");
+        using System.Data.Common.DbConnection connection = app.Store == Store.Postgres
+            ? new Npgsql.NpgsqlConnection(app.DatabasePath)
+            : new SqliteConnection($"Data Source={app.DatabasePath};Pooling=False");
         connection.Open();
         using var command = connection.CreateCommand();
         command.CommandText = sql;
@@ -83,7 +85,9 @@ public sealed class SocketFaultTests
     [Fact]
     public async Task ASnapshotThatCannotBeReadClosesWith1011AndIsCountedAndTheRetryIsServed()
     {
-        await using var app = new BalanceApplication();
+        // On PostgreSQL, where a snapshot reads the wallets table. (SQLite's come from the ledger writer's memory:
+        // no database read to fail.)
+        await using var app = new BalanceApplication(store: Store.Postgres);
         var alice = await app.LoginAsync("alice");
         var hub = app.Services.GetRequiredService<BalanceSocket>();
         Sql(app, "ALTER TABLE wallets RENAME TO wallets_away"); // a real read failure in the real database file

@@ -16,7 +16,11 @@ public sealed class Checkpointer(SqliteDatabase db, ILogger<Checkpointer> log) :
     // checkpoint (inside a commit) four times less often. Much larger was slower again: the WAL then rarely
     // restarts and keeps growing, and appending to a growing file costs more per fsync than overwriting.
     public const int BackstopPages = 16_000;
-    private static readonly TimeSpan Every = TimeSpan.FromMilliseconds(50);
+    // Once a second (it was every 50 ms): each run copies the newest version of every page the WAL holds, and with the
+    // ledger as a log most of those are the few tail pages each batch rewrites, so a checkpoint every 50 ms copied the
+    // same pages twenty times a second. Ledger probe, 1 M rows, 10,000 players (bench/ledger.sh, BENCHMARKS.md): 3.2 KiB
+    // written per posting with 50 ms, 1.6 with no background checkpoint at all; the WAL itself is ~1 KiB per posting.
+    private static readonly TimeSpan Every = TimeSpan.FromSeconds(1);
 
     // Frames in the WAL at the last background checkpoint (-1 before the first): should stay near or below
     // BackstopPages; a WAL that keeps growing means checkpoints cannot keep up (balance.wal.pages).
@@ -31,8 +35,10 @@ public sealed class Checkpointer(SqliteDatabase db, ILogger<Checkpointer> log) :
         SqliteConnection? connection = null;
         try
         {
-            while (await timer.WaitForNextTickAsync(ct))
+            bool first = true; // one right away: balance.wal.pages is known from the start
+            while (first || await timer.WaitForNextTickAsync(ct))
             {
+                first = false;
                 if (yieldTicks > 0) { yieldTicks--; continue; }
                 try
                 {
@@ -42,7 +48,7 @@ public sealed class Checkpointer(SqliteDatabase db, ILogger<Checkpointer> log) :
                     // Only one checkpoint runs at a time, and the writer's own (the backstop) fails at once while this
                     // one runs: past the backstop, step aside for a few ticks so the writer's checkpoint can finish
                     // and let the WAL restart, instead of chasing a WAL that keeps growing under steady load.
-                    if (walPages >= BackstopPages) yieldTicks = 4;
+                    if (walPages >= BackstopPages) yieldTicks = 1;
                     if (failing) log.LogInformation("Background WAL checkpoints work again");
                     failing = false;
                 }

@@ -13,7 +13,8 @@ public sealed class SqliteDatabase : IDatabase
     // starting on it could misread or damage what that build wrote, so start is refused.
     // 2: idempotency keys unique per poster, (posted_by, idempotency_key), no longer across the whole ledger;
     //    users.disabled_at (an older build would let a disabled user log in), usernames in their normal form (auth).
-    public const int SchemaVersion = 2;
+    // 3: the ledger as a log (no wallets table, no key or per-player index: the writer's memory holds them).
+    public const int SchemaVersion = 3;
 
     public string ConnectionString { get; }
     public string FilePath { get; }
@@ -66,10 +67,13 @@ public sealed class SqliteDatabase : IDatabase
         long found = await connection.ExecuteScalarAsync<long>("PRAGMA user_version");
         if (found > SchemaVersion)
             throw new InvalidOperationException($"{FilePath} has schema version {found}, made by a newer Balance; this build knows version {SchemaVersion}. Run the newer build, or restore a backup.");
+        if ((await connection.QueryAsync<string>("SELECT name FROM pragma_table_info('ledger')")).ToList() is { Count: > 0 } ledgerColumns && !ledgerColumns.Contains("user_prev"))
+            await UpgradeToLogAsync(connection, schema);
         await connection.ExecuteAsync(schema);
-        // Databases made before wallets.last_transaction_id: add it and fill it from the ledger, once. (Their old
-        // UNIQUE (user_id, currency, version) on the ledger goes with schema 2's rebuild: the wallet's guarded
-        // version step holds the same guarantee.)
+        // A database's own secret for the Idempotency-Keys' hashes (LedgerState.KeyHash), made once.
+        await connection.ExecuteAsync("INSERT OR IGNORE INTO ledger_meta (name, value) VALUES ('key_seed', @seed)", new { seed = Convert.ToHexString(RandomNumberGenerator.GetBytes(32)) });
+        // Databases made before wallets.last_transaction_id: add it and fill it from the ledger, once. (Since schema 3,
+        // wallets is a view of the ledger that has the column, and any schema-1 or -2 ledger was rebuilt above.)
         if (!(await connection.QueryAsync<string>("SELECT name FROM pragma_table_info('wallets')")).Contains("last_transaction_id"))
         {
             await using var tx = await connection.BeginTransactionAsync();
@@ -94,9 +98,70 @@ public sealed class SqliteDatabase : IDatabase
         }
         if (!(await connection.QueryAsync<string>("SELECT name FROM pragma_table_info('refresh_tokens')")).Contains("replaced_by"))
             await connection.ExecuteAsync("ALTER TABLE refresh_tokens ADD COLUMN replaced_by TEXT");
+        // Schema 2's step (keys per poster), a no-op once UpgradeToLogAsync rebuilt the ledger without global keys.
         if (found < 2) await KeysPerPosterAsync(connection);
         await Balance.Auth.Users.UpgradeSqliteAsync(connection);
         await connection.ExecuteAsync($"PRAGMA user_version = {SchemaVersion}");
+    }
+
+    // Schema 1 or 2 → 3, in one transaction, every row kept: the ledger rebuilt without its idempotency-key and per-player
+    // indexes, each row given its player's previous row (user_prev) and its key's hash (ledger_keys); the wallets
+    // table, checked against the ledger, becomes a checkpoint (each wallet's newest row) and the view `wallets`.
+    private static async Task UpgradeToLogAsync(SqliteConnection connection, string schema)
+    {
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        // The new tables' definitions, from the schema itself; the ledger under another name until the old one is gone.
+        string Part(string from)
+        {
+            int s = schema.IndexOf(from, StringComparison.Ordinal);
+            return schema[s..(schema.IndexOf(");", s, StringComparison.Ordinal) + 2)];
+        }
+        string newLedger = Part("CREATE TABLE IF NOT EXISTS ledger (").Replace("CREATE TABLE IF NOT EXISTS ledger (", "CREATE TABLE ledger_log (");
+        await connection.ExecuteAsync("PRAGMA foreign_keys = OFF"); // the table is rebuilt (SQLite's 12-step ALTER); checked below
+        long cache = await connection.ExecuteScalarAsync<long>("PRAGMA cache_size");
+        await connection.ExecuteAsync("PRAGMA cache_size = -262144"); // 256 MiB while the tables and index are rebuilt, not 2
+        try
+        {
+            await using var tx = await connection.BeginTransactionAsync();
+            await connection.ExecuteAsync(Part("CREATE TABLE IF NOT EXISTS ledger_meta ("), transaction: tx);
+            await connection.ExecuteAsync("INSERT OR IGNORE INTO ledger_meta (name, value) VALUES ('key_seed', @seed)",
+                new { seed = Convert.ToHexString(RandomNumberGenerator.GetBytes(32)) }, tx);
+            byte[] seed = Convert.FromHexString(await connection.ExecuteScalarAsync<string>("SELECT value FROM ledger_meta WHERE name = 'key_seed'", transaction: tx) ?? "");
+            connection.CreateFunction("balance_key_hash", (string key) => LedgerState.KeyHash(seed, key), isDeterministic: true);
+            // The wallets table must be what its ledger says; if not, stop here and change nothing.
+            long wrong = await connection.ExecuteScalarAsync<long>("""
+                SELECT COUNT(*) FROM wallets w LEFT JOIN (SELECT user_id, currency, balance_after, version, MAX(seq) FROM ledger GROUP BY user_id, currency) l
+                    ON l.user_id = w.user_id AND l.currency = w.currency
+                WHERE w.version > 0 AND (l.version IS NOT w.version OR l.balance_after IS NOT w.balance)
+                """, transaction: tx);
+            if (wrong > 0)
+                throw new InvalidOperationException($"{wrong} wallet(s) differ from their ledger's newest row; the upgrade to schema {SchemaVersion} was not made. Restore a backup or repair the wallets first.");
+            await connection.ExecuteAsync(newLedger, transaction: tx);
+            await connection.ExecuteAsync("""
+                INSERT INTO ledger_log (seq, transaction_id, user_id, type, amount, currency, balance_after, version, idempotency_key,
+                                        request_hash, reference, reverses, posted_by, created_at, user_prev)
+                SELECT seq, transaction_id, user_id, type, amount, currency, balance_after, version, idempotency_key,
+                       request_hash, reference, reverses, posted_by, created_at, LAG(seq) OVER (PARTITION BY user_id ORDER BY seq)
+                FROM ledger ORDER BY seq;
+                """, transaction: tx);
+            await connection.ExecuteAsync(Part("CREATE TABLE IF NOT EXISTS ledger_keys ("), transaction: tx);
+            await connection.ExecuteAsync("INSERT INTO ledger_keys (seq, key_hash) SELECT seq, balance_key_hash(idempotency_key) FROM ledger ORDER BY seq", transaction: tx);
+            await connection.ExecuteAsync("DROP TABLE ledger; ALTER TABLE ledger_log RENAME TO ledger; DROP TABLE wallets;", transaction: tx);
+            await connection.ExecuteAsync(Part("CREATE TABLE IF NOT EXISTS wallet_checkpoint ("), transaction: tx);
+            await connection.ExecuteAsync("""
+                INSERT INTO wallet_checkpoint (user_id, currency, seq) SELECT user_id, currency, MAX(seq) FROM ledger GROUP BY user_id, currency;
+                INSERT INTO ledger_meta (name, value) VALUES ('checkpoint_seq', (SELECT COALESCE(MAX(seq), 0) FROM ledger));
+                """, transaction: tx);
+            long broken = (await connection.QueryAsync("PRAGMA foreign_key_check", transaction: tx)).Count();
+            if (broken > 0) throw new InvalidOperationException($"The upgrade to schema {SchemaVersion} would leave {broken} broken reference(s); not made.");
+            await tx.CommitAsync();
+        }
+        finally
+        {
+            await connection.ExecuteAsync($"PRAGMA foreign_keys = ON; PRAGMA cache_size = {cache};");
+        }
+        long rows = await connection.ExecuteScalarAsync<long>("SELECT COUNT(*) FROM ledger");
+        Console.Error.WriteLine($"Balance: upgraded the SQLite ledger to schema {SchemaVersion} ({rows} rows) in {sw.Elapsed.TotalSeconds:F1} s");
     }
 
     // Schema 2. Before it, the ledger declared idempotency_key UNIQUE across every poster, and SQLite cannot drop a
@@ -175,4 +240,9 @@ public sealed class SqliteOptions
     // FULL: an acknowledged transaction survives power loss. NORMAL trades that for speed (WAL stays consistent).
     [System.ComponentModel.DataAnnotations.RegularExpression("(?i)^(FULL|NORMAL|EXTRA)$", ErrorMessage = "Balance:Synchronous must be FULL, EXTRA or NORMAL.")]
     public string Synchronous { get; set; } = "FULL";
+
+    // How long an Idempotency-Key is remembered (SQLite: the writer keeps the window's keys in memory). A retry within
+    // it answers the first result; after it, the same key is a new posting. At least one second.
+    [System.ComponentModel.DataAnnotations.Range(typeof(TimeSpan), "00:00:01", "3650.00:00:00", ErrorMessage = "Balance:IdempotencyWindow must be between 1 second and 3650 days.")]
+    public TimeSpan IdempotencyWindow { get; set; } = TimeSpan.FromDays(7);
 }

@@ -1,15 +1,64 @@
 using Balance.Postings;
 using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.Options;
 
 namespace Balance.Storage.Sqlite;
 
-// The ledger's store on SQLite. The writer's session holds one connection with its statements prepared once;
-// reads open a pooled connection each (WAL: readers never wait for the writer).
-public sealed class SqliteLedgerStore(SqliteDatabase db) : ILedgerStore
+// The ledger's store on SQLite, as a log. The writer's memory (LedgerState) holds what indexes held: every wallet,
+// the window's Idempotency-Keys, each player's newest row. A batch checks every rule against it, appends its ledger
+// rows (and their key hashes) in one BEGIN IMMEDIATE transaction, commits with synchronous=FULL, and only then moves
+// the state. So a posting writes rows that land at the end of their tables, not pages spread over random indexes
+// (BENCHMARKS.md, "The ledger as a log"). Balances are read from the state (never older than the last answered
+// posting); history pages follow each player's chain of rows (user_prev) from its head.
+public sealed class SqliteLedgerStore(SqliteDatabase db, IOptions<SqliteOptions> options, TimeProvider time) : ILedgerStore
 {
     // What SQLite says of the writer's own connection, read when it opens (-1 before): the durability promise rests
     // on it, so an operator (and the durability test) can see it on the running service rather than trust the code.
     public long Synchronous = -1, JournalWal = -1;
+    // How often the writer's state was built from the ledger: once at start, again only after a commit whose outcome
+    // was unknown or rows written by another hand.
+    public long Loads;
+
+    internal TimeSpan Window { get; } = options.Value.IdempotencyWindow;
+    internal TimeProvider Time => time;
+    private readonly Lock _loading = new();
+    private LedgerState? _state;
+    private byte[]? _seed;
+
+    /// The state as last committed, built from the database on first use.
+    internal LedgerState State
+    {
+        get
+        {
+            if (Volatile.Read(ref _state) is { } state) return state;
+            lock (_loading)
+            {
+                if (_state is not null) return _state;
+                using var c = db.OpenAsync().GetAwaiter().GetResult();
+                using var tx = c.BeginTransaction(deferred: true);
+                Reload(c);
+                return _state!;
+            }
+        }
+    }
+
+    internal LedgerState? Loaded => Volatile.Read(ref _state);
+
+    internal byte[] Seed => _seed ?? throw new InvalidOperationException("The ledger state is not loaded.");
+
+    /// Rebuilds the state from the ledger on this connection (inside its transaction): at start, and whenever the
+    /// ledger's end is not where the state says (a commit whose outcome was unknown, or a row written by hand).
+    internal LedgerState Reload(SqliteConnection c)
+    {
+        lock (_loading)
+        {
+            _seed ??= LedgerState.Seed(c);
+            var state = LedgerState.Load(c, time.GetUtcNow().UtcDateTime, Window);
+            Volatile.Write(ref _state, state);
+            Interlocked.Increment(ref Loads);
+            return state;
+        }
+    }
 
     public ILedgerSession OpenSession()
     {
@@ -21,57 +70,98 @@ public sealed class SqliteLedgerStore(SqliteDatabase db) : ILedgerStore
             command.CommandText = "PRAGMA journal_mode";
             Volatile.Write(ref JournalWal, string.Equals((string?)command.ExecuteScalar(), "wal", StringComparison.OrdinalIgnoreCase) ? 1 : 0);
         }
-        return new SqliteLedgerSession(connection);
+        return new SqliteLedgerSession(this, connection);
     }
 
-    public async Task<IReadOnlyList<BalanceChange>> WalletsAsync(Guid userId, CancellationToken ct = default)
+    // From the writer's state: every wallet of the player as last committed, by currency in ordinal order; the
+    // default currency at 0 when the player has no wallet in it yet.
+    public Task<IReadOnlyList<BalanceChange>> WalletsAsync(Guid userId, CancellationToken ct = default)
     {
-        await using var c = await db.OpenAsync(ct);
-        return await LedgerReads.WalletsAsync(c, userId, ct);
+        var state = State;
+        var rows = state.Users.TryGetValue(userId, out var user) ? new List<BalanceChange>(Volatile.Read(ref user.Wallets)) : [];
+        if (!rows.Any(r => r.Currency == Money.DefaultCurrency))
+            rows.Insert(0, new BalanceChange(userId, Money.DefaultCurrency, 0, 0, null, null, null));
+        return Task.FromResult<IReadOnlyList<BalanceChange>>(rows);
     }
 
     public async Task<(IReadOnlyList<TransactionResult> Items, string? NextBefore)?> HistoryAsync(Guid? userId, int limit, string? before, CancellationToken ct = default)
     {
+        // The head first, then the read transaction: a head read from the state is committed, so the snapshot has it.
+        long head = userId is { } id ? State.HeadOf(id) : 0;
         await using var c = await db.OpenAsync(ct);
-        return await LedgerReads.HistoryAsync(c, userId, limit, before, ct);
+        if (userId is null) return await LedgerReads.HistoryAsync(c, null, limit, before, ct);
+        long start = head;
+        if (before is not null)
+        {
+            await using var find = c.CreateCommand();
+            find.CommandText = "SELECT user_prev FROM ledger WHERE transaction_id = $before AND user_id = $user";
+            find.Parameters.AddWithValue("$before", before);
+            find.Parameters.AddWithValue("$user", userId.Value.ToString());
+            await using var r = await find.ExecuteReaderAsync(ct);
+            if (!await r.ReadAsync(ct)) return null;
+            start = r.IsDBNull(0) ? 0 : r.GetInt64(0);
+        }
+        var rows = new List<LedgerEntry>(limit + 1);
+        if (start > 0)
+        {
+            // The player's rows newest first: each names the one before it.
+            await using var walk = c.CreateCommand();
+            walk.CommandText = $"""
+                WITH RECURSIVE chain (seq, n) AS (
+                    SELECT $start, 1
+                    UNION ALL
+                    SELECT l.user_prev, chain.n + 1 FROM chain JOIN ledger l ON l.seq = chain.seq
+                    WHERE chain.n < $take AND l.user_prev IS NOT NULL)
+                SELECT {LedgerReads.RowColumns} FROM chain JOIN ledger ON ledger.seq = chain.seq ORDER BY chain.n
+                """;
+            walk.Parameters.AddWithValue("$start", start);
+            walk.Parameters.AddWithValue("$take", limit + 1);
+            await using var r = await walk.ExecuteReaderAsync(ct);
+            while (await r.ReadAsync(ct)) rows.Add(SqliteLedgerSession.Entry(r));
+        }
+        string? next = rows.Count > limit ? rows[limit - 1].TransactionId : null;
+        return (rows.Take(limit).Select(e => e.ToResult()).ToList(), next);
     }
 }
 
-// The writer loop's own connection, kept open, with its statements prepared once: it runs the same handful of
-// statements for every posting, thousands of times a second, so it skips Dapper's per-call command building and
-// SQLite's per-call statement preparation. Parameters only, never built SQL. One BEGIN IMMEDIATE transaction per
-// batch, and a savepoint per posting, so a constraint that fails undoes only that posting.
+// The writer loop's connection, kept open, with its statements prepared once. Each batch: BEGIN IMMEDIATE; the rules
+// read the state (and the batch's own staged changes); each posting appends its ledger row and key hash; COMMIT;
+// then the staged changes move the state. A failed or rolled-back batch leaves the state as it was.
 internal sealed class SqliteLedgerSession : ILedgerSession
 {
+    private readonly SqliteLedgerStore _store;
     private readonly SqliteConnection _c;
-    private readonly SqliteCommand _begin, _commit, _rollback, _savepoint, _release, _undo;
-    private readonly SqliteCommand _byKey, _byId, _reversed, _role, _wallet, _upsert, _insert;
+    private readonly SqliteCommand _begin, _commit, _rollback, _last, _bySeq, _byId, _reversed, _role, _insert, _insertKey, _checkpoint, _checkpointSeq;
+    private LedgerState _state = null!;
 
-    public SqliteLedgerSession(SqliteConnection connection)
+    // The batch's changes, applied to the state after COMMIT.
+    private readonly Dictionary<(Guid, string), (BalanceChange Wallet, long Seq)> _wallets = [];
+    private readonly Dictionary<Guid, long> _heads = [];
+    private readonly List<(long Hash, long Seq)> _keys = [];
+    private readonly Dictionary<long, List<long>> _keysByHash = [];
+    private long _next; // the next row's seq
+    private readonly List<long> _candidates = [];
+    private bool _inBatch;
+
+    public SqliteLedgerSession(SqliteLedgerStore store, SqliteConnection connection)
     {
-        _c = connection;
+        (_store, _c) = (store, connection);
         _begin = Prepare("BEGIN IMMEDIATE");
         _commit = Prepare("COMMIT");
         _rollback = Prepare("ROLLBACK");
-        _savepoint = Prepare("SAVEPOINT posting");
-        _release = Prepare("RELEASE posting");
-        _undo = Prepare("ROLLBACK TO posting");
-        _byKey = Prepare($"SELECT {LedgerReads.RowColumns} FROM ledger WHERE posted_by = $by AND idempotency_key = $key", "$by", "$key");
+        _last = Prepare("SELECT COALESCE(MAX(seq), 0) FROM ledger");
+        _bySeq = Prepare($"SELECT {LedgerReads.RowColumns}, idempotency_key, posted_by FROM ledger WHERE seq = $seq", "$seq");
         _byId = Prepare($"SELECT {LedgerReads.RowColumns} FROM ledger WHERE transaction_id = $id", "$id");
         _reversed = Prepare("SELECT EXISTS (SELECT 1 FROM ledger WHERE reverses = $id)", "$id");
         _role = Prepare("SELECT role FROM users WHERE id = $user", "$user");
-        _wallet = Prepare("SELECT balance, version FROM wallets WHERE user_id = $user AND currency = $currency", "$user", "$currency");
-        // The WHERE makes the version step exactly one: anything else changes no row, and Write refuses it.
-        _upsert = Prepare("""
-            INSERT INTO wallets (user_id, currency, balance, version, updated_at, last_transaction_id) VALUES ($user, $currency, $balance, $version, $now, $id)
-            ON CONFLICT (user_id, currency) DO UPDATE SET balance = excluded.balance, version = excluded.version,
-                updated_at = excluded.updated_at, last_transaction_id = excluded.last_transaction_id
-            WHERE wallets.version = excluded.version - 1
-            """, "$user", "$currency", "$balance", "$version", "$now", "$id");
         _insert = Prepare("""
-            INSERT INTO ledger (transaction_id, user_id, type, amount, currency, balance_after, version, idempotency_key, request_hash, reference, reverses, posted_by, created_at)
-            VALUES ($id, $user, $type, $amount, $currency, $balance, $version, $key, $hash, $reference, $reverses, $by, $now)
-            """, "$id", "$user", "$type", "$amount", "$currency", "$balance", "$version", "$key", "$hash", "$reference", "$reverses", "$by", "$now");
+            INSERT INTO ledger (seq, transaction_id, user_id, type, amount, currency, balance_after, version, idempotency_key, request_hash, reference, reverses, posted_by, created_at, user_prev)
+            VALUES ($seq, $id, $user, $type, $amount, $currency, $balance, $version, $key, $hash, $reference, $reverses, $by, $now, $prev)
+            """, "$seq", "$id", "$user", "$type", "$amount", "$currency", "$balance", "$version", "$key", "$hash", "$reference", "$reverses", "$by", "$now", "$prev");
+        _insertKey = Prepare("INSERT INTO ledger_keys (seq, key_hash) VALUES ($seq, $hash)", "$seq", "$hash");
+        _checkpoint = Prepare("INSERT INTO wallet_checkpoint (user_id, currency, seq) VALUES ($user, $currency, $seq) ON CONFLICT (user_id, currency) DO UPDATE SET seq = excluded.seq",
+            "$user", "$currency", "$seq");
+        _checkpointSeq = Prepare("INSERT INTO ledger_meta (name, value) VALUES ('checkpoint_seq', $seq) ON CONFLICT (name) DO UPDATE SET value = excluded.value", "$seq");
     }
 
     private SqliteCommand Prepare(string sql, params string[] names)
@@ -88,25 +178,81 @@ internal sealed class SqliteLedgerSession : ILedgerSession
         return command;
     }
 
-    // Roles read in this batch: no user changes role or disappears while the writer holds BEGIN IMMEDIATE, and every
-    // posting asks for its poster's (mostly the same few operators) besides its player's.
-    private readonly Dictionary<Guid, string?> _roles = [];
+    // Roles, remembered: a user's role never changes and users are never deleted. An unknown user is asked again.
+    private readonly Dictionary<Guid, string> _roles = [];
 
     public void Begin(IReadOnlyList<Posting> postings)
     {
-        _roles.Clear();
-        _begin.ExecuteNonQuery(); // each posting reads as it goes, inside BEGIN IMMEDIATE
+        _begin.ExecuteNonQuery();
+        _inBatch = true;
+        Clear();
+        // The ledger ends where the state says, or the state is rebuilt (inside this transaction, so nothing moves
+        // meanwhile): after a COMMIT whose outcome was not known, or rows written by another hand.
+        long last = (long)_last.ExecuteScalar()!;
+        var state = _store.Loaded;
+        if (state is null || last != state.LastSeq) state = _store.Reload(_c);
+        _state = state;
+        _next = state.LastSeq + 1;
     }
-    public void Commit() => _commit.ExecuteNonQuery();
+
+    public void Commit()
+    {
+        var now = _store.Time.GetUtcNow().UtcDateTime;
+        bool checkpoint = (_state.Dirty.Count > 0 || _wallets.Count > 0) && now - _lastCheckpoint >= CheckpointEvery;
+        if (checkpoint)
+        {
+            // Each moved wallet's newest row, as of the end of this batch: where the next start replays from.
+            foreach (var ((user, currency), seq) in _state.Dirty)
+                if (!_wallets.ContainsKey((user, currency))) With(_checkpoint, user.ToString(), currency, seq).ExecuteNonQuery();
+            foreach (var ((user, currency), (_, seq)) in _wallets) With(_checkpoint, user.ToString(), currency, seq).ExecuteNonQuery();
+            With(_checkpointSeq, (_next - 1).ToString(System.Globalization.CultureInfo.InvariantCulture)).ExecuteNonQuery();
+        }
+        _commit.ExecuteNonQuery();
+        _inBatch = false;
+        // Committed: move the state.
+        foreach (var (key, (wallet, seq)) in _wallets)
+        {
+            _state.Apply(wallet, seq);
+            _state.Dirty[key] = seq;
+        }
+        foreach (var (hash, seq) in _keys) _state.AddKey(hash, seq);
+        _state.LastSeq = _next - 1;
+        if (checkpoint)
+        {
+            _state.Dirty.Clear();
+            _state.CheckpointSeq = _next - 1;
+            _lastCheckpoint = now;
+        }
+        _state.Mark(now, _store.Window);
+        Clear();
+    }
+
+    // Every wallet moved since the last checkpoint is rewritten (10,000 players: ~150 pages): once a second cost
+    // ~0.2 KiB per posting at 7,000/s; every 10 s, a tenth. A start replays at most these 10 s of rows past it.
+    private static readonly TimeSpan CheckpointEvery = TimeSpan.FromSeconds(10);
+    private DateTime _lastCheckpoint;
 
     public void Rollback()
     {
+        Clear();
+        if (!_inBatch) return;
+        _inBatch = false;
         try { _rollback.ExecuteNonQuery(); } catch (SqliteException) { /* already rolled back by SQLite */ }
     }
 
+    private void Clear()
+    {
+        _wallets.Clear();
+        _heads.Clear();
+        _keys.Clear();
+        _keysByHash.Clear();
+    }
+
+    // A posting's only write is one INSERT (with its key row), and its staged changes are made after that succeeded:
+    // a constraint that fails undoes the statement itself, and nothing of the posting is staged. So no savepoint.
     public bool TryIsolated<T>(Func<T> posting, out T result)
     {
-        _savepoint.ExecuteNonQuery();
+        long next = _next;
         try
         {
             result = posting();
@@ -114,18 +260,17 @@ internal sealed class SqliteLedgerSession : ILedgerSession
         }
         catch (Exception ex) when (ex is StoreConflictException or SqliteException { SqliteErrorCode: 19 }) // a constraint: a rule raced us
         {
-            _undo.ExecuteNonQuery();
+            // Written and then refused: cannot be undone alone without a savepoint; fail the batch (nothing commits).
+            if (_next != next) throw;
             result = default!;
             return false;
         }
-        catch (Exception ex) when (RefusesData(ex)) // this posting's data, not the database: undo it alone
+        catch (Exception ex) when (RefusesData(ex))
         {
-            _undo.ExecuteNonQuery();
+            // A value SQLite will not take, in the posting's one INSERT: the statement undid itself and nothing of
+            // the posting is staged, so it fails alone and the batch goes on.
+            if (_next != next) throw;
             throw new PostingRefusedByStoreException(ex);
-        }
-        finally
-        {
-            _release.ExecuteNonQuery();
         }
     }
 
@@ -133,41 +278,89 @@ internal sealed class SqliteLedgerSession : ILedgerSession
     // (Busy, locked, full, read-only, I/O errors are the database's state: they fail the batch as before.)
     private static bool RefusesData(Exception ex) => ex is SqliteException { SqliteErrorCode: 18 or 20 or 25 } or ArgumentException;
 
+    internal static LedgerEntry Entry(System.Data.Common.DbDataReader r) =>
+        new(r.GetString(0), Guid.Parse(r.GetString(1)), r.GetString(2), r.GetInt64(3), r.GetString(4), r.GetInt64(5),
+            r.GetInt64(6), r.GetString(7), r.IsDBNull(8) ? null : r.GetString(8), r.IsDBNull(9) ? null : r.GetString(9), r.GetString(10));
+
     private LedgerEntry? Row(SqliteCommand command)
     {
         using var r = command.ExecuteReader();
-        if (!r.Read()) return null;
-        return new LedgerEntry(r.GetString(0), Guid.Parse(r.GetString(1)), r.GetString(2), r.GetInt64(3), r.GetString(4), r.GetInt64(5),
-            r.GetInt64(6), r.GetString(7), r.IsDBNull(8) ? null : r.GetString(8), r.IsDBNull(9) ? null : r.GetString(9), r.GetString(10));
+        return r.Read() ? Entry(r) : null;
     }
 
-    public LedgerEntry? FindByKey(Guid postedBy, string idempotencyKey) => Row(With(_byKey, postedBy.ToString(), idempotencyKey));
+    // This poster's row with this key among the window's (the state's and this batch's): the hash is of the key alone,
+    // so it names every poster's rows with it (and any collision); the row itself is compared. A row older than the window is forgotten even before the state sweeps it.
+    public LedgerEntry? FindByKey(Guid postedBy, string idempotencyKey)
+    {
+        long hash = KeyHash(idempotencyKey);
+        _candidates.Clear();
+        _state.Candidates(hash, _candidates);
+        if (_keysByHash.TryGetValue(hash, out var staged)) _candidates.AddRange(staged);
+        if (_candidates.Count == 0) return null;
+        string oldest = Timestamps.Format(_store.Time.GetUtcNow().UtcDateTime - _store.Window);
+        foreach (long seq in _candidates)
+        {
+            using var r = With(_bySeq, seq).ExecuteReader();
+            if (!r.Read() || r.GetString(11) != idempotencyKey || Guid.Parse(r.GetString(12)) != postedBy) continue; // another poster's key, or a collision
+            var entry = Entry(r);
+            if (string.CompareOrdinal(entry.CreatedAt, oldest) < 0) continue;
+            return entry;
+        }
+        return null;
+    }
+
     public LedgerEntry? FindById(string transactionId) => Row(With(_byId, transactionId));
     public bool IsReversed(string transactionId) => Convert.ToInt64(With(_reversed, transactionId).ExecuteScalar()) != 0;
+
     public string? RoleOf(Guid userId)
     {
-        if (!_roles.TryGetValue(userId, out string? role)) _roles[userId] = role = With(_role, userId.ToString()).ExecuteScalar() as string;
+        if (_roles.TryGetValue(userId, out string? role)) return role;
+        role = With(_role, userId.ToString()).ExecuteScalar() as string;
+        if (role is not null) _roles[userId] = role;
         return role;
     }
 
     public (long Balance, long Version) ReadWallet(Guid userId, string currency)
     {
-        using var r = With(_wallet, userId.ToString(), currency).ExecuteReader();
-        return r.Read() ? (r.GetInt64(0), r.GetInt64(1)) : (0, 0);
+        if (_wallets.TryGetValue((userId, currency), out var staged)) return (staged.Wallet.Balance, staged.Wallet.Version);
+        return _state.Wallet(userId, currency) is { } w ? (w.Balance, w.Version) : (0, 0);
     }
 
     public void Write(LedgerEntry e, string idempotencyKey, Guid postedBy)
     {
+        var (_, version) = ReadWallet(e.UserId, e.Currency);
+        if (e.Version != version + 1)
+            throw new StoreConflictException($"Wallet {e.UserId}/{e.Currency} is no longer at version {e.Version - 1}.");
+        if (!_heads.TryGetValue(e.UserId, out long prev)) prev = _state.HeadOf(e.UserId);
+        long seq = _next;
         string user = e.UserId.ToString();
-        if (With(_upsert, user, e.Currency, e.BalanceAfter, e.Version, e.CreatedAt, e.TransactionId).ExecuteNonQuery() != 1)
-            throw new StoreConflictException($"Wallet {user}/{e.Currency} is no longer at version {e.Version - 1}.");
-        With(_insert, e.TransactionId, user, e.Type, e.Amount, e.Currency, e.BalanceAfter, e.Version, idempotencyKey, e.RequestHash,
-            e.Reference, e.Reverses, postedBy.ToString(), e.CreatedAt).ExecuteNonQuery();
+        With(_insert, seq, e.TransactionId, user, e.Type, e.Amount, e.Currency, e.BalanceAfter, e.Version, idempotencyKey, e.RequestHash,
+            e.Reference, e.Reverses, postedBy.ToString(), e.CreatedAt, prev == 0 ? null : prev).ExecuteNonQuery();
+        long hash = KeyHash(idempotencyKey);
+        // The ledger row is written: a failure now cannot be undone alone (no savepoint), so it fails the batch.
+        try { With(_insertKey, seq, hash).ExecuteNonQuery(); }
+        catch (SqliteException ex) when (RefusesData(ex)) { throw new InvalidOperationException("The key row of a written ledger row was refused.", ex); }
+        // Written: stage it.
+        _next = seq + 1;
+        _wallets[(e.UserId, e.Currency)] = (new BalanceChange(e.UserId, e.Currency, e.BalanceAfter, e.Version, e.TransactionId, e.Type, e.CreatedAt), seq);
+        _heads[e.UserId] = seq;
+        _keys.Add((hash, seq));
+        if (!_keysByHash.TryGetValue(hash, out var list)) _keysByHash[hash] = list = [];
+        list.Add(seq);
+    }
+
+    // A posting asks for its key's hash twice (FindByKey, then Write): computed once.
+    private string? _hashedKey;
+    private long _hash;
+    private long KeyHash(string key)
+    {
+        if (!ReferenceEquals(key, _hashedKey) && key != _hashedKey) (_hashedKey, _hash) = (key, LedgerState.KeyHash(_store.Seed, key));
+        return _hash;
     }
 
     public void Dispose()
     {
-        foreach (var command in new[] { _begin, _commit, _rollback, _savepoint, _release, _undo, _byKey, _byId, _reversed, _role, _wallet, _upsert, _insert })
+        foreach (var command in new[] { _begin, _commit, _rollback, _last, _bySeq, _byId, _reversed, _role, _insert, _insertKey, _checkpoint, _checkpointSeq })
             command.Dispose();
         _c.Dispose();
     }

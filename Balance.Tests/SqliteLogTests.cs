@@ -1,0 +1,275 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
+using Balance.Storage.Sqlite;
+using Microsoft.Data.Sqlite;
+
+namespace Balance.Tests;
+
+// The SQLite ledger as a log (schema 2): the upgrade of a schema-1 file in place, the Idempotency-Key window, and the
+// writer's in-memory state against the ledger it is built from.
+public sealed class SqliteLogTests
+{
+    /// Puts a database the service made back into schema 1's shape, rows unchanged: the ledger with its own indexes
+    /// (idempotency key, per player), the wallets table filled from the ledger, user_version 1. firstShape: also the
+    /// very first schema's (no wallets.last_transaction_id, a UNIQUE (user_id, currency, version) on the ledger).
+    internal static void DowngradeToSchemaOne(string db, bool firstShape = false)
+    {
+        SqliteConnection.ClearAllPools();
+        using var stream = typeof(SqliteLogTests).Assembly.GetManifestResourceStream("schema-1.db.sql")!;
+        string schema = new StreamReader(stream).ReadToEnd();
+        string Part(string from)
+        {
+            int s = schema.IndexOf(from, StringComparison.Ordinal);
+            return schema[s..(schema.IndexOf(");", s, StringComparison.Ordinal) + 2)];
+        }
+        using var c = new SqliteConnection($"Data Source={db};Pooling=False");
+        c.Open();
+        void Exec(string sql) { using var cmd = c.CreateCommand(); cmd.CommandText = sql; cmd.ExecuteNonQuery(); }
+        Exec("PRAGMA foreign_keys = OFF");
+        Exec("BEGIN");
+        Exec(Part("CREATE TABLE IF NOT EXISTS ledger (").Replace("CREATE TABLE IF NOT EXISTS ledger (", "CREATE TABLE ledger_v1 ("));
+        Exec(Part("CREATE TABLE IF NOT EXISTS wallets (").Replace("CREATE TABLE IF NOT EXISTS wallets (", "CREATE TABLE wallets_v1 ("));
+        Exec("""
+            INSERT INTO ledger_v1 (seq, transaction_id, user_id, type, amount, currency, balance_after, version, idempotency_key, request_hash, reference, reverses, posted_by, created_at)
+            SELECT seq, transaction_id, user_id, type, amount, currency, balance_after, version, idempotency_key, request_hash, reference, reverses, posted_by, created_at FROM ledger ORDER BY seq;
+            INSERT INTO wallets_v1 (user_id, currency, balance, version, updated_at, last_transaction_id)
+            SELECT user_id, currency, balance, version, updated_at, last_transaction_id FROM wallets;
+            DROP VIEW wallets; DROP TABLE ledger; DROP TABLE ledger_keys; DROP TABLE wallet_checkpoint; DROP TABLE ledger_meta;
+            ALTER TABLE ledger_v1 RENAME TO ledger; ALTER TABLE wallets_v1 RENAME TO wallets;
+            CREATE INDEX ledger_by_user ON ledger (user_id, seq);
+            PRAGMA user_version = 1;
+            """);
+        if (firstShape) Exec("ALTER TABLE wallets DROP COLUMN last_transaction_id; CREATE UNIQUE INDEX first_schema_wallet_version ON ledger (user_id, currency, version);");
+        Exec("COMMIT");
+        Exec("PRAGMA foreign_keys = ON");
+    }
+
+    private static long Scalar(string db, string sql)
+    {
+        using var c = new SqliteConnection($"Data Source={db};Pooling=False");
+        c.Open();
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = sql;
+        return Convert.ToInt64(cmd.ExecuteScalar());
+    }
+
+    [Fact]
+    public async Task ASchemaOneDatabaseIsUpgradedInPlaceKeepingEveryRowBalanceHistoryPageAndKey()
+    {
+        using var temp = new TempDatabase();
+        string db = temp.FilePath;
+        Login op, alice, bob;
+        string key = InvariantTests.NewKey(), firstId;
+        List<JsonElement> all, alices, bobs;
+        JsonElement[] aliceBalances, bobBalances;
+        await using (var app = new BalanceApplication(databasePath: db))
+        {
+            op = await app.LoginAsync("operator");
+            alice = await app.LoginAsync("alice");
+            bob = await app.LoginAsync("bob");
+            firstId = (await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "5.00", currency = "EUR" }, key)).GetProperty("transaction_id").GetString()!;
+            await app.PostOkAsync(op.AccessToken, new { user_id = bob.UserId, type = "deposit", amount = "10.00", currency = "USD" });
+            for (int i = 0; i < 4; i++)
+            {
+                var bet = await app.PostOkAsync(op.AccessToken, new { user_id = i % 2 == 0 ? alice.UserId : bob.UserId, type = "bet", amount = "1.25", currency = "USD" });
+                if (i == 1) await app.PostOkAsync(op.AccessToken, new { type = "rollback", reverses = bet.GetProperty("transaction_id").GetString() });
+                await app.PostOkAsync(op.AccessToken, new { user_id = bob.UserId, type = "win", amount = "0.50", currency = "USD" });
+            }
+            using var http = app.Http(op.AccessToken);
+            all = await InvariantTests.PageHistoryAsync(http, null, 2);
+            alices = await InvariantTests.PageHistoryAsync(http, alice.UserId, 2);
+            bobs = await InvariantTests.PageHistoryAsync(http, bob.UserId, 3);
+            aliceBalances = (await app.Http(alice.AccessToken).GetFromJsonAsync<JsonElement[]>("/api/balances"))!;
+            bobBalances = (await app.Http(bob.AccessToken).GetFromJsonAsync<JsonElement[]>("/api/balances"))!;
+        }
+        var rowsBefore = LedgerAudit.Read(db).Rows;
+        DowngradeToSchemaOne(db);
+        Assert.Equal(1, Scalar(db, "PRAGMA user_version"));
+        Assert.Equal(rowsBefore, LedgerAudit.Read(db).Rows);
+
+        await using (var app = new BalanceApplication(databasePath: db))
+        {
+            using var http = app.Http(op.AccessToken);
+            // Every row, balance, history page (all, per player) as before; the old key still binds.
+            Assert.Equal(rowsBefore, LedgerAudit.Read(db).Rows);
+            Assert.Equal(all.Select(e => e.ToString()), (await InvariantTests.PageHistoryAsync(http, null, 2)).Select(e => e.ToString()));
+            Assert.Equal(alices.Select(e => e.ToString()), (await InvariantTests.PageHistoryAsync(http, alice.UserId, 2)).Select(e => e.ToString()));
+            Assert.Equal(bobs.Select(e => e.ToString()), (await InvariantTests.PageHistoryAsync(http, bob.UserId, 3)).Select(e => e.ToString()));
+            Assert.Equal(aliceBalances.Select(b => b.ToString()), (await app.Http(alice.AccessToken).GetFromJsonAsync<JsonElement[]>("/api/balances"))!.Select(b => b.ToString()));
+            Assert.Equal(bobBalances.Select(b => b.ToString()), (await app.Http(bob.AccessToken).GetFromJsonAsync<JsonElement[]>("/api/balances"))!.Select(b => b.ToString()));
+            var replay = await app.PostTransactionAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "5.00", currency = "EUR" }, key);
+            Assert.Equal(HttpStatusCode.Created, replay.StatusCode);
+            Assert.Equal(firstId, (await replay.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("transaction_id").GetString());
+            var conflict = await app.PostTransactionAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "6.00", currency = "EUR" }, key);
+            Assert.Equal(HttpStatusCode.Conflict, conflict.StatusCode);
+            // And the ledger goes on from where it was: next seq, next version, on the player's history chain.
+            var win = await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "win", amount = "2.00", currency = "USD" });
+            var page = await InvariantTests.PageHistoryAsync(http, alice.UserId, 50);
+            Assert.Equal(win.GetProperty("transaction_id").GetString(), page[0].GetProperty("transaction_id").GetString());
+            Assert.Equal(alices.Select(e => e.ToString()), page.Skip(1).Select(e => e.ToString()));
+            var audit = LedgerAudit.Read(db);
+            Assert.Equal(rowsBefore, audit.Rows.Take(rowsBefore.Count));
+            Assert.Equal(rowsBefore[^1].Seq + 1, audit.Rows[^1].Seq);
+            audit.AssertConsistent();
+        }
+        Assert.Equal(SqliteDatabase.SchemaVersion, Scalar(db, "PRAGMA user_version"));
+        Assert.Equal(0, Scalar(db, "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('ledger_by_user', 'sqlite_autoindex_ledger_2')")); // the per-player and key indexes are gone
+        Assert.Equal(Scalar(db, "SELECT COUNT(*) FROM ledger"), Scalar(db, "SELECT COUNT(*) FROM ledger_keys"));
+        Assert.Equal(0, Scalar(db, "SELECT COUNT(*) FROM (SELECT user_prev, LAG(seq) OVER (PARTITION BY user_id ORDER BY seq) AS lag FROM ledger) WHERE user_prev IS NOT lag"));
+    }
+
+    [Fact]
+    public async Task AnUpgradeIsRefusedAndChangesNothingWhenAWalletDisagreesWithItsLedger()
+    {
+        using var temp = new TempDatabase();
+        string db = temp.FilePath;
+        await using (var app = new BalanceApplication(databasePath: db))
+        {
+            var op = await app.LoginAsync("operator");
+            var alice = await app.LoginAsync("alice");
+            await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "5.00", currency = "EUR" });
+        }
+        DowngradeToSchemaOne(db);
+        using (var c = new SqliteConnection($"Data Source={db};Pooling=False"))
+        {
+            c.Open();
+            using var cmd = c.CreateCommand();
+            cmd.CommandText = "UPDATE wallets SET balance = balance + 1 WHERE currency = 'EUR'";
+            Assert.Equal(1, cmd.ExecuteNonQuery());
+        }
+        var rows = LedgerAudit.Read(db).Rows;
+        await using (var app = new BalanceApplication(databasePath: db))
+        {
+            var failure = await Assert.ThrowsAnyAsync<Exception>(() => app.LoginAsync("operator"));
+            Assert.Contains("differ from their ledger", failure.ToString());
+        }
+        SqliteConnection.ClearAllPools();
+        Assert.Equal(1, Scalar(db, "PRAGMA user_version"));
+        Assert.Equal(rows, LedgerAudit.Read(db).Rows);
+        Assert.Equal(1, Scalar(db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'wallets'"));
+    }
+
+    [Fact]
+    public async Task AKeyBindsForTheWindowAndIsANewPostingAfterIt()
+    {
+        await using var app = new BalanceApplication(new() { ["Balance:IdempotencyWindow"] = "00:00:02" });
+        var op = await app.LoginAsync("operator");
+        var alice = await app.LoginAsync("alice");
+        string key = InvariantTests.NewKey();
+        var first = await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "1.00", currency = "USD" }, key);
+        var again = await app.PostTransactionAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "1.00", currency = "USD" }, key);
+        Assert.Equal("true", again.Headers.GetValues("Idempotent-Replayed").Single());
+        Assert.Equal(first.GetProperty("transaction_id").GetString(), (await again.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("transaction_id").GetString());
+        Assert.Equal(HttpStatusCode.Conflict, (await app.PostTransactionAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "2.00", currency = "USD" }, key)).StatusCode);
+        await Task.Delay(TimeSpan.FromSeconds(2.5));
+        // Past the window the key is forgotten: the same request is a second deposit.
+        var later = await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "1.00", currency = "USD" }, key);
+        Assert.NotEqual(first.GetProperty("transaction_id").GetString(), later.GetProperty("transaction_id").GetString());
+        Assert.Equal(first.GetProperty("version").GetInt64() + 1, later.GetProperty("version").GetInt64());
+        Assert.Equal(2, LedgerAudit.Read(app.DatabasePath).Rows.Count(r => r.IdempotencyKey == key));
+    }
+
+    [Fact]
+    public async Task TheWriterStateIsRebuiltFromTheLedgerPastAStaleCheckpoint()
+    {
+        // The checkpoint is written at most once a second: postings right after one are only in the ledger. A restart
+        // replays them; a checkpoint pointing further back (as after a crash) changes nothing either.
+        using var temp = new TempDatabase();
+        string db = temp.FilePath;
+        Login op, alice;
+        JsonElement[] balances;
+        await using (var app = new BalanceApplication(databasePath: db))
+        {
+            op = await app.LoginAsync("operator");
+            alice = await app.LoginAsync("alice");
+            for (int i = 0; i < 5; i++) await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "win", amount = "0.10", currency = i % 2 == 0 ? "USD" : "EUR" });
+            balances = (await app.Http(alice.AccessToken).GetFromJsonAsync<JsonElement[]>("/api/balances"))!;
+        }
+        SqliteConnection.ClearAllPools();
+        using (var c = new SqliteConnection($"Data Source={db};Pooling=False"))
+        {
+            c.Open();
+            using var cmd = c.CreateCommand();
+            cmd.CommandText = "DELETE FROM wallet_checkpoint WHERE currency = 'EUR'; UPDATE ledger_meta SET value = '1' WHERE name = 'checkpoint_seq'";
+            cmd.ExecuteNonQuery();
+        }
+        await using (var app = new BalanceApplication(databasePath: db))
+        {
+            Assert.Equal(balances.Select(b => b.ToString()), (await app.Http(alice.AccessToken).GetFromJsonAsync<JsonElement[]>("/api/balances"))!.Select(b => b.ToString()));
+            var next = await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "bet", amount = "0.10", currency = "EUR" });
+            Assert.Equal(balances.Single(b => b.GetProperty("currency").GetString() == "EUR").GetProperty("version").GetInt64() + 1, next.GetProperty("version").GetInt64());
+            LedgerAudit.Read(db).AssertConsistent();
+        }
+    }
+}
+
+// The writer's in-memory state, without a database.
+[Trait("Category", "Unit")]
+public sealed class LedgerStateTests
+{
+    private static readonly DateTime T0 = new(2026, 12, 3, 12, 0, 0, DateTimeKind.Utc);
+
+    [Fact]
+    public void KeysOlderThanTheWindowAreSweptAndNewerOnesKept()
+    {
+        var state = new LedgerState();
+        var window = TimeSpan.FromSeconds(16); // marks every second
+        for (long seq = 1; seq <= 10; seq++) state.AddKey(seq * 7, seq);
+        state.LastSeq = 10;
+        state.Mark(T0, window);
+        for (long seq = 11; seq <= 20; seq++) state.AddKey(seq * 7, seq);
+        state.LastSeq = 20;
+        state.Mark(T0.AddSeconds(1), window);
+        Assert.Equal(20, state.KeyCount);
+        state.Mark(T0.AddSeconds(15.5), window); // nothing is older than the window yet
+        Assert.Equal(20, state.KeyCount);
+        state.Mark(T0.AddSeconds(16.5), window); // rows 1-10 were created before T0, now more than 16 s ago
+        Assert.Equal(10, state.KeyCount);
+        var found = new List<long>();
+        state.Candidates(11 * 7, found);
+        Assert.Equal([11L], found);
+        state.Mark(T0.AddSeconds(17.5), window); // rows 11-20 were created before T0 + 1 s
+        Assert.Equal(0, state.KeyCount);
+    }
+
+    [Fact]
+    public void AHashSharedByRowsNamesEachOfThem()
+    {
+        var state = new LedgerState();
+        state.AddKey(42, 1);
+        state.AddKey(42, 5); // the same key of another poster, or a true collision
+        state.AddKey(43, 6);
+        var found = new List<long>();
+        state.Candidates(42, found);
+        Assert.Equal([1L, 5L], found);
+        found.Clear();
+        state.Candidates(44, found);
+        Assert.Empty(found);
+    }
+
+    [Fact]
+    public void TheKeyHashIsKeyedByTheDatabaseSeed()
+    {
+        byte[] a = Enumerable.Repeat((byte)1, 32).ToArray(), b = Enumerable.Repeat((byte)2, 32).ToArray();
+        Assert.Equal(LedgerState.KeyHash(a, "key-1"), LedgerState.KeyHash(a, "key-1"));
+        Assert.NotEqual(LedgerState.KeyHash(a, "key-1"), LedgerState.KeyHash(a, "key-2"));
+        Assert.NotEqual(LedgerState.KeyHash(a, "key-1"), LedgerState.KeyHash(b, "key-1"));
+        Assert.Equal(LedgerState.KeyHash(a, new string('é', 300)), LedgerState.KeyHash(a, new string('é', 300))); // past the stack buffer
+    }
+
+    [Fact]
+    public void AWalletReplacesItsCurrencyKeepsTheOthersSortedAndMovesTheHead()
+    {
+        var state = new LedgerState();
+        var user = Guid.NewGuid();
+        state.Apply(new Balance.Postings.BalanceChange(user, "USD", 100, 1, "t1", "deposit", "x"), 3);
+        state.Apply(new Balance.Postings.BalanceChange(user, "EUR", 50, 1, "t2", "deposit", "x"), 4);
+        state.Apply(new Balance.Postings.BalanceChange(user, "USD", 80, 2, "t3", "bet", "x"), 9);
+        Assert.Equal(["EUR", "USD"], state.Users[user].Wallets.Select(w => w.Currency));
+        Assert.Equal((80L, 2L), (state.Wallet(user, "USD")!.Balance, state.Wallet(user, "USD")!.Version));
+        Assert.Equal(9, state.HeadOf(user));
+        Assert.Null(state.Wallet(user, "BTC"));
+        Assert.Equal(0, state.HeadOf(Guid.NewGuid()));
+    }
+}
