@@ -394,7 +394,11 @@ export class BalanceWebSocketService {
         if (!this._authenticated) this._authenticatedOn(ws);
         this._apply(data, 'socket');
         // 'connected' means balances are flowing: the snapshot's first balance, not just auth_ok.
-        if (this._authenticated && isValidBalance(data)) this._setStatus(STATUS.CONNECTED);
+        // Polling (if any) goes on until then.
+        if (this._authenticated && isValidBalance(data)) {
+          this._stopPolling();
+          this._setStatus(STATUS.CONNECTED);
+        }
         return;
       default:
         return; // unknown frame types are reserved for later versions
@@ -408,9 +412,7 @@ export class BalanceWebSocketService {
     this._connectedAt = Date.now();
     // The server took a token this device thinks has run out: the device's clock is ahead, by at least that much.
     if (this.expiresAt !== null && this.expiresAt <= this._now()) this._learnClock(decodeJwt(this.token));
-    this._stopPolling();
     this._setError(null);
-    if (this.status === STATUS.FALLBACK || this.status === STATUS.OFFLINE) this._setStatus(STATUS.RECONNECTING);
     this._log('authenticated; waiting for the snapshot');
     this._alive(ws);
   }
