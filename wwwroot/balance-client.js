@@ -903,10 +903,12 @@ class TabSharedBalanceService extends BalanceWebSocketService {
   }
 
   _leaderWentQuiet() {
-    if (this._leader || !this._joined) return;
+    // A leader that stopped by itself (the login ended, or 1009) beats no more, and there is nothing to take over:
+    // a new token (updateToken) starts it again, and its beats re-arm this watch.
+    if (this._leader || !this._joined || this.status === STATUS.UNAUTHORIZED || this.status === STATUS.CLOSED) return;
     this._log('the leader tab went quiet');
     this._leaderQuiet = true;
-    if (this.status !== STATUS.UNAUTHORIZED && this.status !== STATUS.CLOSED && this.status !== STATUS.OFFLINE) super._setStatus(STATUS.RECONNECTING);
+    if (this.status !== STATUS.OFFLINE) super._setStatus(STATUS.RECONNECTING);
     if (this._visible()) this._takeOver();
     else this._watchLeader();
   }

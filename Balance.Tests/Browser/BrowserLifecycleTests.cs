@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Net.Http.Json;
 using Microsoft.Playwright;
 using Xunit.Abstractions;
 
@@ -180,6 +181,27 @@ public sealed class BrowserLifecycleTests(ChromiumFixture chromium, BackForwardC
         // The leader runs again: the follower hears its heartbeat and shows its status again.
         await ResumeAsync(tabs[0], cdp, withEvent: false);
         await tabs[1].WaitForAsync("() => h.service.status === 'connected'");
+    }
+
+    // A leader stopped by the server (4503) beats no more: that silence is not a frozen leader, and no follower may
+    // take the socket over and knock again with the dead token.
+    [Fact]
+    public async Task WhenTheServerEndsTheLoginTheSilentLeaderIsNotTakenOver()
+    {
+        await using var app = new BalanceApplication(BrowserKit.Settings());
+        var alice = await app.LoginAsync("alice");
+        await using var context = await BrowserKit.OpenContextAsync(chromium.Browser, app.BaseAddress);
+        var tabs = await OpenTabsAsync(context, alice, 2);
+        await ShowAsync(tabs, "100.00");
+
+        using var http = app.Http(alice.AccessToken);
+        var response = await http.PostAsJsonAsync("/api/auth/logout", new { refresh_token = alice.RefreshToken });
+        Assert.Equal(System.Net.HttpStatusCode.NoContent, response.StatusCode);
+        await Task.WhenAll(tabs.Select(t => t.WaitForAsync("() => h.service.status === 'unauthorized'")));
+        await Task.Delay(2000); // over twice the three missed beats (0.9 s) after which a follower takes over
+        Assert.Equal([true, false], await Task.WhenAll(tabs.Select(t => t.EvaluateAsync<bool>("() => h.service.isLeader"))));
+        Assert.Equal(1, await tabs[0].EvaluateAsync<int>("() => h.sockets") + await tabs[1].EvaluateAsync<int>("() => h.sockets"));
+        foreach (var tab in tabs) Assert.Equal("unauthorized", await tab.EvaluateAsync<string>("() => h.service.status"));
     }
 
     // auth_ok alone is not 'connected': the balances must be flowing. The balance frames are held back here.
