@@ -39,8 +39,8 @@ public sealed class BackForwardCacheChromiumFixture : IAsyncLifetime
 public sealed class BrowserLifecycleTests(ChromiumFixture chromium, BackForwardCacheChromiumFixture bfcache, ITestOutputHelper output)
     : IClassFixture<BackForwardCacheChromiumFixture>
 {
-    // tabHeartbeat 300 ms: a follower counts the leader quiet after 0.9 s.
-    private static readonly object FastOptions = new { initialDelay = 100, maxDelay = 1000, heartbeatTimeout = 4000, tabHeartbeat = 300 };
+    // tabHeartbeat 500 ms: a follower counts the leader quiet after 1.5 s (a margin for a loaded 2-core box).
+    private static readonly object FastOptions = new { initialDelay = 100, maxDelay = 1000, heartbeatTimeout = 4000, tabHeartbeat = 500 };
 
     private async Task<List<IPage>> OpenTabsAsync(IBrowserContext context, Login login, int count, string? initScript = null)
     {
@@ -198,8 +198,9 @@ public sealed class BrowserLifecycleTests(ChromiumFixture chromium, BackForwardC
         var response = await http.PostAsJsonAsync("/api/auth/logout", new { refresh_token = alice.RefreshToken });
         Assert.Equal(System.Net.HttpStatusCode.NoContent, response.StatusCode);
         await Task.WhenAll(tabs.Select(t => t.WaitForAsync("() => h.service.status === 'unauthorized'")));
-        await Task.Delay(2000); // over twice the three missed beats (0.9 s) after which a follower takes over
-        Assert.Equal([true, false], await Task.WhenAll(tabs.Select(t => t.EvaluateAsync<bool>("() => h.service.isLeader"))));
+        await Task.Delay(3500); // over twice the three missed beats (1.5 s) after which a follower takes over
+        var leaders = await Task.WhenAll(tabs.Select(t => t.EvaluateAsync<bool>("() => h.service.isLeader")));
+        Assert.Equal([true, false], leaders);
         Assert.Equal(1, await tabs[0].EvaluateAsync<int>("() => h.sockets") + await tabs[1].EvaluateAsync<int>("() => h.sockets"));
         foreach (var tab in tabs) Assert.Equal("unauthorized", await tab.EvaluateAsync<string>("() => h.service.status"));
     }
