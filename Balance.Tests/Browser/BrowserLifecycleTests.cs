@@ -99,9 +99,11 @@ public sealed class BrowserLifecycleTests(ChromiumFixture chromium, BackForwardC
         await LogBackForwardCacheAsync(tabs[0]);
 
         // The leader's user follows a link; Chrome keeps the page, frozen, in case they come back.
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         await tabs[0].GotoAsync("/__test/pages/away.html");
         await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "bet", amount = "10.00", currency = "USD" });
         await ShowAsync([tabs[1]], "90.00", timeout: 5_000);
+        output.WriteLine($"take-over: {clock.ElapsedMilliseconds} ms from the leader's navigation to the other tab showing the next update");
         Assert.True(await tabs[1].EvaluateAsync<bool>("() => h.service.isLeader"));
         Assert.Equal(1, await ServerSocketsAsync(app, 1));
 
@@ -150,9 +152,11 @@ public sealed class BrowserLifecycleTests(ChromiumFixture chromium, BackForwardC
         Assert.True(await tabs[0].EvaluateAsync<bool>("() => h.service.isLeader"));
         await ShowAsync(tabs, "100.00");
 
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         var cdp = await FreezeAsync(tabs[0], freezeEvent);
         await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "bet", amount = "10.00", currency = "USD" });
         await ShowAsync([tabs[1]], "90.00", timeout: 5_000);
+        output.WriteLine($"take-over: {clock.ElapsedMilliseconds} ms from the freeze (event: {freezeEvent}) to the other tab showing the next update");
         Assert.True(await tabs[1].EvaluateAsync<bool>("() => h.service.isLeader"));
 
         await ResumeAsync(tabs[0], cdp, freezeEvent);
