@@ -4,8 +4,9 @@ using Xunit.Abstractions;
 namespace Balance.Tests.Browser;
 
 // docs/client.md's quickstarts, taken from the file itself (each code block after a <!-- file: path --> line), so the
-// docs cannot rot: installed against the packed package, type-checked with tsc --strict (Next.js, Nuxt, TanStack
-// Query, React), built with Vite (React, Vue), and the React one run in Chromium against the service.
+// docs cannot rot: installed against the packed package, type-checked strictly (tsc: React, Next.js, TanStack Query;
+// vue-tsc: the Vue component with its template, Nuxt), built with Vite (React, Vue), and the React one run in
+// Chromium against the service.
 [Collection(BrowserCollection.Name)]
 public sealed partial class BrowserQuickstartTests(ChromiumFixture chromium, ITestOutputHelper output)
 {
@@ -47,10 +48,21 @@ public sealed partial class BrowserQuickstartTests(ChromiumFixture chromium, ITe
                 "target": "ES2022", "module": "ESNext", "moduleResolution": "Bundler", "lib": ["ES2022", "DOM", "DOM.Iterable"],
                 "jsx": "react-jsx", "strict": true, "noEmit": true, "skipLibCheck": true, "types": []
               },
-              "include": ["balance-auth.ts", "react/**/*.tsx", "next/**/*.tsx", "nuxt/**/*.ts", "nuxt-env.d.ts", "tanstack/**/*.ts"]
+              "include": ["balance-auth.ts", "react/**/*.tsx", "next/**/*.tsx", "tanstack/**/*.ts"]
             }
             """);
         await NodeToolAsync(Path.Combine("typescript", "bin", "tsc"), "-p", "tsconfig.json");
+        // Vue's single-file component, template included, and the Nuxt plugin: vue-tsc.
+        await File.WriteAllTextAsync(Path.Combine(Dir, "tsconfig.vue.json"), """
+            {
+              "compilerOptions": {
+                "target": "ES2022", "module": "ESNext", "moduleResolution": "Bundler", "lib": ["ES2022", "DOM", "DOM.Iterable"],
+                "strict": true, "noEmit": true, "skipLibCheck": true, "types": []
+              },
+              "include": ["balance-auth.ts", "vue/**/*.ts", "vue/**/*.vue", "nuxt/**/*.ts", "nuxt-env.d.ts"]
+            }
+            """);
+        await NodeToolAsync(Path.Combine("vue-tsc", "bin", "vue-tsc.js"), "-p", "tsconfig.vue.json");
 
         await File.WriteAllTextAsync(Path.Combine(Dir, "vite.react.mjs"), "export default { esbuild: { jsx: 'automatic' }, logLevel: 'warn' };\n");
         await File.WriteAllTextAsync(Path.Combine(Dir, "vite.vue.mjs"), "import vue from '@vitejs/plugin-vue';\nexport default { plugins: [vue()], logLevel: 'warn' };\n");
