@@ -1,5 +1,7 @@
 // Types for balance-client.js.
 
+/** connected: balances are flowing (the snapshot's first balance arrived, not just auth_ok); fallback: REST polling
+ *  works while the socket does not; reconnecting: neither, yet (or the leader tab went quiet). */
 export type BalanceStatus = 'connecting' | 'connected' | 'reconnecting' | 'fallback' | 'offline' | 'unauthorized' | 'closed';
 
 export const SUBPROTOCOL: 'balance.v2';
@@ -56,10 +58,13 @@ export interface BalanceClientOptions {
   onError?: ((error: BalanceError) => void) | null;
   /** The session is over (refused token, revoked login, logout in any tab): send the user to the login page. */
   onLoginRequired?: ((error: BalanceError | null) => void) | null;
-  /** Currency polled during the REST fallback and returned by getBalance(); default 'USD'. */
-  currency?: string;
-  /** Milliseconds to coalesce rapid updates per currency before listeners hear of them; default 0 (off). */
+  /** The wallet getBalance() returns when none is named; default null: primaryCurrency, the wallet that changed last
+   *  among those holding money. Always polled during the REST fallback (USD when null), with every wallet known. */
+  currency?: string | null;
+  /** Milliseconds to coalesce rapid updates before listeners hear of them (the newest per currency, once); default 0 (off). */
   debounce?: number;
+  /** Logs state changes (status, socket, leadership, page lifecycle): true for console.debug, or a function; default false. */
+  debug?: boolean | ((...args: unknown[]) => void);
   /** Where the last balance is kept for offline display; default localStorage, null for none. */
   storage?: Pick<Storage, 'getItem' | 'setItem'> | null;
   /** Reconnect backoff: full jitter between 0 and min(maxDelay, initialDelay * 2^failures); defaults 500 and 20000 ms. */
@@ -79,6 +84,12 @@ export interface BalanceClientOptions {
   refreshAhead?: number | false | null;
   /** acquireBalanceService only: one socket for all tabs of the browser (Web Locks + BroadcastChannel); default true. */
   shareAcrossTabs?: boolean;
+  /** Shared across tabs: the leader tab tells the others it lives this often; three beats missed and a follower stops
+   *  showing 'connected' and, if visible, takes the socket over. Default 2000 ms. */
+  tabHeartbeat?: number;
+  /** The guide's limit: after this many failed socket attempts in a row, no more socket attempts, REST polling only.
+   *  Default Infinity (never give up on the socket; REST polling runs meanwhile after fallbackAfter failures). */
+  maxReconnectAttempts?: number;
 }
 
 export type BalanceListener = (data: BalanceMessage) => void;
@@ -105,6 +116,15 @@ export class BalanceWebSocketService {
   readonly balances: Map<string, BalanceMessage>;
   /** Whether this tab holds the socket; false in a tab that gets its balances from the tab that does. */
   readonly isLeader: boolean;
+  /** The wallet shown when none is named: options.currency; else the one that changed last among those holding
+   *  money; else the one that changed last; 'USD' while nothing is known. */
+  readonly primaryCurrency: string;
+  /** The guide's: socket attempts failed in a row. */
+  reconnectAttempts: number;
+  /** The guide's: options.maxReconnectAttempts (default Infinity). */
+  maxReconnectAttempts: number;
+  /** The guide's: the first backoff step, options.initialDelay. */
+  reconnectDelay: number;
 
   connect(): void;
   disconnect(): void;
@@ -118,7 +138,14 @@ export class BalanceWebSocketService {
   /** Ends the service (in every tab, when shared), clears the cached balance, and signals onLoginRequired. */
   logout(): void;
   authenticate(): void;
+  /** One wallet's balance; default primaryCurrency. */
   getBalance(currency?: string): BalanceMessage | null;
+  /** The guide's: called after a socket closed; schedules the next attempt (REST polling after fallbackAfter failures,
+   *  no more socket attempts after maxReconnectAttempts). An override replaces this policy. */
+  handleReconnection(): void;
+  /** The guide's: called when REST polling starts; polls GET /api/balance every pollInterval. An override that does not
+   *  call super.fallbackToRestAPI() polls its own way (status then stays 'reconnecting'). */
+  fallbackToRestAPI(): void;
   addStatusListener(callback: (status: BalanceStatus) => void): void;
   removeStatusListener(callback: (status: BalanceStatus) => void): void;
   addErrorListener(callback: (error: BalanceError) => void): void;
@@ -133,6 +160,8 @@ export function acquireBalanceService(baseUrl: string | null | undefined, token:
   { service: BalanceWebSocketService; release(): void };
 
 export function decodeJwt(token: string): Record<string, unknown> | null;
+/** Whether this runs in a browser page (window and document): elsewhere (SSR) nothing ever connects. */
+export function isBrowser(): boolean;
 /** A balance message as the server sends it: a non-negative amount with at most the currency's decimals. */
 export function isValidBalance(data: unknown): data is BalanceMessage;
 /** Decimals of a currency: the server's table (USD 2, JPY 0, BTC 8, ...), else ISO 4217 via Intl; null if unknown. */

@@ -20,8 +20,9 @@ const DEFAULTS = {
   onStatus: null,
   onError: null,
   onLoginRequired: null,
-  currency: 'USD',
+  currency: null,
   debounce: 0,
+  debug: false,
   storage: undefined,
   initialDelay: 500,
   maxDelay: 20000,
@@ -32,7 +33,14 @@ const DEFAULTS = {
   heartbeatTimeout: 40000,
   refreshAhead: null,
   shareAcrossTabs: true,
+  tabHeartbeat: 2000,
+  maxReconnectAttempts: Infinity,
 };
+
+// A browser page: on a server (SSR in Node, which has WebSocket built in from 22 on) nothing may connect.
+export function isBrowser() {
+  return typeof globalThis.window !== 'undefined' && typeof globalThis.document !== 'undefined';
+}
 
 // The server's currencies and their decimals; any other ISO code gets Intl's, and a balance never has more.
 const DECIMALS = { USD: 2, EUR: 2, GBP: 2, CAD: 2, AUD: 2, JPY: 0, BTC: 8, ETH: 8 };
@@ -146,12 +154,17 @@ export class BalanceWebSocketService {
     this._refreshFailures = 0;
     this._onOnline = () => this._handleOnline();
     this._onOffline = () => this._handleOffline();
+    this._suspended = false;         // the page is in the back/forward cache or frozen: no socket, no lock
+    this._lifecycle = null;
     this._adoptToken(token, false);
   }
 
   // ---- the guide's API ----
 
   connect() {
+    // On a server (SSR) there is no page to show a balance in: never open a socket with the user's token there.
+    if (!isBrowser()) { this._log('not a browser page: not connecting'); return; }
+    this._watchLifecycle(true);
     if (!this._started) {
       this._started = true;
       this._failures = 0;
@@ -182,6 +195,38 @@ export class BalanceWebSocketService {
   }
 
   disconnect() {
+    this._watchLifecycle(false);
+    this._suspended = false;
+    this._halt();
+  }
+
+  // The guide's names for the reconnect policy, kept working. reconnectAttempts: socket attempts failed in a row;
+  // maxReconnectAttempts: after that many the socket is given up and REST polling goes on alone (default: never);
+  // reconnectDelay: the backoff's first step (options.initialDelay).
+  get reconnectAttempts() { return this._failures; }
+  set reconnectAttempts(value) { this._failures = Number(value) || 0; }
+  get maxReconnectAttempts() { return this.options.maxReconnectAttempts ?? Infinity; }
+  set maxReconnectAttempts(value) { this.options.maxReconnectAttempts = value; }
+  get reconnectDelay() { return this.options.initialDelay; }
+  set reconnectDelay(value) { this.options.initialDelay = value; }
+
+  // The guide's step after a socket closed: the next attempt after a backoff, REST polling after fallbackAfter
+  // failures, and no more socket attempts after maxReconnectAttempts. Called by the client; an override replaces it.
+  handleReconnection() {
+    if (!this._started) return;
+    if (this.status !== STATUS.FALLBACK) this._setStatus(STATUS.RECONNECTING);
+    if (this._failures >= this.options.fallbackAfter || this._failures >= this.maxReconnectAttempts) this._startPolling();
+    if (this._failures >= this.maxReconnectAttempts) { this._log('maxReconnectAttempts reached: REST polling only'); return; }
+    this._setTimer('retry', this._backoff(this._failures), () => this._openSocket());
+  }
+
+  // The guide's hook, called when REST polling starts (the socket keeps failing). This implementation polls
+  // GET /api/balance every pollInterval; an override that does not call super.fallbackToRestAPI() polls its own way.
+  fallbackToRestAPI() {
+    if (!this._polling) this._poll();
+  }
+
+  _halt() {
     this._started = false;
     globalThis.removeEventListener?.('online', this._onOnline);
     globalThis.removeEventListener?.('offline', this._onOffline);
@@ -217,8 +262,23 @@ export class BalanceWebSocketService {
 
   // ---- additions ----
 
-  getBalance(currency = this.options.currency) {
-    return this.balances.get(currency) ?? null;
+  // One wallet: the one asked for, else options.currency, else the default wallet (primaryCurrency).
+  getBalance(currency) {
+    return this.balances.get(currency ?? this.primaryCurrency) ?? null;
+  }
+
+  // Which wallet to show when none is named: options.currency if given; else the wallet that changed last among
+  // those holding money; else the one that changed last; with nothing known yet, 'USD' (the server's default).
+  get primaryCurrency() {
+    if (this.options.currency) return this.options.currency;
+    let best = null;
+    for (const b of this.balances.values()) {
+      if (best === null) { best = b; continue; }
+      const money = b.balance.replace(/[0.]/g, '') !== '', bestMoney = best.balance.replace(/[0.]/g, '') !== '';
+      if (money !== bestMoney) { if (money) best = b; continue; }
+      if ((Date.parse(b.updated_at ?? '') || 0) > (Date.parse(best.updated_at ?? '') || 0)) best = b;
+    }
+    return best?.currency ?? 'USD';
   }
 
   // The user logged out: stop, forget the cached balance, and tell the app to show its login.
@@ -238,6 +298,49 @@ export class BalanceWebSocketService {
 
   // This instance holds its own socket; a follower tab of a shared service does not.
   get isLeader() { return true; }
+
+  // ---- the page's lifecycle ----
+
+  // A page going into the back/forward cache (pagehide, persisted) or frozen (freeze) can run nothing: it lets go
+  // of its socket (and, shared, of the tabs' lock, telling the other tabs) and comes back on pageshow / resume.
+  _watchLifecycle(on) {
+    const doc = globalThis.document;
+    if (!doc || !globalThis.addEventListener || on === !!this._lifecycle) return;
+    if (on) {
+      const hide = event => { if (event.type === 'freeze' || event.persisted) this._suspend(event.type); };
+      const show = event => { if (event.type === 'resume' || event.persisted) this._resume(event.type); };
+      this._lifecycle = { hide, show };
+      globalThis.addEventListener('pagehide', hide);
+      globalThis.addEventListener('pageshow', show);
+      doc.addEventListener('freeze', hide);
+      doc.addEventListener('resume', show);
+    } else {
+      const { hide, show } = this._lifecycle;
+      this._lifecycle = null;
+      globalThis.removeEventListener('pagehide', hide);
+      globalThis.removeEventListener('pageshow', show);
+      doc.removeEventListener('freeze', hide);
+      doc.removeEventListener('resume', show);
+    }
+  }
+
+  _running() { return this._started; }
+
+  _suspend(why) {
+    if (this._suspended || !this._running() || this.status === STATUS.UNAUTHORIZED || this.status === STATUS.CLOSED) return;
+    this._log(`${why}: letting go of the socket`);
+    this._suspended = true;
+    this._pause();
+  }
+
+  _pause() { this._halt(); }
+
+  _resume(why) {
+    if (!this._suspended) return;
+    this._log(`${why}: connecting again`);
+    this._suspended = false;
+    this.connect();
+  }
 
   // ---- socket lifecycle ----
 
@@ -290,6 +393,12 @@ export class BalanceWebSocketService {
       case 'balance':
         if (!this._authenticated) this._authenticatedOn(ws);
         this._apply(data, 'socket');
+        // 'connected' means balances are flowing: the snapshot's first balance, not just auth_ok.
+        // Polling (if any) goes on until then.
+        if (this._authenticated && isValidBalance(data)) {
+          this._stopPolling();
+          this._setStatus(STATUS.CONNECTED);
+        }
         return;
       default:
         return; // unknown frame types are reserved for later versions
@@ -303,9 +412,8 @@ export class BalanceWebSocketService {
     this._connectedAt = Date.now();
     // The server took a token this device thinks has run out: the device's clock is ahead, by at least that much.
     if (this.expiresAt !== null && this.expiresAt <= this._now()) this._learnClock(decodeJwt(this.token));
-    this._stopPolling();
     this._setError(null);
-    this._setStatus(STATUS.CONNECTED);
+    this._log('authenticated; waiting for the snapshot');
     this._alive(ws);
   }
 
@@ -359,10 +467,7 @@ export class BalanceWebSocketService {
   }
 
   _scheduleRetry() {
-    if (!this._started) return;
-    if (this._failures >= this.options.fallbackAfter) this._startPolling();
-    else if (this.status !== STATUS.FALLBACK) this._setStatus(STATUS.RECONNECTING);
-    this._setTimer('retry', this._backoff(this._failures), () => this._openSocket());
+    this.handleReconnection();
   }
 
   // Full jitter: spread reconnecting clients over the whole window so a restarted server is not stampeded.
@@ -382,6 +487,9 @@ export class BalanceWebSocketService {
     for (const name of Object.keys(this._timers)) this._clear(name);
     this._stopPolling();
     this._dropSocket(1000, 'stopped');
+    // The server ended the login (4501, 4503, a refused refresh...): on a shared computer the next person must not
+    // find this player's balance in storage, whatever ended it.
+    if (status === STATUS.UNAUTHORIZED) this._forget();
     if (this.status === status && this.error) return; // already stopped: the first reason stands
     this._setError(error);
     this._setStatus(status);
@@ -404,9 +512,9 @@ export class BalanceWebSocketService {
 
   // ---- REST fallback ----
 
+  // 'fallback' is shown once a poll succeeds, and only while polls keep succeeding.
   _startPolling() {
-    if (this.status !== STATUS.FALLBACK) this._setStatus(STATUS.FALLBACK);
-    if (!this._polling) this._poll();
+    if (!this._polling) { this._log('REST polling'); this.fallbackToRestAPI(); }
   }
 
   _stopPolling() {
@@ -418,16 +526,20 @@ export class BalanceWebSocketService {
     this._clear('poll');
     const run = {};
     this._polling = run;
-    const currencies = new Set([this.options.currency, ...this.balances.keys()]);
+    const currencies = new Set([this.options.currency ?? 'USD', ...this.balances.keys()]);
     try {
-      for (const currency of currencies) await this._fetchBalance(currency);
+      for (const currency of currencies) await this._fetchBalance(currency, run);
+      if (this._polling === run && this._started) this._setStatus(STATUS.FALLBACK);
     } catch (e) {
-      if (this._polling === run) this._report(e instanceof BalanceError ? e : new BalanceError('poll_failed', e?.message, { cause: e }));
+      if (this._polling === run) {
+        this._report(e instanceof BalanceError ? e : new BalanceError('poll_failed', e?.message, { cause: e }));
+        if (this.status === STATUS.FALLBACK) this._setStatus(STATUS.RECONNECTING);
+      }
     }
-    if (this._polling === run && this.status === STATUS.FALLBACK) this._setTimer('poll', this.options.pollInterval, () => this._poll());
+    if (this._polling === run && this._started) this._setTimer('poll', this.options.pollInterval, () => this._poll());
   }
 
-  async _fetchBalance(currency, retried = false) {
+  async _fetchBalance(currency, run, retried = false) {
     const headers = { Accept: 'application/json', Authorization: `Bearer ${this.token}` };
     const etag = this._etags.get(currency);
     if (etag) headers['If-None-Match'] = etag;
@@ -435,7 +547,7 @@ export class BalanceWebSocketService {
     if (response.status === 304) return;
     if (response.status === 401 && !retried) {
       const result = await this._freshToken('expired');
-      if (result.ok) return this._fetchBalance(currency, true);
+      if (result.ok) return this._fetchBalance(currency, run, true);
       if (result.refused) this._stop(STATUS.UNAUTHORIZED, result.error);
       return; // a blip: the next poll asks again
     }
@@ -445,7 +557,7 @@ export class BalanceWebSocketService {
     }
     if (!response.ok) throw new BalanceError('poll_failed', `GET /api/balance answered ${response.status}.`, { status: response.status });
     const data = await response.json();
-    if (this.status !== STATUS.FALLBACK) return; // the socket came back while this was in flight
+    if (this._polling !== run) return; // the socket came back while this was in flight
     if (this._apply(data, 'rest')) {
       const tag = response.headers.get('ETag');
       if (tag) this._etags.set(currency, tag);
@@ -618,6 +730,7 @@ export class BalanceWebSocketService {
 
   _setStatus(status) {
     if (this.status === status) return;
+    this._log(`status ${this.status} -> ${status}`, this.error?.code ?? '');
     this.status = status;
     try { this.options.onStatus?.(status); } catch { /* an app callback must not break the client */ }
     this._statusListeners.forEach(cb => { try { cb(status); } catch { /* ditto */ } });
@@ -638,6 +751,13 @@ export class BalanceWebSocketService {
   _report(error) {
     try { this.options.onError?.(error); } catch { /* an app callback must not break the client */ }
     this._errorListeners.forEach(cb => { try { cb(error); } catch { /* ditto */ } });
+  }
+
+  // options.debug: true logs to console.debug; a function receives the same arguments.
+  _log(...args) {
+    const debug = this.options.debug;
+    if (!debug) return;
+    try { (typeof debug === 'function' ? debug : console.debug)('[balance-client]', ...args); } catch { /* never break on logging */ }
   }
 
   _setTimer(name, ms, fn) {
@@ -680,11 +800,18 @@ class TabSharedBalanceService extends BalanceWebSocketService {
     this._channel = null;
     this._lockAbort = null;
     this._releaseLock = null;
+    this._leaderStatus = null;   // what the leader last said it shows: { status, error }
+    this._leaderQuiet = false;
+    this._timers.beat = null;     // the leader's heartbeat to the other tabs
+    this._timers.watch = null;    // a follower's watch on that heartbeat
+    this._onVisible = () => { if (this._leaderQuiet && this._visible()) this._takeOver(); };
   }
 
   get isLeader() { return this._leader; }
 
   connect() {
+    if (!isBrowser()) return;
+    this._watchLifecycle(true);
     if (this._joined) {
       if (this._leader) super.connect();
       return;
@@ -692,31 +819,121 @@ class TabSharedBalanceService extends BalanceWebSocketService {
     this._joined = true;
     this._channel = new BroadcastChannel(`balance-client:${this._key}`);
     this._channel.onmessage = event => this._fromPeer(event.data);
+    globalThis.document?.addEventListener?.('visibilitychange', this._onVisible);
     if (this.status === STATUS.CLOSED || this.status === STATUS.UNAUTHORIZED) {
       this.error = null;
       this._setStatus(STATUS.CONNECTING);
     }
     this._post({ type: 'hello', token: this.token });
-    const abort = this._lockAbort = new AbortController();
-    navigator.locks.request(`balance-client:socket:${this._key}`, { signal: abort.signal }, () => {
-      if (abort.signal.aborted || !this._joined) return undefined;
+    this._watchLeader();
+    this._queueForLock(false);
+  }
+
+  // Waits for the socket lock; with steal, takes it from a leader that went quiet (frozen without a freeze event,
+  // as Safari does), which then steps down when it runs again.
+  _queueForLock(steal) {
+    const abort = this._lockAbort = steal ? null : new AbortController();
+    const options = steal ? { steal: true } : { signal: abort.signal };
+    let granted = false;
+    navigator.locks.request(`balance-client:socket:${this._key}`, options, () => {
+      if (abort?.signal.aborted || !this._joined) return undefined;
+      granted = true;
       return new Promise(resolve => {
         this._releaseLock = resolve;
         this._lead();
       });
     }).catch(e => {
+      // A lock taken from this tab (steal) rejects while this tab still leads: the other tab has the socket now.
+      if (granted && this._leader && this._joined) { this._stepDown(); return; }
       if (e?.name !== 'AbortError') this._report(new BalanceError('tab_lock_failed', e?.message, { cause: e }));
     });
   }
 
   _lead() {
     this._leader = true;
+    this._clear('watch');
+    this._leaderQuiet = false;
+    this._log('leading: this tab holds the socket');
     // The old leader's socket is gone: say so until this tab's own socket is authenticated.
     if (this.status !== STATUS.CONNECTING && this.status !== STATUS.CLOSED && this.status !== STATUS.UNAUTHORIZED) this._setStatus(STATUS.RECONNECTING);
     super.connect();
+    this._beat();
+  }
+
+  // Another tab stole the lock: this one's socket is surplus. Back in line, and listen to the new leader.
+  _stepDown() {
+    this._log('the lock was taken over: following');
+    this._leader = false;
+    this._releaseLock = null;
+    this._lockAbort = null;
+    this._started = false;
+    globalThis.removeEventListener?.('online', this._onOnline);
+    globalThis.removeEventListener?.('offline', this._onOffline);
+    for (const name of Object.keys(this._timers)) this._clear(name);
+    this._stopPolling();
+    this._dropSocket(1000, 'stepped_down');
+    this._authenticated = false;
+    this._post({ type: 'hello', token: this.token });
+    this._watchLeader();
+    this._queueForLock(false);
+  }
+
+  // ---- the leader's heartbeat over the channel ----
+
+  _beat() {
+    if (!this._leader) return;
+    this._post({ type: 'beat', status: this.status, error: errorToWire(this.error) });
+    this._setTimer('beat', this.options.tabHeartbeat, () => this._beat());
+  }
+
+  // A follower hears the leader at least every tabHeartbeat; three beats missed and it stops claiming the leader's
+  // status, and a visible tab takes the socket over.
+  _watchLeader() {
+    if (this._leader || !this._joined) return;
+    this._setTimer('watch', this.options.tabHeartbeat * 3, () => this._leaderWentQuiet());
+  }
+
+  _heardLeader() {
+    if (this._leader) return;
+    this._watchLeader();
+    if (this._leaderQuiet) {
+      this._leaderQuiet = false;
+      if (this._leaderStatus) this._mirror(this._leaderStatus.status, this._leaderStatus.error);
+    }
+  }
+
+  _leaderWentQuiet() {
+    // A leader that stopped by itself (the login ended, or 1009) beats no more, and there is nothing to take over:
+    // a new token (updateToken) starts it again, and its beats re-arm this watch.
+    if (this._leader || !this._joined || this.status === STATUS.UNAUTHORIZED || this.status === STATUS.CLOSED) return;
+    this._log('the leader tab went quiet');
+    this._leaderQuiet = true;
+    if (this.status !== STATUS.OFFLINE) super._setStatus(STATUS.RECONNECTING);
+    if (this._visible()) this._takeOver();
+    else this._watchLeader();
+  }
+
+  _visible() { return globalThis.document?.visibilityState !== 'hidden'; }
+
+  _takeOver() {
+    if (this._leader || !this._joined) return;
+    this._log('taking the socket over from a quiet leader');
+    this._leaderQuiet = false;
+    this._lockAbort?.abort();
+    this._queueForLock(true);
   }
 
   disconnect() {
+    this._watchLifecycle(false);
+    this._suspended = false;
+    this._leave();
+  }
+
+  _running() { return this._joined; }
+
+  _pause() {
+    // Tell the other tabs at once rather than leave them to notice the lock: one of them opens the socket now.
+    if (this._leader) this._post({ type: 'leaving' });
     this._leave();
   }
 
@@ -724,10 +941,12 @@ class TabSharedBalanceService extends BalanceWebSocketService {
     const wasLeader = this._leader;
     this._joined = false;
     this._leader = false;
+    this._leaderQuiet = false;
     this._lockAbort?.abort();
     this._lockAbort = null;
+    globalThis.document?.removeEventListener?.('visibilitychange', this._onVisible);
     if (wasLeader) this._post({ type: 'status', status: STATUS.RECONNECTING, error: null }); // until the next leader speaks
-    super.disconnect();
+    this._halt();
     this._releaseLock?.();
     this._releaseLock = null;
     this._channel?.close();
@@ -740,6 +959,8 @@ class TabSharedBalanceService extends BalanceWebSocketService {
   }
 
   _endedByLogout() {
+    this._watchLifecycle(false);
+    this._suspended = false;
     this._leave();
     this._loggedOut = true;
     super.logout();
@@ -819,15 +1040,22 @@ class TabSharedBalanceService extends BalanceWebSocketService {
         this._peerToken(message.token);
         if (this._leader) return;
         for (const data of message.balances ?? []) this._apply(data, 'peer');
-        this._mirror(message.status, message.error);
+        this._fromLeader(message.status, message.error);
         return;
       case 'status':
-        if (!this._leader) this._mirror(message.status, message.error);
+      case 'beat':
+        if (!this._leader) this._fromLeader(message.status, message.error);
+        return;
+      case 'leaving':
+        // The leader's page went into the back/forward cache or froze: it let go of the lock; until the tab that
+        // gets it has its socket, nothing is live.
+        if (!this._leader && this.status !== STATUS.UNAUTHORIZED) super._setStatus(STATUS.RECONNECTING);
         return;
       case 'error':
         if (!this._leader) super._report(errorFromWire(message.error));
         return;
       case 'balance':
+        if (!this._leader) this._heardLeader();
         this._apply(message.data, 'peer');
         return;
       case 'token':
@@ -845,9 +1073,17 @@ class TabSharedBalanceService extends BalanceWebSocketService {
     if (typeof token === 'string' && isNewerToken(token, this.token)) this.updateToken(token);
   }
 
+  _fromLeader(status, error) {
+    this._leaderStatus = { status, error };
+    this._heardLeader();
+    this._mirror(status, error);
+  }
+
   _mirror(status, error) {
     if (!Object.values(STATUS).includes(status)) return;
     this.error = errorFromWire(error);
+    // The leader cleared the shared cache when the server ended the login; this tab forgets its copy too.
+    if (status === STATUS.UNAUTHORIZED) this._forget();
     super._setStatus(status);
   }
 }
@@ -858,6 +1094,8 @@ const shared = new Map();
 
 export function acquireBalanceService(baseUrl, token, options = {}) {
   const base = String(baseUrl || defaultBaseUrl()).replace(/\/+$/, '');
+  // On a server (SSR): a service that never connects, and nothing kept in this module between requests.
+  if (!isBrowser()) return { service: new BalanceWebSocketService(base, token, options), release() {} };
   const key = `${base}|${decodeJwt(token)?.sub ?? token}`;
   let entry = shared.get(key);
   if (!entry) {

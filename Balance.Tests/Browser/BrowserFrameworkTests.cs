@@ -51,4 +51,35 @@ public sealed class BrowserFrameworkTests(ChromiumFixture chromium, ITestOutputH
         await TextAsync(page, "#c .error", "invalid_token");
         await TextAsync(page, "#c .connected", "no");
     }
+
+    // A player whose only wallet is EUR: the server's snapshot still has USD at zero, and the hook used to show that.
+    [Theory]
+    [InlineData("react")]
+    [InlineData("vue")]
+    public async Task APlayerWhoseOnlyMoneyIsInEuroSeesEuroAndEveryWalletIsThere(string framework)
+    {
+        await using var app = new BalanceApplication();
+        string erinId = await app.CreatePlayerAsync("erin");
+        var op = await app.LoginAsync("operator");
+        await app.PostOkAsync(op.AccessToken, new { user_id = erinId, type = "deposit", amount = "50.00", currency = "EUR" });
+        var erin = await app.LoginAsync("erin", "password123");
+        var page = await BrowserKit.OpenPageAsync(chromium.Browser, app.BaseAddress, output, $"/__test/pages/{framework}.html");
+        await using var pageContext = page.Context;
+        await page.WaitForAsync("() => window.ready");
+
+        await page.EvaluateAsync("token => show(token, ['a'])", erin.AccessToken);
+        await TextAsync(page, "#a .status", "connected");
+        await TextAsync(page, "#a .balance", "50.00");
+        await TextAsync(page, "#a .currency", "EUR");
+        await TextAsync(page, "#a .wallets", "0.00 USD, 50.00 EUR");
+        await TextAsync(page, "#a .loading", "no");
+
+        // A wallet asked for by name is the one shown, even at zero; the live update of the other reaches balances.
+        await page.EvaluateAsync("token => show(token, ['a', 'b'], { currency: 'USD' })", erin.AccessToken);
+        await TextAsync(page, "#b .balance", "0.00");
+        await TextAsync(page, "#b .currency", "USD");
+        await app.PostOkAsync(op.AccessToken, new { user_id = erinId, type = "bet", amount = "5.00", currency = "EUR" });
+        await TextAsync(page, "#b .wallets", "0.00 USD, 45.00 EUR");
+        await TextAsync(page, "#b .balance", "0.00");
+    }
 }

@@ -10,7 +10,6 @@ namespace Balance.Tests.Browser;
 public sealed class BrowserPackageTests(ChromiumFixture chromium, ITestOutputHelper output)
 {
     private static readonly string App = Path.Combine(BrowserKit.Root, "app");
-    private static readonly string Package = Path.GetFullPath(Path.Combine(BrowserKit.Root, "..", "..", "wwwroot"));
 
     [Fact]
     public async Task ThePackedPackageTypeChecksInstallsBuildsWithViteAndRunsAgainstTheService()
@@ -18,16 +17,33 @@ public sealed class BrowserPackageTests(ChromiumFixture chromium, ITestOutputHel
         string tarballs = Directory.CreateTempSubdirectory("balance-pack-").FullName;
         try
         {
-            string packed = (await Tool.RunAsync(output, Package, "npm", "pack", "--pack-destination", tarballs, "--silent")).Trim().Split('\n')[^1];
-            string tarball = Path.Combine(tarballs, packed);
-            Assert.True(File.Exists(tarball), $"npm pack made no {tarball}");
+            string tarball = await Packaging.PackAsync(output, tarballs);
+
+            // What publishing tools check, on the tarball as published: types resolving in every mode TypeScript has
+            // (node10 included, through typesVersions; an ESM-only package is import-only from CommonJS, which
+            // attw reports as cjs-resolves-to-esm and is stated in the README), and package.json's fields.
+            await Tool.RunAsync(output, BrowserKit.Root, "node", Path.Combine(BrowserKit.Root, "node_modules", "@arethetypeswrong", "cli", "dist", "index.js"),
+                tarball, "--ignore-rules", "cjs-resolves-to-esm", "--format", "ascii");
+            string unpacked = Path.Combine(tarballs, "unpacked");
+            Directory.CreateDirectory(unpacked);
+            await Tool.RunAsync(output, tarballs, "tar", "xzf", tarball, "-C", unpacked);
+            string publint = await Tool.RunAsync(output, BrowserKit.Root, "node", Path.Combine(BrowserKit.Root, "node_modules", "publint", "src", "cli.js"),
+                Path.Combine(unpacked, "package"), "--strict", "--pack", "false");
+            Assert.Contains("All good!", publint);
+            using (var manifest = System.Text.Json.JsonDocument.Parse(await File.ReadAllTextAsync(Path.Combine(unpacked, "package", "package.json"))))
+            {
+                var root = manifest.RootElement;
+                Assert.Equal(">=18", root.GetProperty("engines").GetProperty("node").GetString());
+                Assert.False(string.IsNullOrEmpty(root.GetProperty("license").GetString()));
+                Assert.NotEmpty(root.GetProperty("browserslist").EnumerateArray());
+            }
 
             // A clean install each time, so the app never runs a package left over from an earlier build.
             foreach (var dir in new[] { "node_modules", "code", "dist" })
                 if (Directory.Exists(Path.Combine(App, dir))) Directory.Delete(Path.Combine(App, dir), recursive: true);
             await Tool.RunAsync(output, App, "npm", "install", "--no-save", "--no-package-lock", "--no-audit", "--no-fund", "--loglevel=error", tarball);
             string installed = Path.Combine(App, "node_modules", "@balance", "client");
-            Assert.Equal(["balance-client.d.ts", "balance-client.js", "balance-react.d.ts", "balance-react.js", "balance-vue.d.ts", "balance-vue.js", "package.json"],
+            Assert.Equal(["CHANGELOG.md", "LICENSE", "README.md", "balance-client.d.ts", "balance-client.js", "balance-react.d.ts", "balance-react.js", "balance-vue.d.ts", "balance-vue.js", "package.json"],
                 Directory.GetFiles(installed).Select(Path.GetFileName).Order(StringComparer.Ordinal));
 
             // tsc: the shipped declarations against the shipped code (copied without its .d.ts, so its types are
@@ -61,6 +77,20 @@ public sealed class BrowserPackageTests(ChromiumFixture chromium, ITestOutputHel
 
         // The client came inside Vite's bundle, not from the service's copy.
         lock (served) Assert.DoesNotContain(served, p => p.StartsWith("/balance-", StringComparison.Ordinal));
+    }
+}
+
+public static class Packaging
+{
+    private static readonly string Package = Path.GetFullPath(Path.Combine(BrowserKit.Root, "..", "..", "wwwroot"));
+
+    // npm pack wwwroot into destination; the tarball's full path.
+    public static async Task<string> PackAsync(ITestOutputHelper output, string destination)
+    {
+        string packed = (await Tool.RunAsync(output, Package, "npm", "pack", "--pack-destination", destination, "--silent")).Trim().Split('\n')[^1];
+        string tarball = Path.Combine(destination, packed);
+        Assert.True(File.Exists(tarball), $"npm pack made no {tarball}");
+        return tarball;
     }
 }
 

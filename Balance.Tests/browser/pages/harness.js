@@ -102,4 +102,28 @@ window.startShared = ({ token, refreshToken = null, options = {} }) => {
   record(lease.service, 1);
 };
 
+// The guide's class as code written against the guide extends it: its reconnect members set, its
+// fallbackToRestAPI() overridden (and passed on to the client's polling).
+window.startLegacy = ({ base, token, maxReconnectAttempts, options = {} }) => {
+  h.fallbacks = 0;
+  class LegacyBalanceService extends BalanceWebSocketService {
+    constructor(baseUrl, accessToken) {
+      super(baseUrl, accessToken, { restBaseUrl: location.origin, ...options, ...callbacks(null) });
+      this.maxReconnectAttempts = maxReconnectAttempts;
+      this.reconnectDelay = 50;
+    }
+    fallbackToRestAPI() {
+      h.fallbacks++;
+      super.fallbackToRestAPI();
+    }
+  }
+  const service = new LegacyBalanceService(base, token);
+  record(service, 1);
+  service.connect();
+};
+
+// A page restored from the back/forward cache keeps its JavaScript: this counts the restores it saw.
+h.restored = 0;
+addEventListener('pageshow', event => { if (event.persisted) h.restored++; });
+
 h.ready = true;
