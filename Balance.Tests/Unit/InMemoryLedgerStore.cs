@@ -64,12 +64,12 @@ public sealed class InMemoryLedgerStore : ILedgerStore
     {
         public Dictionary<(Guid UserId, string Currency), (long Balance, long Version)> Wallets { get; init; } = [];
         public List<LedgerEntry> Entries { get; init; } = [];
-        public Dictionary<string, LedgerEntry> ByKey { get; init; } = new(StringComparer.Ordinal);
+        public Dictionary<(Guid PostedBy, string Key), LedgerEntry> ByKey { get; init; } = [];
         public HashSet<string> Reversed { get; init; } = new(StringComparer.Ordinal);
 
         public State Copy() => new()
         {
-            Wallets = new(Wallets), Entries = [.. Entries], ByKey = new(ByKey, StringComparer.Ordinal), Reversed = new(Reversed, StringComparer.Ordinal),
+            Wallets = new(Wallets), Entries = [.. Entries], ByKey = new(ByKey), Reversed = new(Reversed, StringComparer.Ordinal),
         };
     }
 
@@ -122,7 +122,7 @@ public sealed class InMemoryLedgerStore : ILedgerStore
             }
         }
 
-        public LedgerEntry? FindByKey(string idempotencyKey) => Tx.ByKey.GetValueOrDefault(idempotencyKey);
+        public LedgerEntry? FindByKey(Guid postedBy, string idempotencyKey) => Tx.ByKey.GetValueOrDefault((postedBy, idempotencyKey));
         public LedgerEntry? FindById(string transactionId) => Tx.Entries.Find(e => e.TransactionId == transactionId);
         public bool IsReversed(string transactionId) => Tx.Reversed.Contains(transactionId);
         public string? RoleOf(Guid userId) { lock (store._gate) return store.Users.GetValueOrDefault(userId); }
@@ -134,7 +134,7 @@ public sealed class InMemoryLedgerStore : ILedgerStore
             store.BeforeWrite?.Invoke(entry);
             var (_, version) = ReadWallet(entry.UserId, entry.Currency);
             if (entry.Version != version + 1) throw new StoreConflictException($"wallet moved: at v{version}, write of v{entry.Version}");
-            if (!tx.ByKey.TryAdd(idempotencyKey, entry)) throw new StoreConflictException("idempotency key taken");
+            if (!tx.ByKey.TryAdd((postedBy, idempotencyKey), entry)) throw new StoreConflictException("idempotency key taken");
             if (entry.Reverses is not null && !tx.Reversed.Add(entry.Reverses)) throw new StoreConflictException("already reversed");
             tx.Wallets[(entry.UserId, entry.Currency)] = (entry.BalanceAfter, entry.Version);
             tx.Entries.Add(entry);
