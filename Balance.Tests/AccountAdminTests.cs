@@ -194,7 +194,7 @@ public sealed class AuthUpgradeTests
         }
         Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
         await using var check = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={temp.FilePath}");
-        Assert.Equal(2, await check.ExecuteScalarAsync<int>("PRAGMA user_version"));
+        Assert.Equal(SqliteDatabase.SchemaVersion, await check.ExecuteScalarAsync<int>("PRAGMA user_version"));
         Assert.Equal(1, await check.ExecuteScalarAsync<int>("SELECT count(*) FROM users WHERE username = 'alice' AND disabled_at IS NOT NULL"));
     }
 }
