@@ -113,6 +113,35 @@ public sealed class ProxyTests
     }
 
     [Fact]
+    public async Task AnIpv6Slash64CountsAsOneAddressForTheSocketLimits()
+    {
+        await using var app = new BalanceApplication(new(BehindLocalProxy) { ["Balance:Socket:MaxUnauthenticatedPerIp"] = "2" });
+        var sockets = new List<ClientWebSocket>();
+        try
+        {
+            async Task<ClientWebSocket> OpenAsync(string client)
+            {
+                var ws = new ClientWebSocket();
+                ws.Options.CollectHttpResponseDetails = true;
+                ws.Options.SetRequestHeader("X-Forwarded-For", client);
+                using var cts = new CancellationTokenSource(BalanceApplication.ReceiveTimeout);
+                try { await ws.ConnectAsync(app.SocketUri, cts.Token); } catch (WebSocketException) { }
+                sockets.Add(ws);
+                return ws;
+            }
+            // Three addresses of one /64 share one allowance; the next /64 has its own.
+            Assert.Equal(WebSocketState.Open, (await OpenAsync("2001:db8:1:2::1")).State);
+            Assert.Equal(WebSocketState.Open, (await OpenAsync("2001:db8:1:2:aaaa::2")).State);
+            Assert.Equal(HttpStatusCode.TooManyRequests, (await OpenAsync("2001:db8:1:2:ffff:ffff:ffff:ffff")).HttpStatusCode);
+            Assert.Equal(WebSocketState.Open, (await OpenAsync("2001:db8:1:3::1")).State);
+        }
+        finally
+        {
+            foreach (var ws in sockets) ws.Abort();
+        }
+    }
+
+    [Fact]
     public async Task AMalformedProxyListStopsTheStartWithAClearError()
     {
         await using var app = new BalanceApplication(new() { ["ForwardedHeaders:KnownNetworks:0"] = "10.0.0.0/33" });

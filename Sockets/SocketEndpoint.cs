@@ -73,8 +73,10 @@ public sealed class SocketEndpoint(BalanceSocket hub, SocketContext context, IHo
         }
         // The address's allowance first: a refused upgrade (a wrong Origin among them) still spends it, so a flood of
         // them from one address is answered 429 like any other.
+        // Counted as the auth routes count (an IPv6 /64 is one address: its owner picks the low 64 bits at will).
         string ip = http.Connection.RemoteIpAddress?.ToString() ?? "unknown";
-        if (Admission.TryConnectFrom(ip) is { } addressWait)
+        string address = Balance.Auth.ClientAddress.Key(http);
+        if (Admission.TryConnectFrom(address) is { } addressWait)
         {
             await TooFastAsync(http, addressWait);
             return;
@@ -98,7 +100,7 @@ public sealed class SocketEndpoint(BalanceSocket hub, SocketContext context, IHo
                 return;
             }
         }
-        if (!Admission.TryHoldUnauthenticated(ip))
+        if (!Admission.TryHoldUnauthenticated(address))
         {
             await ProblemAsync(http, 429, "too_many_connections", "Too many unauthenticated sockets from this address.", retryAfter: 5);
             return;
@@ -110,7 +112,7 @@ public sealed class SocketEndpoint(BalanceSocket hub, SocketContext context, IHo
         }
         catch
         {
-            Admission.ReleaseUnauthenticated(ip);
+            Admission.ReleaseUnauthenticated(address);
             throw;
         }
         // The upgrade request's headers would stay referenced for the socket's whole life (a browser's cookies and
@@ -133,7 +135,7 @@ public sealed class SocketEndpoint(BalanceSocket hub, SocketContext context, IHo
         finally
         {
             hub.Detach(connection);
-            if (!connection.Authenticated) Admission.ReleaseUnauthenticated(ip);
+            if (!connection.Authenticated) Admission.ReleaseUnauthenticated(address);
             context.Log.LogInformation("Socket {SocketId} of {UserId} closed with {CloseCode}", connection.Id, connection.UserId, connection.CloseCode);
             ws.Dispose();
         }
