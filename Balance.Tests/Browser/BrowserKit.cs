@@ -154,4 +154,21 @@ public static class BrowserKit
     }
 
     public static string SocketBase(Uri origin) => new UriBuilder(origin) { Scheme = "ws", Path = "" }.Uri.ToString().TrimEnd('/');
+
+    // What the server counts (balance.sockets.open at /metrics, open to loopback), once it settles on the expected value.
+    public static async Task<double> ServerSocketsAsync(BalanceApplication app, double expected)
+    {
+        using var http = app.Http();
+        double open = double.NaN;
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        do
+        {
+            string text = await http.GetStringAsync("/metrics");
+            string line = text.Split('\n').First(l => l.StartsWith("balance_sockets_open", StringComparison.Ordinal));
+            open = double.Parse(line[(line.LastIndexOf(' ') + 1)..], System.Globalization.CultureInfo.InvariantCulture);
+            if (open == expected) return open;
+            await Task.Delay(100);
+        } while (DateTime.UtcNow < deadline);
+        return open;
+    }
 }

@@ -62,21 +62,6 @@ public sealed class BrowserLifecycleTests(ChromiumFixture chromium, BackForwardC
     private static Task ShowAsync(IEnumerable<IPage> tabs, string balance, float timeout = BrowserKit.Timeout) =>
         Task.WhenAll(tabs.Select(t => t.WaitForAsync("b => h.service.status === 'connected' && h.service.getBalance()?.balance === b", balance, timeout)));
 
-    private static async Task<double> ServerSocketsAsync(BalanceApplication app, double expected)
-    {
-        using var http = app.Http();
-        double open = double.NaN;
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        do
-        {
-            string text = await http.GetStringAsync("/metrics");
-            string line = text.Split('\n').First(l => l.StartsWith("balance_sockets_open", StringComparison.Ordinal));
-            open = double.Parse(line[(line.LastIndexOf(' ') + 1)..], CultureInfo.InvariantCulture);
-            if (open == expected) return open;
-            await Task.Delay(100);
-        } while (DateTime.UtcNow < deadline);
-        return open;
-    }
 
     private async Task<ICDPSession> LogBackForwardCacheAsync(IPage page)
     {
@@ -105,7 +90,7 @@ public sealed class BrowserLifecycleTests(ChromiumFixture chromium, BackForwardC
         await ShowAsync([tabs[1]], "90.00", timeout: 5_000);
         output.WriteLine($"take-over: {clock.ElapsedMilliseconds} ms from the leader's navigation to the other tab showing the next update");
         Assert.True(await tabs[1].EvaluateAsync<bool>("() => h.service.isLeader"));
-        Assert.Equal(1, await ServerSocketsAsync(app, 1));
+        Assert.Equal(1, await BrowserKit.ServerSocketsAsync(app, 1));
 
         // Back: the same page, restored with its JavaScript (not loaded again), follows the new leader.
         await tabs[0].GoBackAsync(new() { WaitUntil = WaitUntilState.Commit }); // a restored page fires no load event
@@ -114,7 +99,7 @@ public sealed class BrowserLifecycleTests(ChromiumFixture chromium, BackForwardC
         Assert.False(await tabs[0].EvaluateAsync<bool>("() => h.service.isLeader"));
         await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "win", amount = "5.00", currency = "USD" });
         await ShowAsync(tabs, "95.00");
-        Assert.Equal(1, await ServerSocketsAsync(app, 1));
+        Assert.Equal(1, await BrowserKit.ServerSocketsAsync(app, 1));
         Assert.Equal(2, await tabs[0].EvaluateAsync<int>("() => h.sockets") + await tabs[1].EvaluateAsync<int>("() => h.sockets"));
     }
 
@@ -164,7 +149,7 @@ public sealed class BrowserLifecycleTests(ChromiumFixture chromium, BackForwardC
         await ShowAsync(tabs, "90.00");
         await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "win", amount = "2.50", currency = "USD" });
         await ShowAsync(tabs, "92.50");
-        Assert.Equal(1, await ServerSocketsAsync(app, 1));
+        Assert.Equal(1, await BrowserKit.ServerSocketsAsync(app, 1));
     }
 
     [Fact]

@@ -36,22 +36,6 @@ public sealed class BrowserTabsTests(ChromiumFixture chromium, ITestOutputHelper
     private static Task ShowAsync(IEnumerable<IPage> tabs, string balance) =>
         AllAsync(tabs, "b => h.service.status === 'connected' && h.received[0].at(-1) === b", balance);
 
-    // What the server counts (balance.sockets.open at /metrics, open to loopback), once it settles on the expected value.
-    private static async Task<double> ServerSocketsAsync(BalanceApplication app, double expected)
-    {
-        using var http = app.Http();
-        double open = double.NaN;
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        do
-        {
-            string text = await http.GetStringAsync("/metrics");
-            string line = text.Split('\n').First(l => l.StartsWith("balance_sockets_open", StringComparison.Ordinal));
-            open = double.Parse(line[(line.LastIndexOf(' ') + 1)..], CultureInfo.InvariantCulture);
-            if (open == expected) return open;
-            await Task.Delay(100);
-        } while (DateTime.UtcNow < deadline);
-        return open;
-    }
 
     private static async Task<int> SocketsOpenedAsync(IEnumerable<IPage> tabs) =>
         (await Task.WhenAll(tabs.Select(t => t.EvaluateAsync<int>("() => h.sockets")))).Sum();
@@ -76,7 +60,7 @@ public sealed class BrowserTabsTests(ChromiumFixture chromium, ITestOutputHelper
         var tabs = await OpenTabsAsync(context, alice, 3);
 
         await ShowAsync(tabs, "100.00");
-        Assert.Equal(1, await ServerSocketsAsync(app, 1));
+        Assert.Equal(1, await BrowserKit.ServerSocketsAsync(app, 1));
         Assert.Equal(1, await SocketsOpenedAsync(tabs));
         var leaders = await Task.WhenAll(tabs.Select(t => t.EvaluateAsync<bool>("() => h.service.isLeader")));
         Assert.Equal([true, false, false], leaders);
@@ -109,7 +93,7 @@ public sealed class BrowserTabsTests(ChromiumFixture chromium, ITestOutputHelper
             var shown = await tab.EvaluateAsync<string[]>("() => h.received[0]");
             Assert.Equal(updates, shown.Length == updates.Length + 1 && shown[0] == "100.00" ? shown[1..] : shown);
         }
-        Assert.Equal(1, await ServerSocketsAsync(app, 1));
+        Assert.Equal(1, await BrowserKit.ServerSocketsAsync(app, 1));
         Assert.Equal(1, await SocketsOpenedAsync(rest));
     }
 
@@ -136,7 +120,7 @@ public sealed class BrowserTabsTests(ChromiumFixture chromium, ITestOutputHelper
 
         await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "bet", amount = "1.00", currency = "USD" });
         await ShowAsync(rest, "99.00");
-        Assert.Equal(1, await ServerSocketsAsync(app, 1));
+        Assert.Equal(1, await BrowserKit.ServerSocketsAsync(app, 1));
     }
 
     [Fact]
@@ -152,7 +136,7 @@ public sealed class BrowserTabsTests(ChromiumFixture chromium, ITestOutputHelper
         await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "bet", amount = "0.01", currency = "USD" });
         await ShowAsync(tabs, "99.99");
 
-        Assert.Equal(1, await ServerSocketsAsync(app, 1));
+        Assert.Equal(1, await BrowserKit.ServerSocketsAsync(app, 1));
         Assert.Equal(1, await SocketsOpenedAsync(tabs));
         foreach (var tab in tabs) Assert.DoesNotContain(4004, await tab.EvaluateAsync<int[]>("() => h.closes"));
     }
@@ -241,7 +225,7 @@ public sealed class BrowserTabsTests(ChromiumFixture chromium, ITestOutputHelper
         await tabs[2].EvaluateAsync("() => h.service.logout()"); // a follower: the leader must hear it
         await AllAsync(tabs, "() => h.service.status === 'unauthorized' && h.loginRequired.includes('logged_out')");
 
-        Assert.Equal(0, await ServerSocketsAsync(app, 0));
+        Assert.Equal(0, await BrowserKit.ServerSocketsAsync(app, 0));
         Assert.Null(await tabs[0].EvaluateAsync<string?>("() => localStorage.getItem('balance-client:' + h.service.userId)"));
         foreach (var tab in tabs) Assert.Null(await tab.EvaluateAsync<string?>("() => h.service.getBalance()"));
     }
@@ -288,7 +272,7 @@ public sealed class BrowserTabsTests(ChromiumFixture chromium, ITestOutputHelper
         await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "win", amount = "3.00", currency = "USD" });
         await ShowAsync(all, "103.00");
 
-        Assert.Equal(4, await ServerSocketsAsync(app, 4));
+        Assert.Equal(4, await BrowserKit.ServerSocketsAsync(app, 4));
         Assert.All(await Task.WhenAll(all.Select(t => t.EvaluateAsync<int>("() => h.sockets"))), n => Assert.Equal(1, n));
     }
 }
