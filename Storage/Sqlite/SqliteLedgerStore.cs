@@ -131,7 +131,8 @@ internal sealed class SqliteLedgerSession : ILedgerSession
 {
     private readonly SqliteLedgerStore _store;
     private readonly SqliteConnection _c;
-    private readonly SqliteCommand _begin, _commit, _rollback, _last, _bySeq, _byId, _reversed, _role, _insert, _insertKey, _checkpoint, _checkpointSeq;
+    private readonly SqliteCommand _begin, _commit, _rollback, _last, _bySeq, _byId, _reversed, _role, _checkpoint, _checkpointSeq;
+    private readonly WriterStatement _insert, _insertKey; // once per posting: SQLite's C API, bound by position
     private LedgerState _state = null!;
 
     // The batch's changes, applied to the state after COMMIT.
@@ -154,11 +155,11 @@ internal sealed class SqliteLedgerSession : ILedgerSession
         _byId = Prepare($"SELECT {LedgerReads.RowColumns} FROM ledger WHERE transaction_id = $id", "$id");
         _reversed = Prepare("SELECT EXISTS (SELECT 1 FROM ledger WHERE reverses = $id)", "$id");
         _role = Prepare("SELECT role FROM users WHERE id = $user", "$user");
-        _insert = Prepare("""
+        _insert = new WriterStatement(_c, """
             INSERT INTO ledger (seq, transaction_id, user_id, type, amount, currency, balance_after, version, idempotency_key, request_hash, reference, reverses, posted_by, created_at, user_prev)
-            VALUES ($seq, $id, $user, $type, $amount, $currency, $balance, $version, $key, $hash, $reference, $reverses, $by, $now, $prev)
-            """, "$seq", "$id", "$user", "$type", "$amount", "$currency", "$balance", "$version", "$key", "$hash", "$reference", "$reverses", "$by", "$now", "$prev");
-        _insertKey = Prepare("INSERT INTO ledger_keys (seq, key_hash) VALUES ($seq, $hash)", "$seq", "$hash");
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+            """);
+        _insertKey = new WriterStatement(_c, "INSERT INTO ledger_keys (seq, key_hash) VALUES (?1, ?2)");
         _checkpoint = Prepare("INSERT INTO wallet_checkpoint (user_id, currency, seq) VALUES ($user, $currency, $seq) ON CONFLICT (user_id, currency) DO UPDATE SET seq = excluded.seq",
             "$user", "$currency", "$seq");
         _checkpointSeq = Prepare("INSERT INTO ledger_meta (name, value) VALUES ('checkpoint_seq', $seq) ON CONFLICT (name) DO UPDATE SET value = excluded.value", "$seq");
@@ -334,11 +335,12 @@ internal sealed class SqliteLedgerSession : ILedgerSession
         if (!_heads.TryGetValue(e.UserId, out long prev)) prev = _state.HeadOf(e.UserId);
         long seq = _next;
         string user = e.UserId.ToString();
-        With(_insert, seq, e.TransactionId, user, e.Type, e.Amount, e.Currency, e.BalanceAfter, e.Version, idempotencyKey, e.RequestHash,
-            e.Reference, e.Reverses, postedBy.ToString(), e.CreatedAt, prev == 0 ? null : prev).ExecuteNonQuery();
+        _insert.Bind(1, seq).Bind(2, e.TransactionId).Bind(3, user).Bind(4, e.Type).Bind(5, e.Amount).Bind(6, e.Currency).Bind(7, e.BalanceAfter)
+            .Bind(8, e.Version).Bind(9, idempotencyKey).Bind(10, e.RequestHash).Bind(11, e.Reference).Bind(12, e.Reverses).Bind(13, postedBy.ToString())
+            .Bind(14, e.CreatedAt).Bind(15, prev == 0 ? null : prev).Execute();
         long hash = KeyHash(idempotencyKey);
         // The ledger row is written: a failure now cannot be undone alone (no savepoint), so it fails the batch.
-        try { With(_insertKey, seq, hash).ExecuteNonQuery(); }
+        try { _insertKey.Bind(1, seq).Bind(2, hash).Execute(); }
         catch (SqliteException ex) when (RefusesData(ex)) { throw new InvalidOperationException("The key row of a written ledger row was refused.", ex); }
         // Written: stage it.
         _next = seq + 1;
@@ -360,8 +362,10 @@ internal sealed class SqliteLedgerSession : ILedgerSession
 
     public void Dispose()
     {
-        foreach (var command in new[] { _begin, _commit, _rollback, _last, _bySeq, _byId, _reversed, _role, _insert, _insertKey, _checkpoint, _checkpointSeq })
+        foreach (var command in new[] { _begin, _commit, _rollback, _last, _bySeq, _byId, _reversed, _role, _checkpoint, _checkpointSeq })
             command.Dispose();
+        _insert.Dispose();
+        _insertKey.Dispose();
         _c.Dispose();
     }
 }

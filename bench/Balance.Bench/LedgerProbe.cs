@@ -231,8 +231,9 @@ public static class LedgerProbe
         var earlier = new Posting?[4096];
         var bets = new System.Collections.Concurrent.ConcurrentQueue<string>();
         long committed = 0, replayed = 0, refused = 0, next = -1;
-        // Warm-up (JIT, caches): a few batches, not counted.
-        await Drive(batch * 8);
+        // Warm-up, not counted: 10,000 postings, so the hot paths run as tiered JIT's final code (a method is
+        // recompiled after 30 calls and a 100 ms delay, in the background) and the runs measure the steady state.
+        await Drive(Math.Max(batch * 8, 10_000));
         long written0 = WriteBytes();
         var cpu0 = Process.GetCurrentProcess().TotalProcessorTime;
         committed = replayed = refused = 0;
