@@ -6,8 +6,7 @@ namespace Balance.Operability;
 
 public static class OperabilityRegistration
 {
-    // Health, metrics (meter "Balance", Prometheus text at /metrics), OpenAPI, and the accounts a start needs:
-    // a bootstrap operator from configuration, and in Development the demo accounts.
+    // Health, metrics (meter "Balance", Prometheus text at /metrics), OpenAPI, and the operations page.
     public static WebApplicationBuilder AddOperability(this WebApplicationBuilder builder)
     {
         var services = builder.Services;
@@ -16,8 +15,6 @@ public static class OperabilityRegistration
         services.AddHealthChecks().AddCheck<DatabaseHealthCheck>("database", tags: ["ready"]);
         services.AddBalanceOpenApi();
         services.AddOps(); // the operations page's numbers, from the meter above
-        services.AddHostedService<BootstrapOperator>();
-        if (builder.Environment.IsDevelopment()) services.AddHostedService<Demo>();
         return builder;
     }
 

@@ -1,7 +1,6 @@
-using Balance.Auth;
 using Balance.Postings;
 
-namespace Balance.Operability;
+namespace Balance.Auth;
 
 // Outside Development there are no demo accounts: the first operator comes from configuration
 // (Auth:BootstrapOperator:Username / :Password), created once if missing. The password is never logged.
