@@ -8,7 +8,7 @@ public static class HttpRegistration
 {
     // HTTP: strict snake_case JSON (every request body: a property sent twice, a name in another case or a name the
     // body does not have is refused 400 malformed_request, never guessed at), problem details with a `code` everywhere, small bodies, CORS for allowed origins,
-    // forwarded headers from known proxies only.
+    // forwarded headers from known proxies only, and the OpenAPI document (Api/OpenApi.cs; mapped last, MapBalanceOpenApi).
     public static WebApplicationBuilder AddBalanceHttp(this WebApplicationBuilder builder)
     {
         var services = builder.Services;
@@ -26,6 +26,7 @@ public static class HttpRegistration
         services.AddOptions<ProxyOptions>().BindConfiguration("ForwardedHeaders").ValidateDataAnnotations().ValidateOnStart();
         services.AddOptions<ForwardedHeadersOptions>().Configure<IOptions<ProxyOptions>>((o, proxies) => proxies.Value.ApplyTo(o));
         services.AddProblemDetails(o => o.CustomizeProblemDetails = Problems.Configure);
+        services.AddBalanceOpenApi();
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = 64 * 1024);
         services.AddCors();
         services.AddOptions<Microsoft.AspNetCore.Cors.Infrastructure.CorsOptions>().Configure<SocketOptions, IHostEnvironment>((o, sockets, env) =>
