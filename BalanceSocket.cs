@@ -48,18 +48,17 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService, 
     {
         _all.TryRemove(c, out _);
         Interlocked.Decrement(ref Stats.Open);
-        if (c.Authenticated) { Unregister(c); Interlocked.Decrement(ref Stats.Authenticated); }
+        if (c.Authenticated) { Unregister(c); _context.Admission.ReleasePlace(c.UserId); Interlocked.Decrement(ref Stats.Authenticated); }
         Stats.ReportClose(c.CloseCode);
         if (_stopping && _all.IsEmpty) _allClosed.TrySetResult();
     }
 
-    bool ISocketRegistry.Register(Connection c)
+    void ISocketRegistry.Register(Connection c)
     {
         while (true)
         {
             var current = _byPlayer.GetOrAdd(c.UserId, []);
-            if (current.Length >= _context.Options.MaxSocketsPerPlayer) return false;
-            if (_byPlayer.TryUpdate(c.UserId, [.. current, c], current)) return true;
+            if (_byPlayer.TryUpdate(c.UserId, [.. current, c], current)) return;
         }
     }
 

@@ -262,11 +262,12 @@ internal sealed class Connection(SocketContext context, ISocketRegistry hub, Web
             Close(CloseReason.ReconnectingTooFast(wait));
             return false;
         }
-        if (!hub.Register(this))
+        if (!context.Admission.TryTakePlace(userId))
         {
             Close(CloseReason.TooManySockets(context.Options.MaxSocketsPerPlayer));
             return false;
         }
+        hub.Register(this);
         Authenticated = true;
         context.Admission.ReleaseUnauthenticated(ip);
         Interlocked.Increment(ref context.Stats.Authenticated);

@@ -28,7 +28,7 @@ public sealed class SocketContext(SocketOptions options, SocketStats stats, Sock
 // The hub, as a socket sees it.
 internal interface ISocketRegistry
 {
-    /// Takes a place among the player's sockets; false past MaxSocketsPerPlayer.
-    bool Register(Connection connection);
+    /// Joins its player's sockets, the fan-out's list (its place was taken first: SocketAdmission.TryTakePlace).
+    void Register(Connection connection);
     bool Stopping { get; }
 }
