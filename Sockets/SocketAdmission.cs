@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Threading.RateLimiting;
+using Microsoft.Extensions.Options;
 
 namespace Balance.Sockets;
 
@@ -16,11 +17,11 @@ public sealed class SocketAdmission : IDisposable
     private readonly PartitionedRateLimiter<string> _connectsByAddress;
     private readonly PartitionedRateLimiter<Guid> _connectsByPlayer;
 
-    public SocketAdmission(SocketOptions options, SocketStats stats)
+    public SocketAdmission(IOptions<SocketOptions> options, SocketStats stats)
     {
-        (_options, _stats) = (options, stats);
-        _connectsByAddress = ConnectLimiter<string>(options.ConnectBurstPerAddress, options.ConnectsPerSecondPerAddress);
-        _connectsByPlayer = ConnectLimiter<Guid>(options.ConnectBurstPerPlayer, options.ConnectsPerSecondPerPlayer);
+        (_options, _stats) = (options.Value, stats);
+        _connectsByAddress = ConnectLimiter<string>(_options.ConnectBurstPerAddress, _options.ConnectsPerSecondPerAddress);
+        _connectsByPlayer = ConnectLimiter<Guid>(_options.ConnectBurstPerPlayer, _options.ConnectsPerSecondPerPlayer);
     }
 
     // One token bucket per key; the partitioned limiter replenishes them all from one timer and drops idle ones.

@@ -5,7 +5,7 @@ namespace Balance.Tests.Unit;
 [Trait("Category", "Unit")]
 public sealed class SocketAdmissionTests
 {
-    private static SocketAdmission Admission(int max) => new(new SocketOptions { MaxSocketsPerPlayer = max }, new SocketStats());
+    private static SocketAdmission Admission(int max) => new(Microsoft.Extensions.Options.Options.Create(new SocketOptions { MaxSocketsPerPlayer = max }), new SocketStats());
 
     [Fact]
     public void APlayerHoldsAtMostTheCapAndAClosedSocketGivesItsPlaceBack()

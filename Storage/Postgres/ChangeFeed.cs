@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Threading.Channels;
 using Balance.Auth;
 using Balance.Postings;
+using Microsoft.Extensions.Options;
 using Npgsql;
 
 namespace Balance.Storage.Postgres;
@@ -42,12 +43,11 @@ public sealed class ChangeFeed : BackgroundService, IChangeFeed
     /// its cursor has not passed has waited (behind a long transaction), whichever is longer.
     public double LagSeconds => Math.Max(_time.GetElapsedTime(Volatile.Read(ref _caughtUp)).TotalSeconds, Volatile.Read(ref _waiting));
 
-    public ChangeFeed(PostgresDatabase db, Sessions sessions, AuthOptions auth, IConfiguration config, TimeProvider time, ILogger<ChangeFeed> log)
+    public ChangeFeed(PostgresDatabase db, Sessions sessions, AuthOptions auth, IOptions<NodeOptions> node, TimeProvider time, ILogger<ChangeFeed> log)
     {
         (_sessions, _auth, _time, _log) = (sessions, auth, time, log);
-        string node = config["Balance:NodeId"] is { Length: > 0 } id ? id : $"{Environment.MachineName}-{Environment.ProcessId}";
         // Its own connection, outside the pool: a LISTEN must not go back to the pool, and an operator finds it by name.
-        _connectionString = new NpgsqlConnectionStringBuilder(db.ConnectionString) { Pooling = false, ApplicationName = $"balance feed {node}", KeepAlive = 10 }.ConnectionString;
+        _connectionString = new NpgsqlConnectionStringBuilder(db.ConnectionString) { Pooling = false, ApplicationName = $"balance feed {node.Value.NodeId}", KeepAlive = 10 }.ConnectionString;
         _caughtUp = time.GetTimestamp();
     }
 
