@@ -5,10 +5,11 @@ using Balance.Sockets;
 
 namespace Balance;
 
-// The hub: every open socket, by player; the fan-out of committed changes from the ledger's channel to every socket
-// of that player, serialized once; one housekeeping tick for all sockets; closing a login's sockets when it ends;
-// and the shutdown that pushes in-flight commits before the 1001. One socket itself is Sockets/Connection.cs, the
-// way in is Sockets/SocketEndpoint.cs.
+// The hub: every open socket, by player; what reaches them, all read in ExecuteAsync — committed changes fanned out to
+// every socket of their player, serialized once (this node's from the ledger, Ledger.Changes; other nodes' from the
+// change feed, IChangeFeed.Changes), and ended logins whose sockets close 4503 (this node's, Sessions.EndedHere; other
+// nodes', IChangeFeed.EndedLogins); one housekeeping tick for all sockets; and the shutdown that pushes in-flight
+// commits before the 1001. One socket itself is Sockets/Connection.cs, the way in is Sockets/SocketEndpoint.cs.
 public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService, ISocketRegistry
 {
     private readonly ConcurrentDictionary<Connection, byte> _all = new();
@@ -20,20 +21,15 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService, 
 
     private readonly SocketContext _context;
     private readonly Ledger _ledger;
+    private readonly Sessions _sessions;
     private readonly IChangeFeed[] _feeds;
 
     public SocketStats Stats => _context.Stats;
     public int OpenSockets => _all.Count;
     public bool Stopping => _stopping;
 
-    public BalanceSocket(SocketContext context, Ledger ledger, IEnumerable<IChangeFeed> feeds, Sessions sessions)
-    {
-        (_context, _ledger, _feeds) = (context, ledger, [.. feeds]);
-        sessions.Revoked += sid =>
-        {
-            foreach (var c in _all.Keys) if (c.SessionId == sid) c.Close(CloseReason.SessionRevoked);
-        };
-    }
+    public BalanceSocket(SocketContext context, Ledger ledger, Sessions sessions, IEnumerable<IChangeFeed> feeds) =>
+        (_context, _ledger, _sessions, _feeds) = (context, ledger, sessions, [.. feeds]);
 
     internal long NextId() => Interlocked.Increment(ref _nextId);
 
@@ -48,18 +44,17 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService, 
     {
         _all.TryRemove(c, out _);
         Interlocked.Decrement(ref Stats.Open);
-        if (c.Authenticated) { Unregister(c); Interlocked.Decrement(ref Stats.Authenticated); }
+        if (c.Authenticated) { Unregister(c); _context.Admission.ReleasePlace(c.UserId); Interlocked.Decrement(ref Stats.Authenticated); }
         Stats.ReportClose(c.CloseCode);
         if (_stopping && _all.IsEmpty) _allClosed.TrySetResult();
     }
 
-    bool ISocketRegistry.Register(Connection c)
+    void ISocketRegistry.Register(Connection c)
     {
         while (true)
         {
             var current = _byPlayer.GetOrAdd(c.UserId, []);
-            if (current.Length >= _context.Options.MaxSocketsPerPlayer) return false;
-            if (_byPlayer.TryUpdate(c.UserId, [.. current, c], current)) return true;
+            if (_byPlayer.TryUpdate(c.UserId, [.. current, c], current)) return;
         }
     }
 
@@ -72,12 +67,14 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService, 
         }
     }
 
-    // ---- fan-out: committed change → every socket of that player, serialized once ----
+    // ---- what reaches the sockets: committed changes and ended logins, this node's and the feed's ----
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(250), _context.Time);
         var housekeeping = HousekeepingAsync(timer, stoppingToken);
+        // Logins ended here, and those the feeds bring from other nodes: the same close.
+        var ended = _feeds.Select(f => CloseEndedAsync(f.EndedLogins, stoppingToken)).Append(CloseEndedAsync(_sessions.EndedHere, stoppingToken)).ToArray();
         // Other nodes' commits (PostgreSQL's change feed), beside this node's own: the same fan-out.
         var feeds = _feeds.Select(f => FanOutAsync(f.Changes, stoppingToken)).ToArray();
         try
@@ -86,6 +83,7 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService, 
         }
         finally { _fannedOut.TrySetResult(); } // the ledger completed its changes (or the host gave up): nothing more comes
         await Task.WhenAll(feeds);
+        await Task.WhenAll(ended);
         await housekeeping;
     }
 
@@ -99,6 +97,18 @@ public sealed class BalanceSocket : BackgroundService, IHostedLifecycleService, 
                 byte[] bytes = Frames.Balance(change);
                 foreach (var socket in sockets) socket.Enqueue(bytes, change.Currency, change.Version, committedAt);
             }
+        }
+        catch (OperationCanceledException) { }
+    }
+
+    // An ended login: every socket of it closes 4503. Its id is read after the login was marked ended (Sessions.MarkRevoked),
+    // so a socket authenticating meanwhile either sees it ended or has its session set for this scan to find.
+    private async Task CloseEndedAsync(System.Threading.Channels.ChannelReader<string> ended, CancellationToken ct)
+    {
+        try
+        {
+            await foreach (string sessionId in ended.ReadAllAsync(ct))
+                foreach (var c in _all.Keys) if (c.SessionId == sessionId) c.Close(CloseReason.SessionRevoked);
         }
         catch (OperationCanceledException) { }
     }

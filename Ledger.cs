@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Threading.Channels;
 using Balance.Auth;
 using Balance.Postings;
+using Balance.Storage;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 

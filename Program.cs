@@ -23,5 +23,6 @@ app.UseBalanceHttp();
 app.MapAuthApi();
 app.MapLedgerApi();
 app.MapOperability();
+app.MapBalanceOpenApi(); // and, in Development, the reference page at /reference/
 
 app.Run();

@@ -7,8 +7,8 @@ namespace Balance.Api;
 public static class HttpRegistration
 {
     // HTTP: strict snake_case JSON (every request body: a property sent twice, a name in another case or a name the
-    // body does not have is refused 400 malformed_request, never guessed at), problem details with a `code` everywhere, small bodies, CORS for allowed origins,
-    // forwarded headers from known proxies only.
+    // body does not have is refused 400 malformed_request, never guessed at), problem details with a `code` everywhere, small bodies, CORS for allowed origins (CorsOrigins),
+    // forwarded headers from known proxies only, and the OpenAPI document (Api/OpenApi.cs; mapped last, MapBalanceOpenApi).
     public static WebApplicationBuilder AddBalanceHttp(this WebApplicationBuilder builder)
     {
         var services = builder.Services;
@@ -26,10 +26,12 @@ public static class HttpRegistration
         services.AddOptions<ProxyOptions>().BindConfiguration("ForwardedHeaders").ValidateDataAnnotations().ValidateOnStart();
         services.AddOptions<ForwardedHeadersOptions>().Configure<IOptions<ProxyOptions>>((o, proxies) => proxies.Value.ApplyTo(o));
         services.AddProblemDetails(o => o.CustomizeProblemDetails = Problems.Configure);
+        services.AddBalanceOpenApi();
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = 64 * 1024);
+        services.AddOptions<CorsOrigins>().BindConfiguration(CorsOrigins.Section).ValidateDataAnnotations().ValidateOnStart();
         services.AddCors();
-        services.AddOptions<Microsoft.AspNetCore.Cors.Infrastructure.CorsOptions>().Configure<SocketOptions, IHostEnvironment>((o, sockets, env) =>
-            o.AddDefaultPolicy(p => p.SetIsOriginAllowed(origin => sockets.AllowsCrossOrigin(origin, env.IsDevelopment()))
+        services.AddOptions<Microsoft.AspNetCore.Cors.Infrastructure.CorsOptions>().Configure<IOptions<CorsOrigins>, IOptions<SocketOptions>, IHostEnvironment>((o, cors, sockets, env) =>
+            o.AddDefaultPolicy(p => p.SetIsOriginAllowed(origin => CorsOrigins.Allows(cors.Value.AllowedOrigins ?? sockets.Value.AllowedOrigins, origin, env.IsDevelopment()))
                 .AllowAnyHeader().AllowAnyMethod().WithExposedHeaders("ETag", "Retry-After", "Idempotent-Replayed")));
         return builder;
     }

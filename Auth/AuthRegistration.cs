@@ -20,6 +20,10 @@ public static class AuthRegistration
         services.AddSingleton<Housekeeping>();
         services.AddHostedService(sp => sp.GetRequiredService<Housekeeping>());
         services.TryAddSingleton<ILoginFailures, MemoryLoginFailures>(); // unless the store counts them for every node
+        // The accounts a start needs: a bootstrap operator from configuration, and in Development the demo accounts.
+        services.AddOptions<BootstrapOperatorOptions>().BindConfiguration(BootstrapOperatorOptions.Section).ValidateDataAnnotations().ValidateOnStart();
+        services.AddHostedService<BootstrapOperator>();
+        if (builder.Environment.IsDevelopment()) services.AddHostedService<Demo>();
         services.AddAuthentication(JwtBearerDefaults.AuthenticationScheme).AddJwtBearer();
         services.AddOptions<JwtBearerOptions>(JwtBearerDefaults.AuthenticationScheme).Configure<Tokens, Sessions>((o, tokens, sessions) =>
         {

@@ -1,4 +1,3 @@
-using Balance.Api;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using OpenTelemetry.Metrics;
 
@@ -6,18 +5,14 @@ namespace Balance.Operability;
 
 public static class OperabilityRegistration
 {
-    // Health, metrics (meter "Balance", Prometheus text at /metrics), OpenAPI, and the accounts a start needs:
-    // a bootstrap operator from configuration, and in Development the demo accounts.
+    // Health, metrics (meter "Balance", Prometheus text at /metrics), and the operations page.
     public static WebApplicationBuilder AddOperability(this WebApplicationBuilder builder)
     {
         var services = builder.Services;
         services.AddSingleton<BalanceMetrics>();
         services.AddOpenTelemetry().WithMetrics(m => m.AddMeter(BalanceMetrics.MeterName).AddPrometheusExporter());
         services.AddHealthChecks().AddCheck<DatabaseHealthCheck>("database", tags: ["ready"]);
-        services.AddBalanceOpenApi();
         services.AddOps(); // the operations page's numbers, from the meter above
-        services.AddHostedService<BootstrapOperator>();
-        if (builder.Environment.IsDevelopment()) services.AddHostedService<Demo>();
         return builder;
     }
 
@@ -28,7 +23,6 @@ public static class OperabilityRegistration
         app.MapHealthChecks("/readyz", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") });
         app.MapPrometheusScrapingEndpoint("/metrics").RequireAuthorization("metrics");
         app.MapOpsApi();
-        app.MapBalanceOpenApi(); // and, in Development, the reference page at /reference/
         return app;
     }
 }

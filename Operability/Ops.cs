@@ -8,6 +8,7 @@ using Balance.Storage;
 using Balance.Storage.Sqlite;
 using Dapper;
 using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.Extensions.Options;
 
 namespace Balance.Operability;
 
@@ -45,13 +46,13 @@ public sealed class OpsMonitor : BackgroundService
 
     public string NodeId { get; }
 
-    public OpsMonitor(IConfiguration config, IDatabase db, IMeterFactory meters, BalanceMetrics metrics, TimeProvider time)
+    public OpsMonitor(IOptions<NodeOptions> node, IDatabase db, IMeterFactory meters, BalanceMetrics metrics, TimeProvider time)
     {
         _ = metrics; // its instruments are what this listens to: created first
         _db = db;
         _time = time;
         _started = time.GetUtcNow();
-        NodeId = config["Balance:NodeId"] is { Length: > 0 } id ? id : $"{Environment.MachineName}-{Environment.ProcessId}";
+        NodeId = node.Value.NodeId;
         // This host's meter only: another host in the same process (the tests run many) has a "Balance" meter too,
         // and its numbers are not this node's. A meter made by an IMeterFactory carries that factory as its scope.
         _listener.InstrumentPublished = (instrument, listener) =>

@@ -234,8 +234,9 @@ internal sealed class Connection(SocketContext context, ISocketRegistry hub, Web
         }
         var userId = claims.UserId;
         bool anotherPlayer = Authenticated && userId != UserId;
-        // The session is recorded before it is checked: a logout marks the session revoked before it looks for
-        // its sockets, so either this check sees the revocation or the logout sees this socket's session.
+        // The session is recorded before it is checked: a logout marks the session revoked before the hub looks for
+        // its sockets (BalanceSocket.CloseEndedAsync), so either this check sees the revocation or the hub sees this
+        // socket's session.
         // A full fence on both sides (here, and in Sessions.MarkRevoked): a store followed by a load may otherwise be
         // reordered, and each side could miss the other.
         if (claims.IsPlayer && !anotherPlayer) Interlocked.Exchange(ref _sessionId, claims.SessionId);
@@ -262,11 +263,12 @@ internal sealed class Connection(SocketContext context, ISocketRegistry hub, Web
             Close(CloseReason.ReconnectingTooFast(wait));
             return false;
         }
-        if (!hub.Register(this))
+        if (!context.Admission.TryTakePlace(userId))
         {
             Close(CloseReason.TooManySockets(context.Options.MaxSocketsPerPlayer));
             return false;
         }
+        hub.Register(this);
         Authenticated = true;
         context.Admission.ReleaseUnauthenticated(ip);
         Interlocked.Increment(ref context.Stats.Authenticated);

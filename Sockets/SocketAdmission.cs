@@ -1,24 +1,27 @@
 using System.Collections.Concurrent;
 using System.Threading.RateLimiting;
+using Microsoft.Extensions.Options;
 
 namespace Balance.Sockets;
 
-// Who may open a socket, before it costs anything: sockets not yet authenticated per address, and how fast an
-// address or a player opens sockets. Opening one costs a token check and a database read (the snapshot), so a
-// client reconnecting in a tight loop is slowed down first (token buckets: a burst, then a steady rate).
+// Who may open a socket, before it costs anything: sockets not yet authenticated per address, how fast an address or
+// a player opens sockets, and how many sockets a player holds at once (MaxSocketsPerPlayer). Opening one costs a token
+// check and a database read (the snapshot), so a client reconnecting in a tight loop is slowed down first (token
+// buckets: a burst, then a steady rate).
 public sealed class SocketAdmission : IDisposable
 {
     private readonly SocketOptions _options;
     private readonly SocketStats _stats;
     private readonly ConcurrentDictionary<string, int> _pendingByIp = new();
+    private readonly ConcurrentDictionary<Guid, int> _placesByPlayer = new();
     private readonly PartitionedRateLimiter<string> _connectsByAddress;
     private readonly PartitionedRateLimiter<Guid> _connectsByPlayer;
 
-    public SocketAdmission(SocketOptions options, SocketStats stats)
+    public SocketAdmission(IOptions<SocketOptions> options, SocketStats stats)
     {
-        (_options, _stats) = (options, stats);
-        _connectsByAddress = ConnectLimiter<string>(options.ConnectBurstPerAddress, options.ConnectsPerSecondPerAddress);
-        _connectsByPlayer = ConnectLimiter<Guid>(options.ConnectBurstPerPlayer, options.ConnectsPerSecondPerPlayer);
+        (_options, _stats) = (options.Value, stats);
+        _connectsByAddress = ConnectLimiter<string>(_options.ConnectBurstPerAddress, _options.ConnectsPerSecondPerAddress);
+        _connectsByPlayer = ConnectLimiter<Guid>(_options.ConnectBurstPerPlayer, _options.ConnectsPerSecondPerPlayer);
     }
 
     // One token bucket per key; the partitioned limiter replenishes them all from one timer and drops idle ones.
@@ -60,6 +63,25 @@ public sealed class SocketAdmission : IDisposable
     public void ReleaseUnauthenticated(string ip)
     {
         if (_pendingByIp.AddOrUpdate(ip, 0, (_, n) => n - 1) <= 0) _pendingByIp.TryRemove(new KeyValuePair<string, int>(ip, 0));
+    }
+
+    /// Takes one of the player's MaxSocketsPerPlayer places for an authenticated socket; false (nothing taken) when
+    /// every place is taken. Exact under races: never more places than the cap, and no refusal while one is free.
+    public bool TryTakePlace(Guid player)
+    {
+        while (true)
+        {
+            int held = _placesByPlayer.GetOrAdd(player, 0);
+            if (held >= _options.MaxSocketsPerPlayer) return false;
+            if (_placesByPlayer.TryUpdate(player, held + 1, held)) return true;
+        }
+    }
+
+    /// Gives back a place taken by TryTakePlace (the socket closed).
+    public void ReleasePlace(Guid player)
+    {
+        while (_placesByPlayer.TryGetValue(player, out int held))
+            if (held <= 1 ? _placesByPlayer.TryRemove(new KeyValuePair<Guid, int>(player, held)) : _placesByPlayer.TryUpdate(player, held - 1, held)) return;
     }
 
     public void Dispose()

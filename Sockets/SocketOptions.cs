@@ -37,9 +37,7 @@ public sealed class SocketOptions
     [Range(0.001, 1_000_000)]
     public double ConnectsPerSecondPerPlayer { get; set; } = 2;
 
-    // A browser origin other than the service's own: configured ones, and in Development any loopback one.
-    // Shared by the socket's Origin check and CORS for the REST routes.
-    public bool AllowsCrossOrigin(string origin, bool development) =>
-        AllowedOrigins.Any(o => string.Equals(o.TrimEnd('/'), origin.TrimEnd('/'), StringComparison.OrdinalIgnoreCase))
-        || (development && Uri.TryCreate(origin, UriKind.Absolute, out var uri) && uri.IsLoopback);
+    // A browser origin other than the service's own that may open a socket: configured ones, and in Development any
+    // loopback one (the rule CORS uses too, with its own list: Api/CorsOrigins).
+    public bool AllowsCrossOrigin(string origin, bool development) => Api.CorsOrigins.Allows(AllowedOrigins, origin, development);
 }

@@ -8,7 +8,6 @@ public static class SocketRegistration
     {
         var services = builder.Services;
         services.AddOptions<SocketOptions>().BindConfiguration("Balance:Socket").ValidateDataAnnotations().ValidateOnStart();
-        services.AddSingleton(sp => sp.GetRequiredService<IOptions<SocketOptions>>().Value);
         services.AddSingleton<SocketStats>();
         services.AddSingleton<SocketAdmission>();
         services.AddSingleton<SocketAuth>();
@@ -26,7 +25,7 @@ public static class SocketRegistration
     public static WebApplication MapBalanceSocket(this WebApplication app)
     {
         var endpoint = app.Services.GetRequiredService<SocketEndpoint>();
-        var options = app.Services.GetRequiredService<SocketOptions>();
+        var options = app.Services.GetRequiredService<IOptions<SocketOptions>>().Value;
         app.MapWhen(SocketEndpoint.IsSocketPath, ws => ws
             .UseControlFrameCounting()
             .UseWebSockets(new WebSocketOptions { KeepAliveInterval = options.KeepAliveInterval, KeepAliveTimeout = options.KeepAliveTimeout })

@@ -9,10 +9,9 @@ public static class StorageRegistration
     // database). ConnectionStrings:Balance is that engine's connection string.
     public static WebApplicationBuilder AddStorage(this WebApplicationBuilder builder)
     {
-        string store = builder.Configuration["Balance:Store"] is { Length: > 0 } s ? s : "Sqlite";
-        if (store.Equals("Sqlite", StringComparison.OrdinalIgnoreCase)) builder.Services.AddSqliteStorage();
-        else if (store.Equals("Postgres", StringComparison.OrdinalIgnoreCase)) builder.Services.AddPostgresStorage();
-        else throw new InvalidOperationException($"Balance:Store must be Sqlite or Postgres, not '{store}'.");
+        builder.Services.AddOptions<NodeOptions>().BindConfiguration(NodeOptions.Section).PostConfigure(NodeOptions.Complete).ValidateDataAnnotations().ValidateOnStart();
+        if (NodeOptions.Read(builder.Configuration).IsPostgres) builder.Services.AddPostgresStorage();
+        else builder.Services.AddSqliteStorage();
         return builder;
     }
 

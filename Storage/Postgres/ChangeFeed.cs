@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Threading.Channels;
 using Balance.Auth;
 using Balance.Postings;
+using Microsoft.Extensions.Options;
 using Npgsql;
 
 namespace Balance.Storage.Postgres;
@@ -13,8 +14,9 @@ namespace Balance.Storage.Postgres;
 // cursor (a plain `seq > last` skips rows that commit out of seq order). Rows already committed above the horizon —
 // behind some long transaction — go out at once too, without moving the cursor, so one open transaction anywhere in
 // the cluster does not hold every other node's balances back; they come again when the cursor passes them, and a
-// socket sends each wallet version once. Ended logins are read from the same starting point with no upper bound, and
-// closed here too. The feed wakes on the doorbell (one LISTEN per node) and polls every 250 ms, so a lost NOTIFY only
+// socket sends each wallet version once. Ended logins are read from the same starting point with no upper bound: each is
+// marked ended in this node's Sessions (its REST routes refuse the login's tokens) and then offered to the socket hub
+// (EndedLogins), which closes its sockets. Both streams are IChangeFeed's. The feed wakes on the doorbell (one LISTEN per node) and polls every 250 ms, so a lost NOTIFY only
 // delays. After a gap (connection dropped, PostgreSQL restarted) it reconnects and catches up from the cursor: nothing
 // committed meanwhile is missed.
 public sealed class ChangeFeed : BackgroundService, IChangeFeed
@@ -28,6 +30,7 @@ public sealed class ChangeFeed : BackgroundService, IChangeFeed
     private readonly ILogger _log;
     private readonly string _connectionString;
     private readonly Channel<CommittedChange> _changes = Channel.CreateUnbounded<CommittedChange>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+    private readonly Channel<string> _endedLogins = Channel.CreateUnbounded<string>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
     private string _tx = "0", _revokedFrom = "0"; // the cursor: every row up to (_tx, _seq) was read; every login ended below _revokedFrom
     private long _seq = -1;
     private long _aheadSeq = -1; // the newest row sent ahead of the cursor
@@ -37,17 +40,17 @@ public sealed class ChangeFeed : BackgroundService, IChangeFeed
 
     public long Rows, Gaps, Revocations;
     public ChannelReader<CommittedChange> Changes => _changes.Reader;
+    public ChannelReader<string> EndedLogins => _endedLogins.Reader;
 
     /// How far behind the feed may be, in seconds: since its last complete read, or how long the oldest committed row
     /// its cursor has not passed has waited (behind a long transaction), whichever is longer.
     public double LagSeconds => Math.Max(_time.GetElapsedTime(Volatile.Read(ref _caughtUp)).TotalSeconds, Volatile.Read(ref _waiting));
 
-    public ChangeFeed(PostgresDatabase db, Sessions sessions, AuthOptions auth, IConfiguration config, TimeProvider time, ILogger<ChangeFeed> log)
+    public ChangeFeed(PostgresDatabase db, Sessions sessions, AuthOptions auth, IOptions<NodeOptions> node, TimeProvider time, ILogger<ChangeFeed> log)
     {
         (_sessions, _auth, _time, _log) = (sessions, auth, time, log);
-        string node = config["Balance:NodeId"] is { Length: > 0 } id ? id : $"{Environment.MachineName}-{Environment.ProcessId}";
         // Its own connection, outside the pool: a LISTEN must not go back to the pool, and an operator finds it by name.
-        _connectionString = new NpgsqlConnectionStringBuilder(db.ConnectionString) { Pooling = false, ApplicationName = $"balance feed {node}", KeepAlive = 10 }.ConnectionString;
+        _connectionString = new NpgsqlConnectionStringBuilder(db.ConnectionString) { Pooling = false, ApplicationName = $"balance feed {node.Value.NodeId}", KeepAlive = 10 }.ConnectionString;
         _caughtUp = time.GetTimestamp();
     }
 
@@ -66,7 +69,7 @@ public sealed class ChangeFeed : BackgroundService, IChangeFeed
                 Parameters = { new() { Value = horizon }, new() { Value = Timestamps.Format((_time.GetUtcNow() - _auth.ClockSkew).UtcDateTime) } },
             };
             await using var r = await ended.ExecuteReaderAsync(ct);
-            while (await r.ReadAsync(ct)) _sessions.MarkRevoked(r.GetString(0), here: false);
+            while (await r.ReadAsync(ct)) Ended(r.GetString(0));
         }
         await base.StartAsync(ct);
     }
@@ -102,6 +105,16 @@ public sealed class ChangeFeed : BackgroundService, IChangeFeed
             }
         }
         _changes.Writer.TryComplete();
+        _endedLogins.Writer.TryComplete();
+    }
+
+    // A login another node ended: marked here first (REST refuses its tokens), then offered to the hub. Each once: false
+    // when this node knew it already (ended here, or read before).
+    private bool Ended(string sessionId)
+    {
+        if (!_sessions.MarkRevoked(sessionId, here: false)) return false;
+        _endedLogins.Writer.TryWrite(sessionId);
+        return true;
     }
 
     private static async Task<string> HorizonAsync(NpgsqlConnection connection, CancellationToken ct)
@@ -170,7 +183,7 @@ public sealed class ChangeFeed : BackgroundService, IChangeFeed
             }
             await r.NextResultAsync(ct);
             while (await r.ReadAsync(ct))
-                if (_sessions.MarkRevoked(r.GetString(0), here: false)) Interlocked.Increment(ref Revocations);
+                if (Ended(r.GetString(0))) Interlocked.Increment(ref Revocations);
         }
         _revokedFrom = horizon;
         Interlocked.Add(ref Rows, rows);

@@ -1,24 +1,18 @@
-using Balance.Auth;
 using Npgsql;
 
 namespace Balance.Storage.Postgres;
 
-// One NOTIFY after a batch commits (or a login ends), so every node's feed looks now instead of at its next poll.
-// Never inside the ledger's transaction: NOTIFY takes a cluster-wide lock at commit, and a full notification queue
-// fails the commit that carries it. Rings coalesce; a lost ring only delays until the feed's next poll.
-public sealed class Doorbell : BackgroundService
+// One NOTIFY after a batch commits (PostgresLedgerSession) or a login ends here (Auth/Sessions.MarkRevoked), so every
+// node's feed looks now instead of at its next poll. Never inside the ledger's transaction: NOTIFY takes a
+// cluster-wide lock at commit, and a full notification queue fails the commit that carries it. Rings coalesce; a lost
+// ring only delays until the feed's next poll.
+public sealed class Doorbell(PostgresDatabase db, ILogger<Doorbell> log) : BackgroundService, IDoorbell
 {
     public const string Channel = "balance_changes";
-    private readonly PostgresDatabase _db;
-    private readonly ILogger _log;
+    private readonly PostgresDatabase _db = db;
+    private readonly ILogger _log = log;
     private readonly SemaphoreSlim _signal = new(0, 1);
     private int _rung;
-
-    public Doorbell(PostgresDatabase db, Sessions sessions, ILogger<Doorbell> log)
-    {
-        (_db, _log) = (db, log);
-        sessions.EndedHere += _ => Ring(); // a login ended here closes its sockets on every node, not at the next poll
-    }
 
     public void Ring()
     {

@@ -15,6 +15,7 @@ public static class PostgresRegistration
         services.AddSingleton<IDatabase>(sp => sp.GetRequiredService<PostgresDatabase>());
         services.AddSingleton<Doorbell>();
         services.AddHostedService(sp => sp.GetRequiredService<Doorbell>());
+        services.AddSingleton<IDoorbell>(sp => sp.GetRequiredService<Doorbell>()); // rung by Sessions for a login ended here
         services.AddSingleton<ILedgerStore, PostgresLedgerStore>();
         services.AddSingleton<ChangeFeed>();
         services.AddSingleton<IChangeFeed>(sp => sp.GetRequiredService<ChangeFeed>());

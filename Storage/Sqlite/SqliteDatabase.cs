@@ -11,9 +11,10 @@ public sealed class SqliteDatabase : IDatabase
 {
     // PRAGMA user_version of the schema this build writes. A database with a higher one was made by a newer build:
     // starting on it could misread or damage what that build wrote, so start is refused.
-    // 2: idempotency keys unique per poster, (posted_by, idempotency_key), no longer across the whole ledger;
-    //    users.disabled_at (an older build would let a disabled user log in), usernames in their normal form (auth).
-    // 3: the ledger as a log (no wallets table, no key or per-player index: the writer's memory holds them).
+    // 1: the first numbered files. 2: idempotency keys unique per poster, (posted_by, idempotency_key), no longer across
+    //    the whole ledger; users.disabled_at (an older build would let a disabled user log in), usernames in their
+    //    normal form (auth). 3: the ledger as a log (no wallets table, no key or per-player index: the writer's memory
+    //    holds them). The upgrade steps are Steps, below.
     public const int SchemaVersion = 3;
 
     public string ConnectionString { get; }
@@ -67,93 +68,40 @@ public sealed class SqliteDatabase : IDatabase
         long found = await connection.ExecuteScalarAsync<long>("PRAGMA user_version");
         if (found > SchemaVersion)
             throw new InvalidOperationException($"{FilePath} has schema version {found}, made by a newer Balance; this build knows version {SchemaVersion}. Run the newer build, or restore a backup.");
-        if ((await connection.QueryAsync<string>("SELECT name FROM pragma_table_info('ledger')")).ToList() is { Count: > 0 } ledgerColumns && !ledgerColumns.Contains("user_prev"))
-            await UpgradeToLogAsync(connection, schema);
+        // A file with a ledger older than the build's is upgraded first, step by step; a new file is made by the schema.
+        bool made = await connection.ExecuteScalarAsync<bool>("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ledger')");
+        if (made && found < SchemaVersion) await UpgradeAsync(connection, found, schema);
         await connection.ExecuteAsync(schema);
         // A database's own secret for the Idempotency-Keys' hashes (LedgerState.KeyHash), made once.
         await connection.ExecuteAsync("INSERT OR IGNORE INTO ledger_meta (name, value) VALUES ('key_seed', @seed)", new { seed = Convert.ToHexString(RandomNumberGenerator.GetBytes(32)) });
-        // Databases made before wallets.last_transaction_id: add it and fill it from the ledger, once. (Since schema 3,
-        // wallets is a view of the ledger that has the column, and any schema-1 or -2 ledger was rebuilt above.)
-        if (!(await connection.QueryAsync<string>("SELECT name FROM pragma_table_info('wallets')")).Contains("last_transaction_id"))
-        {
-            await using var tx = await connection.BeginTransactionAsync();
-            await connection.ExecuteAsync("""
-                ALTER TABLE wallets ADD COLUMN last_transaction_id TEXT;
-                UPDATE wallets SET last_transaction_id = (SELECT l.transaction_id FROM ledger l
-                    WHERE l.user_id = wallets.user_id AND l.currency = wallets.currency AND l.version = wallets.version);
-                """, transaction: tx);
-            await tx.CommitAsync();
-        }
-        // Databases made before logins were remembered past their first expiry: a session's access tokens could be
-        // valid as long as its newest refresh token, so that is the conservative start of access_expires_at.
-        if (!(await connection.QueryAsync<string>("SELECT name FROM pragma_table_info('sessions')")).Contains("access_expires_at"))
-        {
-            await using var tx = await connection.BeginTransactionAsync();
-            await connection.ExecuteAsync("""
-                ALTER TABLE sessions ADD COLUMN access_expires_at TEXT;
-                UPDATE sessions SET access_expires_at = COALESCE(
-                    (SELECT MAX(r.expires_at) FROM refresh_tokens r WHERE r.session_id = sessions.id), expires_at);
-                """, transaction: tx);
-            await tx.CommitAsync();
-        }
-        if (!(await connection.QueryAsync<string>("SELECT name FROM pragma_table_info('refresh_tokens')")).Contains("replaced_by"))
-            await connection.ExecuteAsync("ALTER TABLE refresh_tokens ADD COLUMN replaced_by TEXT");
-        // Schema 2's step (keys per poster), a no-op once UpgradeToLogAsync rebuilt the ledger without global keys.
-        if (found < 2) await KeysPerPosterAsync(connection);
-        await Balance.Auth.Users.UpgradeSqliteAsync(connection);
-        await connection.ExecuteAsync($"PRAGMA user_version = {SchemaVersion}");
+        if (found < SchemaVersion) await connection.ExecuteAsync($"PRAGMA user_version = {SchemaVersion}");
     }
 
-    // Schema 1 or 2 → 3, in one transaction, every row kept: the ledger rebuilt without its idempotency-key and per-player
-    // indexes, each row given its player's previous row (user_prev) and its key's hash (ledger_keys); the wallets
-    // table, checked against the ledger, becomes a checkpoint (each wallet's newest row) and the view `wallets`.
-    private static async Task UpgradeToLogAsync(SqliteConnection connection, string schema)
+    // The upgrades, numbered like PostgreSQL's schema_version: step N brings a file of any older version to N, and runs
+    // only on a file whose PRAGMA user_version is below N. (Schema 2's ledger change, idempotency keys unique per poster
+    // instead of across the ledger, has no step of its own: step 3 rebuilds any older ledger without the global key.)
+    private static readonly (int Version, Func<SqliteConnection, SqliteTransaction, string, Task> Apply)[] Steps =
+    [
+        (1, ColumnsBeforeVersionsAsync),
+        (3, LedgerAsLogAsync),
+    ];
+
+    // Every pending step in one transaction, foreign keys checked before the commit: a file is upgraded whole or not
+    // at all (a refused step leaves it as it was, its user_version with it).
+    private static async Task UpgradeAsync(SqliteConnection connection, long found, string schema)
     {
         var sw = System.Diagnostics.Stopwatch.StartNew();
-        // The new tables' definitions, from the schema itself; the ledger under another name until the old one is gone.
-        string Part(string from)
-        {
-            int s = schema.IndexOf(from, StringComparison.Ordinal);
-            return schema[s..(schema.IndexOf(");", s, StringComparison.Ordinal) + 2)];
-        }
-        string newLedger = Part("CREATE TABLE IF NOT EXISTS ledger (").Replace("CREATE TABLE IF NOT EXISTS ledger (", "CREATE TABLE ledger_log (");
-        await connection.ExecuteAsync("PRAGMA foreign_keys = OFF"); // the table is rebuilt (SQLite's 12-step ALTER); checked below
+        await connection.ExecuteAsync("PRAGMA foreign_keys = OFF"); // tables are rebuilt (SQLite's 12-step ALTER); checked below
         long cache = await connection.ExecuteScalarAsync<long>("PRAGMA cache_size");
         await connection.ExecuteAsync("PRAGMA cache_size = -262144"); // 256 MiB while the tables and index are rebuilt, not 2
         try
         {
-            await using var tx = await connection.BeginTransactionAsync();
-            await connection.ExecuteAsync(Part("CREATE TABLE IF NOT EXISTS ledger_meta ("), transaction: tx);
-            await connection.ExecuteAsync("INSERT OR IGNORE INTO ledger_meta (name, value) VALUES ('key_seed', @seed)",
-                new { seed = Convert.ToHexString(RandomNumberGenerator.GetBytes(32)) }, tx);
-            byte[] seed = Convert.FromHexString(await connection.ExecuteScalarAsync<string>("SELECT value FROM ledger_meta WHERE name = 'key_seed'", transaction: tx) ?? "");
-            connection.CreateFunction("balance_key_hash", (string key) => LedgerState.KeyHash(seed, key), isDeterministic: true);
-            // The wallets table must be what its ledger says; if not, stop here and change nothing.
-            long wrong = await connection.ExecuteScalarAsync<long>("""
-                SELECT COUNT(*) FROM wallets w LEFT JOIN (SELECT user_id, currency, balance_after, version, MAX(seq) FROM ledger GROUP BY user_id, currency) l
-                    ON l.user_id = w.user_id AND l.currency = w.currency
-                WHERE w.version > 0 AND (l.version IS NOT w.version OR l.balance_after IS NOT w.balance)
-                """, transaction: tx);
-            if (wrong > 0)
-                throw new InvalidOperationException($"{wrong} wallet(s) differ from their ledger's newest row; the upgrade to schema {SchemaVersion} was not made. Restore a backup or repair the wallets first.");
-            await connection.ExecuteAsync(newLedger, transaction: tx);
-            await connection.ExecuteAsync("""
-                INSERT INTO ledger_log (seq, transaction_id, user_id, type, amount, currency, balance_after, version, idempotency_key,
-                                        request_hash, reference, reverses, posted_by, created_at, user_prev)
-                SELECT seq, transaction_id, user_id, type, amount, currency, balance_after, version, idempotency_key,
-                       request_hash, reference, reverses, posted_by, created_at, LAG(seq) OVER (PARTITION BY user_id ORDER BY seq)
-                FROM ledger ORDER BY seq;
-                """, transaction: tx);
-            await connection.ExecuteAsync(Part("CREATE TABLE IF NOT EXISTS ledger_keys ("), transaction: tx);
-            await connection.ExecuteAsync("INSERT INTO ledger_keys (seq, key_hash) SELECT seq, balance_key_hash(idempotency_key) FROM ledger ORDER BY seq", transaction: tx);
-            await connection.ExecuteAsync("DROP TABLE ledger; ALTER TABLE ledger_log RENAME TO ledger; DROP TABLE wallets;", transaction: tx);
-            await connection.ExecuteAsync(Part("CREATE TABLE IF NOT EXISTS wallet_checkpoint ("), transaction: tx);
-            await connection.ExecuteAsync("""
-                INSERT INTO wallet_checkpoint (user_id, currency, seq) SELECT user_id, currency, MAX(seq) FROM ledger GROUP BY user_id, currency;
-                INSERT INTO ledger_meta (name, value) VALUES ('checkpoint_seq', (SELECT COALESCE(MAX(seq), 0) FROM ledger));
-                """, transaction: tx);
+            await using var tx = (SqliteTransaction)await connection.BeginTransactionAsync();
+            foreach (var (version, apply) in Steps)
+                if (found < version) await apply(connection, tx, schema);
             long broken = (await connection.QueryAsync("PRAGMA foreign_key_check", transaction: tx)).Count();
             if (broken > 0) throw new InvalidOperationException($"The upgrade to schema {SchemaVersion} would leave {broken} broken reference(s); not made.");
+            await connection.ExecuteAsync($"PRAGMA user_version = {SchemaVersion}", transaction: tx);
             await tx.CommitAsync();
         }
         finally
@@ -161,59 +109,80 @@ public sealed class SqliteDatabase : IDatabase
             await connection.ExecuteAsync($"PRAGMA foreign_keys = ON; PRAGMA cache_size = {cache};");
         }
         long rows = await connection.ExecuteScalarAsync<long>("SELECT COUNT(*) FROM ledger");
-        Console.Error.WriteLine($"Balance: upgraded the SQLite ledger to schema {SchemaVersion} ({rows} rows) in {sw.Elapsed.TotalSeconds:F1} s");
+        Console.Error.WriteLine($"Balance: upgraded the SQLite database from schema {found} to {SchemaVersion} ({rows} ledger rows) in {sw.Elapsed.TotalSeconds:F1} s");
     }
 
-    // Schema 2. Before it, the ledger declared idempotency_key UNIQUE across every poster, and SQLite cannot drop a
-    // column's constraint: the table is rebuilt in one transaction (SQLite's documented twelve steps, with foreign
-    // keys off so dropping the old table touches no row), every row and seq kept, AUTOINCREMENT's counter with it.
-    // The new table is spelled out here rather than read from balance.db.sql: this step upgrades to schema 2, and
-    // must keep meaning that when the schema file moves on.
-    private static async Task KeysPerPosterAsync(SqliteConnection connection)
+    // Step 1. Files made before versions were numbered come in several shapes: each column of that time is added where
+    // it is missing. A session's access tokens could be valid as long as its newest refresh token, so that is the
+    // conservative start of access_expires_at.
+    private static async Task ColumnsBeforeVersionsAsync(SqliteConnection connection, SqliteTransaction tx, string schema)
     {
-        bool globalKeys = await connection.ExecuteScalarAsync<bool>("""
-            SELECT EXISTS (SELECT 1 FROM pragma_index_list('ledger') AS i
-                WHERE i."unique" AND (SELECT group_concat(name) FROM pragma_index_info(i.name)) = 'idempotency_key')
-            """);
-        if (!globalKeys) return; // made by this schema
-        await connection.ExecuteAsync("PRAGMA foreign_keys = OFF"); // a no-op inside a transaction, so before it
-        try
-        {
-            await using var tx = await connection.BeginTransactionAsync();
+        if (await LacksAsync(connection, tx, "sessions", "access_expires_at"))
             await connection.ExecuteAsync("""
-                CREATE TABLE ledger_schema2 (
-                    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
-                    transaction_id  TEXT    NOT NULL UNIQUE,
-                    user_id         TEXT    NOT NULL REFERENCES users (id),
-                    type            TEXT    NOT NULL CHECK (type IN ('deposit', 'withdrawal', 'bet', 'win', 'rollback')),
-                    amount          INTEGER NOT NULL CHECK (amount > 0),
-                    currency        TEXT    NOT NULL,
-                    balance_after   INTEGER NOT NULL CHECK (balance_after >= 0),
-                    version         INTEGER NOT NULL,
-                    idempotency_key TEXT    NOT NULL,
-                    request_hash    TEXT    NOT NULL,
-                    reference       TEXT,
-                    reverses        TEXT UNIQUE REFERENCES ledger (transaction_id),
-                    posted_by       TEXT    NOT NULL REFERENCES users (id),
-                    created_at      TEXT    NOT NULL
-                );
-                INSERT INTO ledger_schema2 (seq, transaction_id, user_id, type, amount, currency, balance_after, version, idempotency_key, request_hash, reference, reverses, posted_by, created_at)
-                    SELECT seq, transaction_id, user_id, type, amount, currency, balance_after, version, idempotency_key, request_hash, reference, reverses, posted_by, created_at
-                    FROM ledger ORDER BY seq;
-                UPDATE sqlite_sequence SET seq = max(seq, coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'ledger'), 0)) WHERE name = 'ledger_schema2';
-                DROP TABLE ledger;
-                ALTER TABLE ledger_schema2 RENAME TO ledger;
-                CREATE INDEX ledger_by_user ON ledger (user_id, seq);
-                CREATE UNIQUE INDEX ledger_by_key ON ledger (posted_by, idempotency_key);
+                ALTER TABLE sessions ADD COLUMN access_expires_at TEXT;
+                UPDATE sessions SET access_expires_at = COALESCE(
+                    (SELECT MAX(r.expires_at) FROM refresh_tokens r WHERE r.session_id = sessions.id), expires_at);
                 """, transaction: tx);
-            if ((await connection.QueryAsync("PRAGMA foreign_key_check", transaction: tx)).Any())
-                throw new InvalidOperationException("Rebuilding the ledger for schema 2 found rows that name a missing user or transaction; nothing was changed.");
-            await tx.CommitAsync();
-        }
-        finally
+        if (await LacksAsync(connection, tx, "refresh_tokens", "replaced_by"))
+            await connection.ExecuteAsync("ALTER TABLE refresh_tokens ADD COLUMN replaced_by TEXT", transaction: tx);
+    }
+
+    // Step 3 (below), and the users' part of schema 2 (Auth/Users.cs), which the first files of version 2 lack.
+    private static async Task LedgerAsLogAsync(SqliteConnection connection, SqliteTransaction tx, string schema)
+    {
+        // An older build committed this rebuild and wrote user_version after it: a file it left between the two (a
+        // crash) has the log already.
+        if (await LacksAsync(connection, tx, "ledger", "user_prev")) await UpgradeToLogAsync(connection, tx, schema);
+        await Balance.Auth.Users.UpgradeSqliteAsync(connection, tx);
+    }
+
+    private static async Task<bool> LacksAsync(SqliteConnection connection, SqliteTransaction tx, string table, string column)
+    {
+        var columns = (await connection.QueryAsync<string>($"SELECT name FROM pragma_table_info('{table}')", transaction: tx)).ToList();
+        return columns.Count > 0 && !columns.Contains(column);
+    }
+
+    // Step 3: schema 1 or 2 → 3, every row kept: the ledger rebuilt without its idempotency-key and per-player indexes,
+    // each row given its player's previous row (user_prev) and its key's hash (ledger_keys); the wallets table, checked
+    // against the ledger, becomes a checkpoint (each wallet's newest row) and the view `wallets`.
+    private static async Task UpgradeToLogAsync(SqliteConnection connection, SqliteTransaction tx, string schema)
+    {
+        // The new tables' definitions, from the schema itself; the ledger under another name until the old one is gone.
+        string Part(string from)
         {
-            await connection.ExecuteAsync("PRAGMA foreign_keys = ON");
+            int s = schema.IndexOf(from, StringComparison.Ordinal);
+            return schema[s..(schema.IndexOf(");", s, StringComparison.Ordinal) + 2)];
         }
+        string newLedger = Part("CREATE TABLE IF NOT EXISTS ledger (").Replace("CREATE TABLE IF NOT EXISTS ledger (", "CREATE TABLE ledger_log (");
+        await connection.ExecuteAsync(Part("CREATE TABLE IF NOT EXISTS ledger_meta ("), transaction: tx);
+        await connection.ExecuteAsync("INSERT OR IGNORE INTO ledger_meta (name, value) VALUES ('key_seed', @seed)",
+            new { seed = Convert.ToHexString(RandomNumberGenerator.GetBytes(32)) }, tx);
+        byte[] seed = Convert.FromHexString(await connection.ExecuteScalarAsync<string>("SELECT value FROM ledger_meta WHERE name = 'key_seed'", transaction: tx) ?? "");
+        connection.CreateFunction("balance_key_hash", (string key) => LedgerState.KeyHash(seed, key), isDeterministic: true);
+        // The wallets table must be what its ledger says; if not, stop here and change nothing.
+        long wrong = await connection.ExecuteScalarAsync<long>("""
+            SELECT COUNT(*) FROM wallets w LEFT JOIN (SELECT user_id, currency, balance_after, version, MAX(seq) FROM ledger GROUP BY user_id, currency) l
+                ON l.user_id = w.user_id AND l.currency = w.currency
+            WHERE w.version > 0 AND (l.version IS NOT w.version OR l.balance_after IS NOT w.balance)
+            """, transaction: tx);
+        if (wrong > 0)
+            throw new InvalidOperationException($"{wrong} wallet(s) differ from their ledger's newest row; the upgrade to schema {SchemaVersion} was not made. Restore a backup or repair the wallets first.");
+        await connection.ExecuteAsync(newLedger, transaction: tx);
+        await connection.ExecuteAsync("""
+            INSERT INTO ledger_log (seq, transaction_id, user_id, type, amount, currency, balance_after, version, idempotency_key,
+                                    request_hash, reference, reverses, posted_by, created_at, user_prev)
+            SELECT seq, transaction_id, user_id, type, amount, currency, balance_after, version, idempotency_key,
+                   request_hash, reference, reverses, posted_by, created_at, LAG(seq) OVER (PARTITION BY user_id ORDER BY seq)
+            FROM ledger ORDER BY seq;
+            """, transaction: tx);
+        await connection.ExecuteAsync(Part("CREATE TABLE IF NOT EXISTS ledger_keys ("), transaction: tx);
+        await connection.ExecuteAsync("INSERT INTO ledger_keys (seq, key_hash) SELECT seq, balance_key_hash(idempotency_key) FROM ledger ORDER BY seq", transaction: tx);
+        await connection.ExecuteAsync("DROP TABLE ledger; ALTER TABLE ledger_log RENAME TO ledger; DROP TABLE wallets;", transaction: tx);
+        await connection.ExecuteAsync(Part("CREATE TABLE IF NOT EXISTS wallet_checkpoint ("), transaction: tx);
+        await connection.ExecuteAsync("""
+            INSERT INTO wallet_checkpoint (user_id, currency, seq) SELECT user_id, currency, MAX(seq) FROM ledger GROUP BY user_id, currency;
+            INSERT INTO ledger_meta (name, value) VALUES ('checkpoint_seq', (SELECT COALESCE(MAX(seq), 0) FROM ledger));
+            """, transaction: tx);
     }
 
     // Beside the database file, readable by its owner alone, so tokens survive a restart.

@@ -1,7 +1,6 @@
-using Balance.Auth;
 using Balance.Postings;
 
-namespace Balance.Operability;
+namespace Balance.Auth;
 
 // Development only: the demo accounts of the contract, created on first start.
 public sealed class Demo(Users users, Ledger ledger, ILogger<Demo> log) : IHostedService

@@ -1,6 +1,6 @@
 using System.Globalization;
 
-namespace Balance.Postings;
+namespace Balance.Storage;
 
 // The one format every stored and answered time has, in both engines: UTC ISO-8601 with milliseconds. Fixed width, so
 // stored times compare correctly as text.
