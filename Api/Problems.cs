@@ -46,7 +46,7 @@ public static class Problems
                     ? "The connection to the database was lost while it committed; the transaction may or may not have been applied. Retry with the same Idempotency-Key: it applies at most once."
                     : ProblemCodes.Unavailable.Text();
                 problem.Extensions.TryAdd("code", ProblemCodes.Unavailable.Code);
-                context.HttpContext.Response.Headers.RetryAfter = "1";
+                RetryAfter.Set(context.HttpContext.Response, TimeSpan.FromSeconds(1));
                 break;
         }
         problem.Extensions.TryAdd("code", ProblemCodes.ForStatus(problem.Status ?? StatusCodes.Status500InternalServerError));

@@ -115,15 +115,12 @@ public static class AuthApi
         if (wait < hold) hold = wait;
         if (hold > TimeSpan.Zero)
             try { await Task.Delay(hold, http.RequestAborted); } catch (OperationCanceledException) { }
-        int seconds = Math.Max(1, (int)Math.Ceiling(wait.TotalSeconds));
-        http.Response.Headers.RetryAfter = seconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        return ProblemCodes.TooManyAttempts.Problem(what, seconds);
+        return ProblemCodes.TooManyAttempts.Problem(what, RetryAfter.Set(http.Response, wait));
     }
 
     private static ProblemHttpResult Busy(HttpContext http)
     {
-        http.Response.Headers.RetryAfter = "1";
-        return ProblemCodes.LoginBusy.Problem(1);
+        return ProblemCodes.LoginBusy.Problem(RetryAfter.Set(http.Response, TimeSpan.FromSeconds(1)));
     }
 
     private static async Task<Results<Ok<TokenPair>, ValidationProblem, ProblemHttpResult>> RefreshAsync(RefreshRequest body, HttpContext http, Logins logins, LoginThrottle throttle)
