@@ -84,18 +84,10 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, Login
         if (row.UsedAt is not null)
         {
             bool answerLost = row.ReplacedBy is not null && row.SuccessorUsedAt is null && now - Parse(row.UsedAt) <= options.RefreshReuseGrace;
-            if (!answerLost)
-            {
-                await connection.ExecuteAsync("UPDATE sessions SET revoked_at = @now WHERE id = @id", new { now = Timestamps.Format(now), id = row.SessionId }, tx);
-                await tx.CommitAsync();
-                sessions.MarkRevoked(row.SessionId);
-                log.LogWarning("Refresh token reuse for user {UserId}; session {SessionId} revoked", row.UserId, row.SessionId);
-                return (RefreshOutcome.Reused, null, null);
-            }
-            // Spent without a successor of its own: presented later, it counts as reuse. Spent only if still unused: on
-            // PostgreSQL another node may be rotating that successor right now (only this token is locked), and then
-            // two live pairs would fork the login; that race is reuse too.
-            if (await connection.ExecuteAsync("UPDATE refresh_tokens SET used_at = @now WHERE token_hash = @successor AND used_at IS NULL",
+            // A lost answer's unseen successor is spent, so that, presented later, it counts as reuse. Spent only if still
+            // unused: on PostgreSQL another node may be rotating that successor right now (only this token is locked),
+            // and then two live pairs would fork the login; that race is reuse too.
+            if (!answerLost || await connection.ExecuteAsync("UPDATE refresh_tokens SET used_at = @now WHERE token_hash = @successor AND used_at IS NULL",
                     new { now = Timestamps.Format(now), successor = row.ReplacedBy }, tx) == 0)
             {
                 await connection.ExecuteAsync("UPDATE sessions SET revoked_at = @now WHERE id = @id", new { now = Timestamps.Format(now), id = row.SessionId }, tx);
