@@ -58,7 +58,7 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, Login
     // its successor was never used: then the answer was lost on the way (a dropped connection, a closed tab), and
     // the client gets a fresh pair while the unseen successor is spent, so only one of the two can go on.
     //
-    // A refresh reads before it writes (issue 19 §1): an unknown token, one of an ended login or an expired one is
+    // A refresh reads before it writes: an unknown token, one of an ended login or an expired one is
     // answered from a plain read, which on SQLite never waits for the write lock the ledger's writer needs. Only a
     // token that will rotate, or a spent one that ends its login, takes the write transaction — and a rotation is
     // limited per login (Auth:RefreshesPerMinutePerLogin; `wait` then says how long).
