@@ -31,12 +31,12 @@ public sealed class Ledger : IHostedService
 
     public sealed class LedgerStats
     {
-        public long Commits, Transactions, Batches;
+        public long Postings, Batches; // postings answered after their batch committed (whatever each answer), and those batches
         // Stopwatch timestamps of the writer's last commit and last failed batch (0: never): the readiness check's
         // evidence that the database takes writes, without a probe competing with the writer for the lock.
         public long LastCommitAt, LastFailureAt;
         public event Action<int, double>? Committed; // batch size, milliseconds
-        internal void Report(int size, double ms) { Interlocked.Increment(ref Batches); Interlocked.Add(ref Transactions, size); Committed?.Invoke(size, ms); }
+        internal void Report(int size, double ms) { Interlocked.Increment(ref Batches); Interlocked.Add(ref Postings, size); Committed?.Invoke(size, ms); }
 
         /// The writer committed within `window` and has not failed since.
         public bool CommittedWithin(TimeSpan window)

@@ -16,7 +16,7 @@ public static class LedgerApi
     public static IEndpointRouteBuilder MapLedgerApi(this IEndpointRouteBuilder app)
     {
         var api = app.MapGroup("/api").WithTags("Ledger")
-            .ProducesProblems(503, "The database is unavailable (locked, full disk); nothing was changed.", "unavailable");
+            .ProducesProblems("The database is unavailable (locked, full disk); nothing was changed.", ProblemCodes.Unavailable);
         api.MapGet("/balance", GetBalanceAsync).RequireAuthorization(Roles.Player)
             .WithSummary("The caller's balance in one currency")
             .WithDescription("The same JSON as the socket's balance message. `ETag` is the wallet's version: send it back as `If-None-Match` to poll cheaply.")
@@ -24,15 +24,15 @@ public static class LedgerApi
             .WithResponseHeader(200, "ETag", "The wallet's version, quoted.", "\"7\"")
             .ProducesEmpty(304, "The wallet has not changed since the ETag in If-None-Match.")
             .WithResponseHeader(304, "ETag", "The wallet's version, quoted.", "\"7\"")
-            .ProducesProblems(400, "Unknown currency.", "validation_failed");
+            .ProducesProblems("Unknown currency.", ProblemCodes.ValidationFailed);
         api.MapGet("/balances", GetBalancesAsync).RequireAuthorization(Roles.Player)
             .WithSummary("Every wallet of the caller");
         api.MapGet("/transactions", GetTransactionsAsync).RequireAuthorization()
             .WithSummary("Ledger entries, newest first")
             .WithDescription("A player reads their own; an operator reads any player's (`user_id`) or everyone's. Page with `before` = the last page's `next_before`.")
-            .ProducesProblems(400, "limit out of 1-200, or before names no transaction of this history.", "validation_failed")
-            .ProducesProblems(400, "limit or user_id of the wrong type.", "malformed_request")
-            .ProducesProblems(403, "A player asked for another player's transactions.", "forbidden");
+            .ProducesProblems("limit out of 1-200, or before names no transaction of this history.", ProblemCodes.ValidationFailed)
+            .ProducesProblems("limit or user_id of the wrong type.", ProblemCodes.MalformedRequest)
+            .ProducesProblems("A player asked for another player's transactions.", ProblemCodes.Forbidden);
         api.MapPost("/transactions", PostTransactionAsync).RequireAuthorization(Roles.Operator)
             .WithSummary("Post one transaction")
             .WithDescription("Committed durably before the answer; the new balance reaches the player's sockets right after. A refused request (4xx) writes nothing.")
@@ -41,12 +41,12 @@ public static class LedgerApi
             .WithRequestExample("deposit", "A deposit", new { user_id = "0b7e4d1c-6f1a-4d43-9a40-2f5a2b1f4c11", type = "deposit", amount = "25.50", currency = "USD", reference = "cashier-42" })
             .WithRequestExample("bet", "A bet", new { user_id = "0b7e4d1c-6f1a-4d43-9a40-2f5a2b1f4c11", type = "bet", amount = "10.00", currency = "USD", reference = "round-8812" })
             .WithRequestExample("rollback", "Undo a bet", new { type = "rollback", reverses = "0193f1a2-7c4e-7b10-9a3d-5e2f8c1d4b6a" })
-            .ProducesProblems(400, "A field is missing or wrong (amount, currency, type, Idempotency-Key, ...).", "validation_failed")
-            .ProducesProblems(404, "No such user, or no such transaction to roll back.", "user_not_found", "transaction_not_found")
-            .ProducesProblems(409, "Not enough money (the body holds the balance), the key was used with another body, the bet is already rolled back, or a race: retry with the same key.",
-                "insufficient_funds", "idempotency_conflict", "already_reversed", "conflict")
-            .ProducesProblems(422, "The posting cannot apply: rolling back a non-bet, another owner's bet, a non-player's wallet, or a balance overflow.",
-                "not_reversible", "user_mismatch", "not_a_player", "balance_overflow");
+            .ProducesProblems("A field is missing or wrong (amount, currency, type, Idempotency-Key, ...).", ProblemCodes.ValidationFailed)
+            .ProducesProblems("No such user, or no such transaction to roll back.", ProblemCodes.UserNotFound, ProblemCodes.TransactionNotFound)
+            .ProducesProblems("Not enough money (the body holds the balance), the key was used with another body, the bet is already rolled back, or a race: retry with the same key.",
+                ProblemCodes.InsufficientFunds, ProblemCodes.IdempotencyConflict, ProblemCodes.AlreadyReversed, ProblemCodes.Conflict)
+            .ProducesProblems("The posting cannot apply: rolling back a non-bet, another owner's bet, a non-player's wallet, or a balance overflow.",
+                ProblemCodes.NotReversible, ProblemCodes.UserMismatch, ProblemCodes.NotAPlayer, ProblemCodes.BalanceOverflow);
         return app;
     }
 
@@ -75,7 +75,7 @@ public static class LedgerApi
         if (!user.IsInRole(Roles.Operator))
         {
             if (userId is { } asked && asked != user.UserId())
-                return Problems.Create(StatusCodes.Status403Forbidden, "forbidden", "A player may read only their own transactions.");
+                return Problems.Create(ProblemCodes.Forbidden, "A player may read only their own transactions.");
             userId = user.UserId();
         }
         var page = await ledger.HistoryAsync(userId, limit ?? 50, before, ct);
@@ -97,32 +97,18 @@ public static class LedgerApi
             case PostOutcome.Committed committed:
                 return TypedResults.Created($"/api/transactions/{committed.Result.TransactionId}", committed.Result);
             case PostOutcome.InsufficientFunds funds:
-                return Problems.Create(StatusCodes.Status409Conflict, "insufficient_funds", "The wallet does not hold enough for this debit; nothing was written.",
+                return Problems.Create(ProblemCodes.InsufficientFunds, ProblemCodes.InsufficientFunds.Text(),
                     new Dictionary<string, object?> { ["balance"] = funds.Balance, ["currency"] = funds.Currency });
             case PostOutcome.IdempotencyConflict:
-                return Problems.Create(StatusCodes.Status409Conflict, "idempotency_conflict", "This Idempotency-Key was already used with a different request body.");
+                return ProblemCodes.IdempotencyConflict.Problem();
             case PostOutcome.AlreadyReversed reversed:
-                return Problems.Create(StatusCodes.Status409Conflict, "already_reversed", $"Bet {reversed.TransactionId} was already rolled back.");
+                return ProblemCodes.AlreadyReversed.Problem(reversed.TransactionId);
             case PostOutcome.Refused refused:
-                var (status, code) = StatusOf(refused.Kind);
-                return Problems.Create(status, code, refused.Detail);
+                return Problems.Create(ProblemCodes.ForRefusal(refused.Kind), refused.Detail);
             default:
                 throw new InvalidOperationException($"Unhandled outcome {outcome}");
         }
     }
-
-    private static (int Status, string Code) StatusOf(Refusal kind) => kind switch
-    {
-        Refusal.Conflict => (StatusCodes.Status409Conflict, "conflict"),
-        Refusal.TransactionNotFound => (StatusCodes.Status404NotFound, "transaction_not_found"),
-        Refusal.NotReversible => (StatusCodes.Status422UnprocessableEntity, "not_reversible"),
-        Refusal.UserMismatch => (StatusCodes.Status422UnprocessableEntity, "user_mismatch"),
-        Refusal.UserNotFound => (StatusCodes.Status404NotFound, "user_not_found"),
-        Refusal.NotAnOperator => (StatusCodes.Status403Forbidden, "forbidden"),
-        Refusal.NotAPlayer => (StatusCodes.Status422UnprocessableEntity, "not_a_player"),
-        Refusal.BalanceOverflow => (StatusCodes.Status422UnprocessableEntity, "balance_overflow"),
-        _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, null),
-    };
 
     // Text the ledger stores and the audit log writes: no control characters (a newline would forge a second audit line,
     // a NUL is refused by PostgreSQL) and only whole characters (an unpaired surrogate cannot be written as UTF-8).

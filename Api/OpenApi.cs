@@ -9,11 +9,15 @@ using Microsoft.OpenApi;
 
 namespace Balance.Api;
 
-// What a route can answer besides its success, declared beside the route (`.ProducesProblems(409, …, "insufficient_funds")`)
-// and turned into the OpenAPI document by BalanceOpenApi. What the pipeline answers the same way for every route
-// (401 without a token, 403 for the wrong role, 400/413/415 for a body that cannot be read, Retry-After on 429/503)
-// is added by the transformer from the route's own authorization and body metadata, so it cannot drift from it.
-public sealed record ProblemResponse(int Status, string Description, string[] Codes);
+// What a route can answer besides its success, declared beside the route (`.ProducesProblems("…", ProblemCodes.InsufficientFunds)`,
+// each code's status, title and example from ProblemCodes) and turned into the OpenAPI document by BalanceOpenApi.
+// What the pipeline answers the same way for every route (401 without a token, 403 for the wrong role, 400/413/415
+// for a body that cannot be read, Retry-After on 429/503) is added by the transformer from the route's own
+// authorization and body metadata, so it cannot drift from it.
+public sealed record ProblemResponse(string Description, ProblemCode[] Codes)
+{
+    public int Status => Codes[0].Status;
+}
 public sealed record ResponseHeader(int Status, string Name, string Description, string? Example = null);
 public sealed record RequestHeader(string Name, string Description, string Example);
 public sealed record EmptyResponse(int Status, string Description);
@@ -23,45 +27,13 @@ public static class BalanceOpenApi
 {
     public const string BearerScheme = "bearer";
 
-    // Every machine `code` a problem body can carry, with the status it comes with and a real detail text.
-    public static readonly IReadOnlyDictionary<string, (int Status, string Detail)> Codes = new Dictionary<string, (int, string)>
-    {
-        ["validation_failed"] = (400, "The request is not valid; see errors."),
-        ["malformed_request"] = (400, "Malformed JSON: 'x' is an invalid start of a value."),
-        ["invalid_credentials"] = (401, "Username or password is wrong."),
-        ["invalid_refresh_token"] = (401, "The refresh token is missing or unknown."),
-        ["refresh_token_reused"] = (401, "This refresh token was already used; the login has been ended. Log in again."),
-        ["refresh_token_expired"] = (401, "The refresh token has expired. Log in again."),
-        ["session_revoked"] = (401, "This login has ended. Log in again."),
-        ["unauthorized"] = (401, "No valid bearer token: missing, expired, forged, or its login has ended."),
-        ["forbidden"] = (403, "This route is not for the token's role."),
-        ["user_disabled"] = (403, "This account is disabled."),
-        ["wrong_password"] = (403, "current_password is not this account's password."),
-        ["user_not_found"] = (404, "No user 0b7e4d1c-6f1a-4d43-9a40-2f5a2b1f4c11."),
-        ["transaction_not_found"] = (404, "No transaction 0193f1a2-7c4e-7b10-9a3d-5e2f8c1d4b6a to roll back."),
-        ["insufficient_funds"] = (409, "The wallet does not hold enough for this debit; nothing was written."),
-        ["idempotency_conflict"] = (409, "This Idempotency-Key was already used with a different request body."),
-        ["already_reversed"] = (409, "Bet 0193f1a2-7c4e-7b10-9a3d-5e2f8c1d4b6a was already rolled back."),
-        ["conflict"] = (409, "The transaction conflicts with another one; retry with the same Idempotency-Key."),
-        ["username_taken"] = (409, "That username is taken."),
-        ["payload_too_large"] = (413, "The request body is too large."),
-        ["unsupported_media_type"] = (415, "Send the body as application/json."),
-        ["not_reversible"] = (422, "Only a bet can be rolled back; 0193f1a2-7c4e-7b10-9a3d-5e2f8c1d4b6a is a deposit."),
-        ["user_mismatch"] = (422, "user_id is not the owner of that bet."),
-        ["not_a_player"] = (422, "Only players have wallets."),
-        ["balance_overflow"] = (422, "The balance would overflow."),
-        ["too_many_attempts"] = (429, "Too many login attempts; try again in 42 s."),
-        ["unavailable"] = (503, "The ledger is temporarily unavailable; nothing was changed. Retry with the same Idempotency-Key."),
-        ["login_busy"] = (503, "Too many passwords are being checked at once; try again in 1 s."),
-    };
-
-    public static TBuilder ProducesProblems<TBuilder>(this TBuilder builder, int status, string description, params string[] codes)
+    // The problems a route can answer besides its success, all of one status (ProblemCodes).
+    public static TBuilder ProducesProblems<TBuilder>(this TBuilder builder, string description, params ProblemCode[] codes)
         where TBuilder : IEndpointConventionBuilder
     {
-        foreach (string code in codes)
-            if (!Codes.TryGetValue(code, out var known) || known.Status != status)
-                throw new ArgumentException($"Problem code '{code}' is not a known {status} code.", nameof(codes));
-        return builder.WithMetadata(new ProblemResponse(status, description, codes));
+        if (codes.Length == 0 || codes.Any(c => c.Status != codes[0].Status))
+            throw new ArgumentException($"One status per declaration: {string.Join(", ", codes.Select(c => $"{c.Code} {c.Status}"))}.", nameof(codes));
+        return builder.WithMetadata(new ProblemResponse(description, codes));
     }
 
     public static TBuilder ProducesEmpty<TBuilder>(this TBuilder builder, int status, string description) where TBuilder : IEndpointConventionBuilder =>
@@ -176,16 +148,16 @@ public static class BalanceOpenApi
                 AppendDescription(operation, roles.Count > 0
                     ? $"Requires a bearer token with role `{string.Join("` or `", roles)}`."
                     : "Requires a bearer token (any role).");
-                problems.Add(new ProblemResponse(401, "No valid bearer token (missing, expired, forged, or its login has ended).", ["unauthorized"]));
-                if (roles.Count > 0) problems.Add(new ProblemResponse(403, "The token's role may not call this route.", ["forbidden"]));
+                problems.Add(new ProblemResponse("No valid bearer token (missing, expired, forged, or its login has ended).", [ProblemCodes.Unauthorized]));
+                if (roles.Count > 0) problems.Add(new ProblemResponse("The token's role may not call this route.", [ProblemCodes.Forbidden]));
             }
 
             // A JSON body the route reads: the pipeline refuses what it cannot read before the handler runs.
             if (operation.RequestBody is { } body)
             {
-                problems.Add(new ProblemResponse(400, "The body is not JSON, a field has the wrong JSON type, or a property is sent twice or is not one of the body's (names are case-sensitive).", ["malformed_request"]));
-                problems.Add(new ProblemResponse(413, "The body is over 64 KiB.", ["payload_too_large"]));
-                problems.Add(new ProblemResponse(415, "The body is not sent as application/json.", ["unsupported_media_type"]));
+                problems.Add(new ProblemResponse("The body is not JSON, a field has the wrong JSON type, or a property is sent twice or is not one of the body's (names are case-sensitive).", [ProblemCodes.MalformedRequest]));
+                problems.Add(new ProblemResponse("The body is over 64 KiB.", [ProblemCodes.PayloadTooLarge]));
+                problems.Add(new ProblemResponse("The body is not sent as application/json.", [ProblemCodes.UnsupportedMediaType]));
                 if (body is OpenApiRequestBody concrete && concrete.Content is { } content)
                 {
                     foreach (string type in content.Keys.Where(k => k != "application/json").ToList()) content.Remove(type);
@@ -229,14 +201,14 @@ public static class BalanceOpenApi
                     {
                         ["application/problem+json"] = new()
                         {
-                            Schema = Schemas.ProblemWith(document, codes),
-                            Examples = codes.ToDictionary(c => c, c => (IOpenApiExample)new OpenApiExample { Summary = c, Value = Schemas.ProblemExample(c) }),
+                            Schema = Schemas.ProblemWith(document, [.. codes.Select(c => c.Code)]),
+                            Examples = codes.ToDictionary(c => c.Code, c => (IOpenApiExample)new OpenApiExample { Summary = c.Code, Value = Schemas.ProblemExample(c) }),
                         },
                     },
                 };
                 if (group.Key is 429 or 503)
                     AddHeader(response, "Retry-After", "Seconds to wait before trying again.", "1", JsonSchemaType.Integer);
-                if (group.Key == 401 && codes.Contains("unauthorized"))
+                if (group.Key == 401 && codes.Contains(ProblemCodes.Unauthorized))
                     AddHeader(response, "WWW-Authenticate", "The bearer challenge.", "Bearer", JsonSchemaType.String);
                 operation.Responses[group.Key.ToString(System.Globalization.CultureInfo.InvariantCulture)] = response;
             }
@@ -291,7 +263,7 @@ public static class BalanceOpenApi
                 ["detail"] = Text("What went wrong, for a person."),
                 ["instance"] = Text(null),
                 ["trace_id"] = Text("The request's id in the service's logs."),
-                ["code"] = new OpenApiSchema { Type = JsonSchemaType.String, Enum = [.. Codes.Keys.Select(c => (JsonNode)JsonValue.Create(c)!)] },
+                ["code"] = new OpenApiSchema { Type = JsonSchemaType.String, Enum = Enum(ProblemCodes.All.Select(c => c.Code)) },
                 ["errors"] = new OpenApiSchema
                 {
                     Type = JsonSchemaType.Object, Description = "validation_failed only: messages per field (or header).",
@@ -317,35 +289,19 @@ public static class BalanceOpenApi
             ],
         };
 
-        public static JsonNode ProblemExample(string code)
+        public static JsonNode ProblemExample(ProblemCode row)
         {
-            var (status, detail) = Codes[code];
-            var example = new JsonObject
-            {
-                ["type"] = $"https://tools.ietf.org/html/rfc9110#section-15.{(status >= 500 ? 6 : 5)}.{StatusSection(status)}",
-                ["title"] = code == "validation_failed" ? "One or more validation errors occurred." : ReasonPhrase(status),
-                ["status"] = status,
-                ["detail"] = detail,
-                ["code"] = code,
-                ["trace_id"] = "0HNQFT2QC0O4N:00000001",
-            };
-            if (code == "validation_failed") example["errors"] = new JsonObject { ["amount"] = new JsonArray("USD has 2 decimals; \"10.005\" has more.") };
-            if (code == "insufficient_funds") { example["balance"] = "4.50"; example["currency"] = "USD"; }
-            if (code == "unauthorized" || code == "forbidden" || code == "payload_too_large" || code == "unsupported_media_type") example.Remove("detail");
-            if (status == 429) example.Remove("type"); // RFC 9110 has no section for 429, so the framework names none
+            var example = new JsonObject();
+            if (row.Type is { } type) example["type"] = type;
+            example["title"] = row.Title;
+            example["status"] = row.Status;
+            if (row.Example is { } detail) example["detail"] = detail;
+            example["code"] = row.Code;
+            example["trace_id"] = "0HNQFT2QC0O4N:00000001";
+            if (row == ProblemCodes.ValidationFailed) example["errors"] = new JsonObject { ["amount"] = new JsonArray("USD has 2 decimals; \"10.005\" has more.") };
+            if (row == ProblemCodes.InsufficientFunds) { example["balance"] = "4.50"; example["currency"] = "USD"; }
             return example;
         }
-
-        private static int StatusSection(int status) => status switch
-        {
-            400 => 1, 401 => 2, 403 => 4, 404 => 5, 409 => 10, 413 => 14, 415 => 16, 422 => 21, 503 => 4, _ => 0,
-        };
-
-        private static string ReasonPhrase(int status) => status switch
-        {
-            400 => "Bad Request", 401 => "Unauthorized", 403 => "Forbidden", 404 => "Not Found", 409 => "Conflict", 413 => "Content Too Large",
-            415 => "Unsupported Media Type", 422 => "Unprocessable Entity", 429 => "Too Many Requests", 503 => "Service Unavailable", _ => "Error",
-        };
 
         public static Task TransformAsync(OpenApiSchema schema, OpenApiSchemaTransformerContext context, CancellationToken ct)
         {

@@ -20,20 +20,20 @@ public static class AuthApi
     public static IEndpointRouteBuilder MapAuthApi(this IEndpointRouteBuilder app)
     {
         var auth = app.MapGroup("/api/auth").WithTags("Auth")
-            .ProducesProblems(503, "The database is unavailable, or too many passwords are being checked at once (login_busy).", "unavailable", "login_busy");
+            .ProducesProblems("The database is unavailable, or too many passwords are being checked at once (login_busy).", ProblemCodes.Unavailable, ProblemCodes.LoginBusy);
         auth.MapPost("/login", LoginAsync).AllowAnonymous()
             .WithSummary("Log in: an access token and a refresh token")
-            .ProducesProblems(400, "username or password missing, or control characters in username.", "validation_failed")
-            .ProducesProblems(401, "Wrong username or password (the same answer for an unknown user).", "invalid_credentials")
-            .ProducesProblems(403, "The password is right but the account is disabled.", "user_disabled")
-            .ProducesProblems(429, "Too many attempts from this address, too many failures for this username from this address or for this address, or this username is being guessed from many addresses (slowed).", "too_many_attempts");
+            .ProducesProblems("username or password missing, or control characters in username.", ProblemCodes.ValidationFailed)
+            .ProducesProblems("Wrong username or password (the same answer for an unknown user).", ProblemCodes.InvalidCredentials)
+            .ProducesProblems("The password is right but the account is disabled.", ProblemCodes.UserDisabled)
+            .ProducesProblems("Too many attempts from this address, too many failures for this username from this address or for this address, or this username is being guessed from many addresses (slowed).", ProblemCodes.TooManyAttempts);
         auth.MapPost("/refresh", RefreshAsync).AllowAnonymous()
             .WithSummary("Spend a refresh token for a new pair")
             .WithDescription("A spent refresh token presented again ends the whole login: its tokens stop working and its sockets close 4503.")
-            .ProducesProblems(400, "refresh_token missing.", "validation_failed")
-            .ProducesProblems(401, "The refresh token is unknown, spent (the login is now ended), expired, or its login has ended.",
-                "invalid_refresh_token", "refresh_token_reused", "refresh_token_expired", "session_revoked")
-            .ProducesProblems(429, "Too many refreshes from this address, or of this login.", "too_many_attempts");
+            .ProducesProblems("refresh_token missing.", ProblemCodes.ValidationFailed)
+            .ProducesProblems("The refresh token is unknown, spent (the login is now ended), expired, or its login has ended.",
+                ProblemCodes.InvalidRefreshToken, ProblemCodes.RefreshTokenReused, ProblemCodes.RefreshTokenExpired, ProblemCodes.SessionRevoked)
+            .ProducesProblems("Too many refreshes from this address, or of this login.", ProblemCodes.TooManyAttempts);
         auth.MapPost("/logout", LogoutAsync).RequireAuthorization()
             .WithSummary("End this login")
             .WithDescription("Revokes the login's refresh tokens; its access tokens stop working and its open sockets close 4503. The body is optional.");
@@ -41,30 +41,30 @@ public static class AuthApi
             .WithSummary("Change your own password")
             .WithDescription("Any role, own account. The old password stops working and every other login of the user ends (tokens 401, sockets 4503); this login goes on.")
             .ProducesEmpty(204, "Changed.")
-            .ProducesProblems(400, "current_password missing, or new_password not 8-256 characters.", "validation_failed")
-            .ProducesProblems(401, "The account was disabled or its login ended meanwhile.", "session_revoked")
-            .ProducesProblems(403, "current_password is wrong.", "wrong_password")
-            .ProducesProblems(429, "Too many wrong passwords from this address.", "too_many_attempts");
+            .ProducesProblems("current_password missing, or new_password not 8-256 characters.", ProblemCodes.ValidationFailed)
+            .ProducesProblems("The account was disabled or its login ended meanwhile.", ProblemCodes.SessionRevoked)
+            .ProducesProblems("current_password is wrong.", ProblemCodes.WrongPassword)
+            .ProducesProblems("Too many wrong passwords from this address.", ProblemCodes.TooManyAttempts);
 
         var users = app.MapGroup("/api/users").WithTags("Users").RequireAuthorization(Roles.Operator)
-            .ProducesProblems(503, "The database is unavailable, or too many passwords are being hashed at once (login_busy).", "unavailable", "login_busy");
+            .ProducesProblems("The database is unavailable, or too many passwords are being hashed at once (login_busy).", ProblemCodes.Unavailable, ProblemCodes.LoginBusy);
         users.MapGet("/", FindUserAsync)
             .WithSummary("Look a user up by username: a list of zero or one")
-            .ProducesProblems(400, "No username given.", "validation_failed");
+            .ProducesProblems("No username given.", ProblemCodes.ValidationFailed);
         users.MapPost("/", CreateUserAsync)
             .WithSummary("Create a player or an operator")
-            .ProducesProblems(400, "username, password or role not acceptable.", "validation_failed")
-            .ProducesProblems(409, "The username is taken.", "username_taken");
+            .ProducesProblems("username, password or role not acceptable.", ProblemCodes.ValidationFailed)
+            .ProducesProblems("The username is taken.", ProblemCodes.UsernameTaken);
         users.MapPatch("/{user_id}", UpdateUserAsync)
             .WithSummary("Disable or enable a user")
             .WithDescription("Disabling ends every login of the user at once (tokens 401, sockets 4503, on every node) and refuses new ones; enabled again, the user logs in.")
-            .ProducesProblems(400, "disabled missing, or an operator disabling their own account.", "validation_failed")
-            .ProducesProblems(404, "No such user.", "user_not_found");
+            .ProducesProblems("disabled missing, or an operator disabling their own account.", ProblemCodes.ValidationFailed)
+            .ProducesProblems("No such user.", ProblemCodes.UserNotFound);
         users.MapDelete("/{user_id}/sessions", EndSessionsAsync)
             .WithSummary("End every login of a user")
             .WithDescription("Tokens 401 and sockets 4503 on every node; the user may log in again.")
             .ProducesEmpty(204, "Ended (also when there was none).")
-            .ProducesProblems(404, "No such user.", "user_not_found");
+            .ProducesProblems("No such user.", ProblemCodes.UserNotFound);
         return app;
     }
 
@@ -102,8 +102,8 @@ public static class AuthApi
         return (await users.FindAsync(user.Id))?.Disabled == true ? Disabled() : WrongCredentials();
     }
 
-    private static ProblemHttpResult WrongCredentials() => Problems.Unauthorized("invalid_credentials", "Username or password is wrong.");
-    private static ProblemHttpResult Disabled() => Problems.Create(StatusCodes.Status403Forbidden, "user_disabled", "This account is disabled.");
+    private static ProblemHttpResult WrongCredentials() => ProblemCodes.InvalidCredentials.Problem();
+    private static ProblemHttpResult Disabled() => ProblemCodes.UserDisabled.Problem();
 
     // A 429 is held for up to Auth:ThrottledAnswerDelay before it is sent (never longer than the Retry-After it
     // carries): a client that must wait anyway loses nothing, while a script hammering in a loop gets one answer a
@@ -115,31 +115,28 @@ public static class AuthApi
         if (wait < hold) hold = wait;
         if (hold > TimeSpan.Zero)
             try { await Task.Delay(hold, http.RequestAborted); } catch (OperationCanceledException) { }
-        int seconds = Math.Max(1, (int)Math.Ceiling(wait.TotalSeconds));
-        http.Response.Headers.RetryAfter = seconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        return Problems.Create(StatusCodes.Status429TooManyRequests, "too_many_attempts", $"Too many {what}; try again in {seconds} s.");
+        return ProblemCodes.TooManyAttempts.Problem(what, RetryAfter.Set(http.Response, wait));
     }
 
     private static ProblemHttpResult Busy(HttpContext http)
     {
-        http.Response.Headers.RetryAfter = "1";
-        return Problems.Create(StatusCodes.Status503ServiceUnavailable, "login_busy", "Too many passwords are being checked at once; try again in 1 s.");
+        return ProblemCodes.LoginBusy.Problem(RetryAfter.Set(http.Response, TimeSpan.FromSeconds(1)));
     }
 
     private static async Task<Results<Ok<TokenPair>, ValidationProblem, ProblemHttpResult>> RefreshAsync(RefreshRequest body, HttpContext http, Logins logins, LoginThrottle throttle)
     {
         if (body.RefreshToken is null) return Problems.Validation("refresh_token", "Required.");
         if (throttle.CheckRefresh(ClientAddress.Key(http)) is { } ipWait) return await TooManyAsync(http, ipWait, "refreshes from this address");
-        if (body.RefreshToken.Length is 0 or > 512) return Problems.Unauthorized("invalid_refresh_token", "The refresh token is missing or unknown.");
+        if (body.RefreshToken.Length is 0 or > 512) return ProblemCodes.InvalidRefreshToken.Problem();
         var (outcome, pair, wait) = await logins.RefreshAsync(body.RefreshToken);
         if (outcome == Logins.RefreshOutcome.Limited) return await TooManyAsync(http, wait ?? TimeSpan.FromSeconds(1), "refreshes of this login");
         return outcome switch
         {
             Logins.RefreshOutcome.Ok => TypedResults.Ok(pair!),
-            Logins.RefreshOutcome.Reused => Problems.Unauthorized("refresh_token_reused", "This refresh token was already used; the login has been ended. Log in again."),
-            Logins.RefreshOutcome.Expired => Problems.Unauthorized("refresh_token_expired", "The refresh token has expired. Log in again."),
-            Logins.RefreshOutcome.Revoked => Problems.Unauthorized("session_revoked", "This login has ended. Log in again."),
-            _ => Problems.Unauthorized("invalid_refresh_token", "The refresh token is missing or unknown."),
+            Logins.RefreshOutcome.Reused => ProblemCodes.RefreshTokenReused.Problem(),
+            Logins.RefreshOutcome.Expired => ProblemCodes.RefreshTokenExpired.Problem(),
+            Logins.RefreshOutcome.Revoked => ProblemCodes.SessionRevoked.Problem(),
+            _ => ProblemCodes.InvalidRefreshToken.Problem(),
         };
     }
 
@@ -157,7 +154,7 @@ public static class AuthApi
         if (body.NewPassword is not { Length: >= 8 and <= 256 }) errors["new_password"] = ["8-256 characters."];
         if (errors.Count > 0) return Problems.Validation(errors);
         var user = await users.FindAsync(caller.UserId());
-        if (user is null || user.Disabled) return Problems.Unauthorized("session_revoked", "This login has ended. Log in again.");
+        if (user is null || user.Disabled) return ProblemCodes.SessionRevoked.Problem();
         // A stolen access token must not make guessing the password cheap: the login's counters apply.
         string address = ClientAddress.Key(http);
         if (await throttle.CheckAsync(user.Username, address) is { } wait) return await TooManyAsync(http, wait, "wrong passwords");
@@ -166,7 +163,7 @@ public static class AuthApi
             if (body.CurrentPassword!.Length > 256 || !await users.CheckAsync(user, body.CurrentPassword))
             {
                 await throttle.FailedAsync(user.Username, address);
-                return Problems.Create(StatusCodes.Status403Forbidden, "wrong_password", "current_password is not this account's password.");
+                return ProblemCodes.WrongPassword.Problem();
             }
             int ended = await logins.ChangePasswordAsync(user.Id, await users.HashAsync(user, body.NewPassword!), caller.SessionId());
             log.LogInformation("User {UserId} changed their password; {Ended} other logins ended", user.Id, ended);
@@ -194,7 +191,7 @@ public static class AuthApi
         UserRecord? user;
         try { user = await users.CreateAsync(body.Username!, body.Password!, body.Role!); }
         catch (PasswordBudgetSpentException) { return Busy(http); }
-        if (user is null) return Problems.Create(StatusCodes.Status409Conflict, "username_taken", "That username is taken.");
+        if (user is null) return ProblemCodes.UsernameTaken.Problem();
         log.LogInformation("User {UserId} ({Role}) created by {OperatorId}", user.Id, user.Role, caller.UserId());
         return TypedResults.Created($"/api/users?username={Uri.EscapeDataString(user.Username)}", new UserView(user.Id, user.Username, user.Role));
     }
@@ -218,5 +215,5 @@ public static class AuthApi
         return TypedResults.NoContent();
     }
 
-    private static ProblemHttpResult UserNotFound(Guid userId) => Problems.Create(StatusCodes.Status404NotFound, "user_not_found", $"No user {userId}.");
+    private static ProblemHttpResult UserNotFound(Guid userId) => ProblemCodes.UserNotFound.Problem(userId);
 }

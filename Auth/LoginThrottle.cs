@@ -6,7 +6,7 @@ namespace Balance.Auth;
 // Who may try a password, and who may refresh. Every per-address rule counts by ClientAddress.Key (an IPv6 /64 is one
 // address), every per-username rule by the username's normal form (Users.Normalize).
 //
-// Logins (issue 19 §4: no lockout a stranger can trigger):
+// Logins (no lockout a stranger can trigger):
 // - attempts per address, a window of a minute (Auth:LoginAttemptsPerMinutePerIp), counted before anything else;
 // - failures per (username, address): Auth:FailedLoginsPerUsername within Auth:FailedLoginWindow, then that address
 //   waits before it may try that username again, even with the right password — the wait doubles with each further

@@ -58,7 +58,7 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, Login
     // its successor was never used: then the answer was lost on the way (a dropped connection, a closed tab), and
     // the client gets a fresh pair while the unseen successor is spent, so only one of the two can go on.
     //
-    // A refresh reads before it writes (issue 19 §1): an unknown token, one of an ended login or an expired one is
+    // A refresh reads before it writes: an unknown token, one of an ended login or an expired one is
     // answered from a plain read, which on SQLite never waits for the write lock the ledger's writer needs. Only a
     // token that will rotate, or a spent one that ends its login, takes the write transaction — and a rotation is
     // limited per login (Auth:RefreshesPerMinutePerLogin; `wait` then says how long).
@@ -84,18 +84,10 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, Login
         if (row.UsedAt is not null)
         {
             bool answerLost = row.ReplacedBy is not null && row.SuccessorUsedAt is null && now - Parse(row.UsedAt) <= options.RefreshReuseGrace;
-            if (!answerLost)
-            {
-                await connection.ExecuteAsync("UPDATE sessions SET revoked_at = @now WHERE id = @id", new { now = Timestamps.Format(now), id = row.SessionId }, tx);
-                await tx.CommitAsync();
-                sessions.MarkRevoked(row.SessionId);
-                log.LogWarning("Refresh token reuse for user {UserId}; session {SessionId} revoked", row.UserId, row.SessionId);
-                return (RefreshOutcome.Reused, null, null);
-            }
-            // Spent without a successor of its own: presented later, it counts as reuse. Spent only if still unused: on
-            // PostgreSQL another node may be rotating that successor right now (only this token is locked), and then
-            // two live pairs would fork the login; that race is reuse too.
-            if (await connection.ExecuteAsync("UPDATE refresh_tokens SET used_at = @now WHERE token_hash = @successor AND used_at IS NULL",
+            // A lost answer's unseen successor is spent, so that, presented later, it counts as reuse. Spent only if still
+            // unused: on PostgreSQL another node may be rotating that successor right now (only this token is locked),
+            // and then two live pairs would fork the login; that race is reuse too.
+            if (!answerLost || await connection.ExecuteAsync("UPDATE refresh_tokens SET used_at = @now WHERE token_hash = @successor AND used_at IS NULL",
                     new { now = Timestamps.Format(now), successor = row.ReplacedBy }, tx) == 0)
             {
                 await connection.ExecuteAsync("UPDATE sessions SET revoked_at = @now WHERE id = @id", new { now = Timestamps.Format(now), id = row.SessionId }, tx);

@@ -41,7 +41,7 @@ public abstract record PostOutcome
 
 public sealed class ServiceStoppingException() : Exception("The service is shutting down.");
 
-// Why the ledger refused a posting; the REST layer maps each kind to its status and code.
+// Why the ledger refused a posting: money's words, no HTTP. Api/ProblemCodes.cs maps each kind to its code and status.
 public enum Refusal
 {
     Conflict,            // a concurrent posting moved the wallet first: retry with the same key

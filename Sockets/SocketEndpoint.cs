@@ -55,7 +55,7 @@ public sealed class SocketEndpoint(BalanceSocket hub, SocketContext context, IHo
 
     private static Task TooFastAsync(HttpContext http, TimeSpan wait)
     {
-        int seconds = SocketAdmission.Seconds(wait);
+        int seconds = Balance.Api.RetryAfter.Seconds(wait);
         return ProblemAsync(http, 429, "too_many_connections", $"Reconnecting too fast; try again in {seconds} s.", seconds);
     }
 
