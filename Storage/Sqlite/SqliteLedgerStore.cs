@@ -69,6 +69,12 @@ public sealed class SqliteLedgerStore(SqliteDatabase db, IOptions<SqliteOptions>
             Volatile.Write(ref Synchronous, (long)command.ExecuteScalar()!);
             command.CommandText = "PRAGMA journal_mode";
             Volatile.Write(ref JournalWal, string.Equals((string?)command.ExecuteScalar(), "wal", StringComparison.OrdinalIgnoreCase) ? 1 : 0);
+            // The writer checks what the ledger's foreign keys check, before it writes: the poster and the player exist
+            // (RoleOf, from users, which are never deleted) and a reversed bet exists (FindById). Left on, SQLite looks
+            // both users up again in the users index for every row inserted, plus the bet: CPU on the one serial step.
+            // Every other connection keeps them on.
+            command.CommandText = "PRAGMA foreign_keys = OFF";
+            command.ExecuteNonQuery();
         }
         return new SqliteLedgerSession(this, connection);
     }
