@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Options;
 using System.Security.Claims;
 using Balance.Api;
 using Microsoft.AspNetCore.Http.HttpResults;
@@ -111,7 +112,7 @@ public static class AuthApi
     // (bench/attack.sh: the refresh loop). Real time, not the service's clock: it paces the network, decides nothing.
     private static async Task<ProblemHttpResult> TooManyAsync(HttpContext http, TimeSpan wait, string what)
     {
-        var hold = http.RequestServices.GetRequiredService<AuthOptions>().ThrottledAnswerDelay;
+        var hold = http.RequestServices.GetRequiredService<IOptions<AuthOptions>>().Value.ThrottledAnswerDelay;
         if (wait < hold) hold = wait;
         if (hold > TimeSpan.Zero)
             try { await Task.Delay(hold, http.RequestAborted); } catch (OperationCanceledException) { }

@@ -12,10 +12,12 @@ public static class AuthRegistration
     {
         var services = builder.Services;
         services.AddOptions<AuthOptions>().BindConfiguration("Auth").ValidateDataAnnotations().ValidateOnStart();
-        services.AddSingleton(sp => sp.GetRequiredService<IOptions<AuthOptions>>().Value);
-        services.AddSingleton(sp => new Tokens(sp.GetRequiredService<AuthOptions>(),
-            Tokens.LoadSigningKey(sp.GetRequiredService<AuthOptions>(), sp.GetRequiredService<IDatabase>(), sp.GetRequiredService<IHostEnvironment>()),
-            sp.GetRequiredService<TimeProvider>()));
+        services.AddSingleton(sp =>
+        {
+            var options = sp.GetRequiredService<IOptions<AuthOptions>>().Value;
+            return new Tokens(options, Tokens.LoadSigningKey(options, sp.GetRequiredService<IDatabase>(), sp.GetRequiredService<IHostEnvironment>()),
+                sp.GetRequiredService<TimeProvider>());
+        });
         services.AddSingleton<Sessions>().AddSingleton<Users>().AddSingleton<Logins>().AddSingleton<LoginThrottle>().AddSingleton<PasswordBudget>();
         services.AddSingleton<Housekeeping>();
         services.AddHostedService(sp => sp.GetRequiredService<Housekeeping>());

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Options;
 using Balance.Postings;
 using Balance.Storage;
 using Dapper;
@@ -12,20 +13,20 @@ namespace Balance.Auth;
 // - a session none of whose access tokens can pass and that has no refresh token left (so it can never be
 //   refreshed): an ended one is thus kept exactly as long as it must be remembered (Sessions.LoadAsync).
 // On PostgreSQL every node runs it; the deletes are idempotent, so they only share the work.
-public sealed class Housekeeping(IDatabase db, Sessions sessions, AuthOptions options, TimeProvider time, ILogger<Housekeeping> log) : BackgroundService
+public sealed class Housekeeping(IDatabase db, Sessions sessions, IOptions<AuthOptions> options, TimeProvider time, ILogger<Housekeeping> log) : BackgroundService
 {
     private const int MaxStatements = 50;
     public long TokensDeleted, SessionsDeleted, Rounds;
 
     protected override async Task ExecuteAsync(CancellationToken ct)
     {
-        using var timer = new PeriodicTimer(options.HousekeepingInterval, time);
+        using var timer = new PeriodicTimer(options.Value.HousekeepingInterval, time);
         try
         {
             while (await timer.WaitForNextTickAsync(ct))
             {
                 try { await RunOnceAsync(ct); }
-                catch (Exception e) when (e is not OperationCanceledException) { log.LogWarning(e, "Auth housekeeping failed; next round in {Interval}", options.HousekeepingInterval); }
+                catch (Exception e) when (e is not OperationCanceledException) { log.LogWarning(e, "Auth housekeeping failed; next round in {Interval}", options.Value.HousekeepingInterval); }
             }
         }
         catch (OperationCanceledException) { }
@@ -35,7 +36,7 @@ public sealed class Housekeeping(IDatabase db, Sessions sessions, AuthOptions op
     public async Task<(int Tokens, int Sessions)> RunOnceAsync(CancellationToken ct = default)
     {
         sessions.Forget();
-        string cutoff = Timestamps.Format((time.GetUtcNow() - options.ClockSkew).UtcDateTime);
+        string cutoff = Timestamps.Format((time.GetUtcNow() - options.Value.ClockSkew).UtcDateTime);
         int tokens = await DeleteAsync("""
             DELETE FROM refresh_tokens WHERE token_hash IN (
                 SELECT r.token_hash FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id
@@ -62,9 +63,9 @@ public sealed class Housekeeping(IDatabase db, Sessions sessions, AuthOptions op
         for (int i = 0; i < MaxStatements; i++)
         {
             await using var connection = await db.OpenAsync(ct);
-            int deleted = await connection.ExecuteAsync(new CommandDefinition(sql, new { cutoff, batch = options.HousekeepingBatch }, cancellationToken: ct));
+            int deleted = await connection.ExecuteAsync(new CommandDefinition(sql, new { cutoff, batch = options.Value.HousekeepingBatch }, cancellationToken: ct));
             total += deleted;
-            if (deleted < options.HousekeepingBatch) break;
+            if (deleted < options.Value.HousekeepingBatch) break;
         }
         return total;
     }

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Options;
 using System.Collections.Concurrent;
 
 namespace Balance.Auth;
@@ -17,7 +18,7 @@ public interface ILoginFailures
     ValueTask ClearAsync(string key);
 }
 
-public sealed class MemoryLoginFailures(AuthOptions options, TimeProvider time) : ILoginFailures
+public sealed class MemoryLoginFailures(IOptions<AuthOptions> options, TimeProvider time) : ILoginFailures
 {
     private sealed record Count(int Failures, DateTimeOffset Last, int Limit);
     private readonly ConcurrentDictionary<string, Count> _counts = new(StringComparer.Ordinal);
@@ -54,5 +55,5 @@ public sealed class MemoryLoginFailures(AuthOptions options, TimeProvider time) 
 
     public int Keys => _counts.Count;
 
-    private bool Forgotten(Count c, DateTimeOffset now) => now - c.Last > LoginThrottle.ForgetAfter(c.Failures, c.Limit, options.FailedLoginWindow);
+    private bool Forgotten(Count c, DateTimeOffset now) => now - c.Last > LoginThrottle.ForgetAfter(c.Failures, c.Limit, options.Value.FailedLoginWindow);
 }

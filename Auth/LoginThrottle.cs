@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Options;
 using System.Collections.Concurrent;
 using System.Threading.RateLimiting;
 
@@ -17,27 +18,27 @@ namespace Balance.Auth;
 //   is checked at most Auth:SlowedLoginsPerSecond times a second from addresses it has not logged in from on this node
 //   (429, Retry-After 1). Guessing one account from many addresses is slowed to that rate; nobody is locked out.
 // Refreshes: per address (a window of a minute) and per login (a token bucket of that rate, a burst of three).
-public sealed class LoginThrottle(AuthOptions options, ILoginFailures failures, TimeProvider time) : IDisposable
+public sealed class LoginThrottle(IOptions<AuthOptions> options, ILoginFailures failures, TimeProvider time) : IDisposable
 {
-    private readonly PartitionedRateLimiter<string> _attempts = Windows(options.LoginAttemptsPerMinutePerIp, TimeSpan.FromMinutes(1));
-    private readonly PartitionedRateLimiter<string> _refreshesPerIp = Windows(options.RefreshesPerMinutePerIp, TimeSpan.FromMinutes(1));
+    private readonly PartitionedRateLimiter<string> _attempts = Windows(options.Value.LoginAttemptsPerMinutePerIp, TimeSpan.FromMinutes(1));
+    private readonly PartitionedRateLimiter<string> _refreshesPerIp = Windows(options.Value.RefreshesPerMinutePerIp, TimeSpan.FromMinutes(1));
     // A token bucket, not a window: a window lets every login of an attacker spend its whole minute at once, and those
     // writes arriving together are what holds the ledger's writer back (bench/attack.sh). Auth:RefreshBurstPerLogin (3)
     // at once at most, then the steady rate.
     private readonly PartitionedRateLimiter<string> _refreshesPerLogin = PartitionedRateLimiter.Create<string, string>(key =>
         RateLimitPartition.GetTokenBucketLimiter(key, _ => new TokenBucketRateLimiterOptions
         {
-            TokenLimit = options.RefreshBurstPerLogin,
+            TokenLimit = options.Value.RefreshBurstPerLogin,
             TokensPerPeriod = 1,
-            ReplenishmentPeriod = TimeSpan.FromMinutes(1) / RefreshesPerLogin(options),
+            ReplenishmentPeriod = TimeSpan.FromMinutes(1) / RefreshesPerLogin(options.Value),
             QueueLimit = 0,
             AutoReplenishment = false,
         }));
     private readonly PartitionedRateLimiter<string> _slowed = PartitionedRateLimiter.Create<string, string>(key =>
         RateLimitPartition.GetTokenBucketLimiter(key, _ => new TokenBucketRateLimiterOptions
         {
-            TokenLimit = options.SlowedLoginsPerSecond,
-            TokensPerPeriod = options.SlowedLoginsPerSecond,
+            TokenLimit = options.Value.SlowedLoginsPerSecond,
+            TokensPerPeriod = options.Value.SlowedLoginsPerSecond,
             ReplenishmentPeriod = TimeSpan.FromSeconds(1),
             QueueLimit = 0,
             AutoReplenishment = false,
@@ -77,8 +78,8 @@ public sealed class LoginThrottle(AuthOptions options, ILoginFailures failures, 
     public TimeSpan? CheckAttempt(string address) => WaitOf(_attempts.AttemptAcquire(address));
 
     private (string, int)[] Keys(string username, string address) =>
-        [(PairKey(username, address), options.FailedLoginsPerUsername), (AddressKey(address), options.FailedLoginsPerAddress),
-         (UsernameKey(username), options.FailedLoginsPerUsernameEverywhere)];
+        [(PairKey(username, address), options.Value.FailedLoginsPerUsername), (AddressKey(address), options.Value.FailedLoginsPerAddress),
+         (UsernameKey(username), options.Value.FailedLoginsPerUsernameEverywhere)];
 
     /// Whether this address may try a password for this username now (null), or how long it must wait.
     public async ValueTask<TimeSpan?> CheckAsync(string username, string address)
@@ -90,11 +91,11 @@ public sealed class LoginThrottle(AuthOptions options, ILoginFailures failures, 
         for (int i = 0; i < 2; i++)
             if (counts[i] is { } c)
             {
-                var left = c.LastFailedAt + Hold(c.Failures, keys[i].Item2, options.FailedLoginWindow) - now;
+                var left = c.LastFailedAt + Hold(c.Failures, keys[i].Item2, options.Value.FailedLoginWindow) - now;
                 if (left > wait) wait = left;
             }
         if (wait > TimeSpan.Zero) return wait;
-        if (counts[2] is { } everywhere && everywhere.Failures >= options.FailedLoginsPerUsernameEverywhere
+        if (counts[2] is { } everywhere && everywhere.Failures >= options.Value.FailedLoginsPerUsernameEverywhere
             && !_known.ContainsKey(PairKey(username, address)))
             return WaitOf(_slowed.AttemptAcquire(username));
         return null;
@@ -103,7 +104,7 @@ public sealed class LoginThrottle(AuthOptions options, ILoginFailures failures, 
     public ValueTask FailedAsync(string username, string address) => failures.FailedAsync(Keys(username, address));
 
     /// A name that cannot exist (not a username's normal form): counted against the address alone.
-    public ValueTask FailedAsync(string address) => failures.FailedAsync([(AddressKey(address), options.FailedLoginsPerAddress)]);
+    public ValueTask FailedAsync(string address) => failures.FailedAsync([(AddressKey(address), options.Value.FailedLoginsPerAddress)]);
 
     public async ValueTask SucceededAsync(string username, string address)
     {

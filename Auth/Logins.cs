@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Options;
 using System.Security.Cryptography;
 using System.Text;
 using Balance.Postings;
@@ -10,7 +11,7 @@ namespace Balance.Auth;
 public sealed record TokenPair(string AccessToken, string RefreshToken, string TokenType, int ExpiresIn, Guid UserId, string Role);
 
 // Logins, refresh-token rotation with reuse detection, logout.
-public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, LoginThrottle throttle, AuthOptions options, TimeProvider time, ILogger<Logins> log)
+public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, LoginThrottle throttle, IOptions<AuthOptions> options, TimeProvider time, ILogger<Logins> log)
 {
     // PostgreSQL: the user's row is locked shared by a login and exclusively by what ends a user's logins (disable,
     // password change, end all): a login that checked the password just before either cannot slip a live session in
@@ -27,7 +28,7 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, Login
     {
         string sessionId = Guid.NewGuid().ToString("N");
         string refresh = NewRefreshToken();
-        DateTime now = time.GetUtcNow().UtcDateTime, ends = now + options.SessionLifetime;
+        DateTime now = time.GetUtcNow().UtcDateTime, ends = now + options.Value.SessionLifetime;
         var access = tokens.CreateAccessToken(user.Id, user.Role, sessionId, ends);
         await using var connection = await db.OpenAsync();
         await using var tx = await connection.BeginTransactionAsync();
@@ -37,7 +38,7 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, Login
         await connection.ExecuteAsync(
             "INSERT INTO sessions (id, user_id, created_at, expires_at, access_expires_at) VALUES (@sessionId, @userId, @now, @ends, @accessExpires)",
             new { sessionId, userId = user.Id, now = Timestamps.Format(now), ends = Timestamps.Format(ends), accessExpires = Timestamps.Format(access.ExpiresAt.UtcDateTime) }, tx);
-        await InsertRefreshAsync(connection, tx, refresh, sessionId, Min(now + options.RefreshTokenLifetime, ends));
+        await InsertRefreshAsync(connection, tx, refresh, sessionId, Min(now + options.Value.RefreshTokenLifetime, ends));
         await tx.CommitAsync();
         log.LogInformation("Login {UserId} started session {SessionId}", user.Id, sessionId);
         return Pair(user.Id, user.Role, access, refresh, now);
@@ -73,7 +74,7 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, Login
         bool spent = seen.UsedAt is not null;
         if (!spent && (Parse(seen.ExpiresAt) <= now || Parse(seen.SessionEnds) <= now)) return (RefreshOutcome.Expired, null, null);
         // A spent token outside its grace ends the login whatever the rate; anything that may rotate is counted.
-        bool mayRotate = !spent || (seen.ReplacedBy is not null && seen.SuccessorUsedAt is null && now - Parse(seen.UsedAt!) <= options.RefreshReuseGrace);
+        bool mayRotate = !spent || (seen.ReplacedBy is not null && seen.SuccessorUsedAt is null && now - Parse(seen.UsedAt!) <= options.Value.RefreshReuseGrace);
         if (mayRotate && throttle.CheckRefreshOfLogin(seen.SessionId) is { } wait) return (RefreshOutcome.Limited, null, wait);
 
         await using var tx = await connection.BeginTransactionAsync(); // one winner per token: SQLite's BEGIN IMMEDIATE, or the row lock
@@ -83,7 +84,7 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, Login
         if (row.RevokedAt is not null || row.DisabledAt is not null) return (RefreshOutcome.Revoked, null, null);
         if (row.UsedAt is not null)
         {
-            bool answerLost = row.ReplacedBy is not null && row.SuccessorUsedAt is null && now - Parse(row.UsedAt) <= options.RefreshReuseGrace;
+            bool answerLost = row.ReplacedBy is not null && row.SuccessorUsedAt is null && now - Parse(row.UsedAt) <= options.Value.RefreshReuseGrace;
             // A lost answer's unseen successor is spent, so that, presented later, it counts as reuse. Spent only if still
             // unused: on PostgreSQL another node may be rotating that successor right now (only this token is locked),
             // and then two live pairs would fork the login; that race is reuse too.
@@ -108,7 +109,7 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, Login
             new { now = Timestamps.Format(now), next = Hash(next), hash }, tx);
         await connection.ExecuteAsync("UPDATE sessions SET access_expires_at = @accessExpires WHERE id = @id",
             new { accessExpires = Timestamps.Format(access.ExpiresAt.UtcDateTime), id = row.SessionId }, tx);
-        await InsertRefreshAsync(connection, tx, next, row.SessionId, Min(now + options.RefreshTokenLifetime, ends));
+        await InsertRefreshAsync(connection, tx, next, row.SessionId, Min(now + options.Value.RefreshTokenLifetime, ends));
         await tx.CommitAsync();
         return (RefreshOutcome.Ok, Pair(row.UserId, row.Role, access, next, now), null);
     }

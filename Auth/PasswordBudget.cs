@@ -1,9 +1,10 @@
+using Microsoft.Extensions.Options;
 using System.Collections.Concurrent;
 
 namespace Balance.Auth;
 
 // The service-wide password-hash budget. A PBKDF2 check is ~45 ms of one core: run on request threads without a
-// bound, a login flood took every core and stalled the ledger's writer (issue 19: 1 posting/s, 27 s stalled). Here
+// bound, a login flood takes every core and stalls the ledger's writer (BENCHMARKS.md, "Auth under hostile load"). Here
 // hashes run only on Auth:PasswordHashConcurrency threads of their own, never on the thread pool that serves postings,
 // with at most Auth:PasswordHashQueue waiting; a hash past that is refused at once (the caller answers 503 +
 // Retry-After) instead of queueing behind thousands. A waiting login is bounded by (queue / threads) hashes.
@@ -13,7 +14,7 @@ public sealed class PasswordBudget : IDisposable
     private readonly Thread[] _threads;
     private long _refused, _done;
 
-    public PasswordBudget(AuthOptions options) : this(options.PasswordHashConcurrency, options.PasswordHashQueue) { }
+    public PasswordBudget(IOptions<AuthOptions> options) : this(options.Value.PasswordHashConcurrency, options.Value.PasswordHashQueue) { }
 
     public PasswordBudget(int concurrency, int queue)
     {

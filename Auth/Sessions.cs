@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Options;
 using System.Collections.Concurrent;
 using System.Threading.Channels;
 using Balance.Postings;
@@ -11,7 +12,7 @@ namespace Balance.Auth;
 // one ended on another node comes in through the change feed, which marks it here and hands it to the hub itself
 // (IChangeFeed.EndedLogins). An ended login is remembered only while one of its access tokens could still pass
 // validation; then Forget (the housekeeping job) drops it.
-public sealed class Sessions(IDatabase db, AuthOptions options, TimeProvider time, IEnumerable<IDoorbell> doorbells)
+public sealed class Sessions(IDatabase db, IOptions<AuthOptions> options, TimeProvider time, IEnumerable<IDoorbell> doorbells)
 {
     // Ended login → when its last access token stops passing validation (expiry plus the clock skew).
     private readonly ConcurrentDictionary<string, DateTimeOffset> _revoked = new(StringComparer.Ordinal);
@@ -42,9 +43,9 @@ public sealed class Sessions(IDatabase db, AuthOptions options, TimeProvider tim
         await using var connection = await db.OpenAsync();
         foreach (var (id, accessExpires) in await connection.QueryAsync<(string, string)>(
                      "SELECT id, access_expires_at FROM sessions WHERE revoked_at IS NOT NULL AND access_expires_at > @cutoff",
-                     new { cutoff = Timestamps.Format((time.GetUtcNow() - options.ClockSkew).UtcDateTime) }))
+                     new { cutoff = Timestamps.Format((time.GetUtcNow() - options.Value.ClockSkew).UtcDateTime) }))
             _revoked.TryAdd(id, new DateTimeOffset(DateTime.Parse(accessExpires, System.Globalization.CultureInfo.InvariantCulture,
-                System.Globalization.DateTimeStyles.AdjustToUniversal | System.Globalization.DateTimeStyles.AssumeUniversal)) + options.ClockSkew);
+                System.Globalization.DateTimeStyles.AdjustToUniversal | System.Globalization.DateTimeStyles.AssumeUniversal)) + options.Value.ClockSkew);
     }
 
     /// Ends the session's tokens on this node. `here` (the default): this node ended it, so it goes out on EndedHere
@@ -53,7 +54,7 @@ public sealed class Sessions(IDatabase db, AuthOptions options, TimeProvider tim
     public bool MarkRevoked(string sessionId, bool here = true)
     {
         // Every access token of the login was issued by now, so none outlives now + its lifetime (+ the skew).
-        if (!_revoked.TryAdd(sessionId, time.GetUtcNow() + options.AccessTokenLifetime + options.ClockSkew)) return false;
+        if (!_revoked.TryAdd(sessionId, time.GetUtcNow() + options.Value.AccessTokenLifetime + options.Value.ClockSkew)) return false;
         // Pairs with the socket's exchange of its session: either the socket's check sees this login ended, or the hub
         // (which reads the id only after this point) sees the socket's session and closes it.
         Interlocked.MemoryBarrier();

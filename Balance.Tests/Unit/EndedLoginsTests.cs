@@ -19,7 +19,7 @@ public sealed class EndedLoginsTests
     private readonly Sessions _sessions;
 
     // MarkRevoked and EndedHere never touch the database (only LoadAsync does).
-    public EndedLoginsTests() => _sessions = new Sessions(null!, new AuthOptions(), new FakeTimeProvider(DateTimeOffset.UtcNow), [_doorbell]);
+    public EndedLoginsTests() => _sessions = new Sessions(null!, Microsoft.Extensions.Options.Options.Create(new AuthOptions()), new FakeTimeProvider(DateTimeOffset.UtcNow), [_doorbell]);
 
     private List<string> Drain()
     {
@@ -51,7 +51,7 @@ public sealed class EndedLoginsTests
     [Fact]
     public void WithoutADoorbellALoginEndedHereStillGoesOut()
     {
-        var sessions = new Sessions(null!, new AuthOptions(), TimeProvider.System, []); // SQLite: no other nodes
+        var sessions = new Sessions(null!, Microsoft.Extensions.Options.Options.Create(new AuthOptions()), TimeProvider.System, []); // SQLite: no other nodes
         Assert.True(sessions.MarkRevoked("s3"));
         Assert.True(sessions.EndedHere.TryRead(out var id));
         Assert.Equal("s3", id);

@@ -46,9 +46,9 @@ public sealed class ChangeFeed : BackgroundService, IChangeFeed
     /// its cursor has not passed has waited (behind a long transaction), whichever is longer.
     public double LagSeconds => Math.Max(_time.GetElapsedTime(Volatile.Read(ref _caughtUp)).TotalSeconds, Volatile.Read(ref _waiting));
 
-    public ChangeFeed(PostgresDatabase db, Sessions sessions, AuthOptions auth, IOptions<NodeOptions> node, TimeProvider time, ILogger<ChangeFeed> log)
+    public ChangeFeed(PostgresDatabase db, Sessions sessions, IOptions<AuthOptions> auth, IOptions<NodeOptions> node, TimeProvider time, ILogger<ChangeFeed> log)
     {
-        (_sessions, _auth, _time, _log) = (sessions, auth, time, log);
+        (_sessions, _auth, _time, _log) = (sessions, auth.Value, time, log);
         // Its own connection, outside the pool: a LISTEN must not go back to the pool, and an operator finds it by name.
         _connectionString = new NpgsqlConnectionStringBuilder(db.ConnectionString) { Pooling = false, ApplicationName = $"balance feed {node.Value.NodeId}", KeepAlive = 10 }.ConnectionString;
         _caughtUp = time.GetTimestamp();

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Options;
 using Balance.Auth;
 using Dapper;
 
@@ -7,7 +8,7 @@ namespace Balance.Storage.Postgres;
 // address, a username). login_failures keeps, per key, the count and the time of the last failure
 // (window_started_at: the column's old name); a count is forgotten after LoginThrottle.ForgetAfter, computed here
 // in SQL. Forgotten rows are deleted now and then by the node that next fails.
-public sealed class PostgresLoginFailures(PostgresDatabase db, AuthOptions options, TimeProvider time) : ILoginFailures
+public sealed class PostgresLoginFailures(PostgresDatabase db, IOptions<AuthOptions> options, TimeProvider time) : ILoginFailures
 {
     private long _writes;
 
@@ -23,7 +24,7 @@ public sealed class PostgresLoginFailures(PostgresDatabase db, AuthOptions optio
             if (rows.TryGetValue(keys[i].Key, out var r))
             {
                 var last = new DateTimeOffset(DateTime.SpecifyKind(r.Last, DateTimeKind.Utc));
-                if (now - last <= LoginThrottle.ForgetAfter(r.Failures, keys[i].Limit, options.FailedLoginWindow))
+                if (now - last <= LoginThrottle.ForgetAfter(r.Failures, keys[i].Limit, options.Value.FailedLoginWindow))
                     found[i] = new FailureCount(r.Failures, last);
             }
         return found;
@@ -40,9 +41,9 @@ public sealed class PostgresLoginFailures(PostgresDatabase db, AuthOptions optio
                 failures = CASE WHEN f.window_started_at < @now - @window * power(2, least(6, greatest(0, f.failures - @Limit + 1)))
                                 THEN 1 ELSE f.failures + 1 END,
                 window_started_at = @now
-            """, keys.Select(k => new { k.Key, k.Limit, now, window = options.FailedLoginWindow }));
+            """, keys.Select(k => new { k.Key, k.Limit, now, window = options.Value.FailedLoginWindow }));
         if (Interlocked.Increment(ref _writes) % 1_000 == 0)
-            await c.ExecuteAsync("DELETE FROM login_failures WHERE window_started_at < @oldest", new { oldest = now - options.FailedLoginWindow * 64 });
+            await c.ExecuteAsync("DELETE FROM login_failures WHERE window_started_at < @oldest", new { oldest = now - options.Value.FailedLoginWindow * 64 });
     }
 
     public async ValueTask ClearAsync(string key)
