@@ -39,17 +39,14 @@ public sealed class OpsMonitor : BackgroundService
     private long _batchCount, _batchSum, _batchMax;
     private readonly Queue<OpsSample> _series = new();
     private readonly Lock _gate = new();
-    private readonly IDatabase _db;
     private readonly TimeProvider _time;
     private readonly DateTimeOffset _started;
-    private int _pageSize = 4096;
 
     public string NodeId { get; }
 
-    public OpsMonitor(IOptions<NodeOptions> node, IDatabase db, IMeterFactory meters, BalanceMetrics metrics, TimeProvider time)
+    public OpsMonitor(IOptions<NodeOptions> node, IMeterFactory meters, BalanceMetrics metrics, TimeProvider time)
     {
         _ = metrics; // its instruments are what this listens to: created first
-        _db = db;
         _time = time;
         _started = time.GetUtcNow();
         NodeId = node.Value.NodeId;
@@ -92,16 +89,6 @@ public sealed class OpsMonitor : BackgroundService
 
     protected override async Task ExecuteAsync(CancellationToken ct)
     {
-        try
-        {
-            if (_db is SqliteDatabase sqlite)
-            {
-                await using var connection = await sqlite.OpenAsync(ct);
-                _pageSize = await connection.ExecuteScalarAsync<int>("PRAGMA page_size");
-            }
-        }
-        catch (Exception e) when (e is not OperationCanceledException) { /* the page shows pages then, with the default size */ }
-
         using var timer = new PeriodicTimer(Interval, _time);
         var last = Read();
         var previous = _pushDelay.Snapshot();
@@ -122,7 +109,7 @@ public sealed class OpsMonitor : BackgroundService
                 BatchSizeMean: batches > 0 ? Math.Round((now.BatchSum - last.BatchSum) / (double)batches, 1) : null,
                 BatchSizeMax: (int)Interlocked.Exchange(ref _batchMax, 0),
                 WalPages: (long)now.Get("balance.wal.pages"),
-                WalFileBytes: WalFileBytes(),
+                WalFileBytes: (long)now.Get("balance.wal.file_bytes"), // 0 on PostgreSQL: its WAL is the server's, not a file of this node
                 Closes: now.Closes - last.Closes);
             lock (_gate)
             {
@@ -132,13 +119,6 @@ public sealed class OpsMonitor : BackgroundService
             last = now;
             previous = buckets;
         } while (await timer.WaitForNextTickAsync(ct).ConfigureAwait(false));
-    }
-
-    private long WalFileBytes()
-    {
-        if (_db is not SqliteDatabase sqlite) return 0; // PostgreSQL's WAL is the server's, not a file of this node
-        try { return new FileInfo(sqlite.FilePath + "-wal") is { Exists: true } wal ? wal.Length : 0; }
-        catch (IOException) { return 0; }
     }
 
     private readonly record struct Reading(long Ticks, Dictionary<string, double> Values, long Batches, long BatchSum, long Closes)
@@ -163,7 +143,8 @@ public sealed class OpsMonitor : BackgroundService
         var closes = _closes.ToDictionary(c => c.Key.ToString(CultureInfo.InvariantCulture), c => c.Value);
         return new OpsNode(NodeId, _started.ToString("O", CultureInfo.InvariantCulture), Math.Round((_time.GetUtcNow() - _started).TotalSeconds, 1), current,
             (long)observed.Get("balance.ledger.commits"), (long)observed.Get("balance.messages.sent"), (long)observed.Get("balance.messages.coalesced"),
-            (long)observed.Get("balance.messages.dropped"), _closes.GetValueOrDefault(CloseCodes.SlowConsumer), closes, _pageSize, series);
+            (long)observed.Get("balance.messages.dropped"), _closes.GetValueOrDefault(CloseCodes.SlowConsumer), closes,
+            observed.Get("balance.wal.page_size") is > 0 and var pageSize ? (int)pageSize : 4096, series); // the engine's, from its instruments
     }
 
     public override void Dispose()

@@ -3,7 +3,7 @@ using System.Diagnostics.Metrics;
 namespace Balance.Storage.Sqlite;
 
 // What SQLite says of the writer's connection, read on the running service: the durability promise rests on it.
-internal sealed class SqliteInstruments(SqliteLedgerStore store, Checkpointer checkpoints) : IStorageInstruments
+internal sealed class SqliteInstruments(SqliteDatabase db, SqliteLedgerStore store, Checkpointer checkpoints) : IStorageInstruments
 {
     public void Create(Meter meter)
     {
@@ -13,5 +13,27 @@ internal sealed class SqliteInstruments(SqliteLedgerStore store, Checkpointer ch
             "1 when the ledger writer's connection runs in WAL journal mode, 0 when not (-1 before its first commit).");
         meter.CreateObservableGauge("balance.wal.pages", () => checkpoints.WalPages, "{page}",
             $"Frames in SQLite's WAL at the last background checkpoint; it restarts near {Checkpointer.BackstopPages}. Growing without bound means checkpoints fall behind.");
+        meter.CreateObservableGauge("balance.wal.file_bytes", WalFileBytes, "By", "Size of SQLite's WAL file (-wal) on disk.");
+        meter.CreateObservableGauge("balance.wal.page_size", PageSize, "By", "SQLite's page size: a WAL frame holds one page.");
+    }
+
+    private long WalFileBytes()
+    {
+        try { return new FileInfo(db.FilePath + "-wal") is { Exists: true } wal ? wal.Length : 0; }
+        catch (IOException) { return 0; }
+    }
+
+    private long _pageSize;
+    private long PageSize()
+    {
+        if (Volatile.Read(ref _pageSize) is > 0 and var known) return known;
+        try
+        {
+            using var connection = db.OpenAsync().GetAwaiter().GetResult();
+            using var command = connection.CreateCommand();
+            command.CommandText = "PRAGMA page_size";
+            return Volatile.Read(ref _pageSize) is > 0 and var raced ? raced : _pageSize = (long)command.ExecuteScalar()!;
+        }
+        catch (Microsoft.Data.Sqlite.SqliteException) { return 0; } // asked again at the next reading
     }
 }
