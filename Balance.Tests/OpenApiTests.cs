@@ -70,7 +70,7 @@ public sealed class OpenApiTests(ITestOutputHelper output)
             .Select(t => (t.GetProperty("type").GetString(), t.GetProperty("balance").GetString())));
     }
 
-    // The complaints, one by one: no bearer scheme, a 200 POST /api/transactions never gives, and none of its problems.
+    // The document's promises, one by one: the bearer scheme, only the statuses each route gives (a POST /api/transactions never gives 200), and every problem.
     [Fact]
     public async Task TheDocumentDeclaresBearerAndRolesAndExactlyTheResponsesEachRouteGives()
     {

@@ -13,8 +13,8 @@ public class RestTests
     protected virtual Store Store => Store.Sqlite;
 
     // A token signed with this deployment's key whose operator is not in this database (the key shared with another
-    // deployment, a database restored from before the account): its postings are refused and write nothing. (Before,
-    // SQLite's foreign key answered 409 "conflict", and PostgreSQL without the key took the posting.)
+    // deployment, a database restored from before the account): its postings are refused 403 on both engines and write
+    // nothing — neither a foreign key's 409 "conflict" nor a posting taken.
     [Fact]
     public async Task AnOperatorTokenWhoseUserIsNotInThisDatabaseIsRefused403AndWritesNothing()
     {
@@ -143,7 +143,7 @@ public class RestTests
             Assert.Equal(HttpStatusCode.Unauthorized, unknown.StatusCode);
             Assert.Equal("invalid_refresh_token", (await Json(unknown)).GetProperty("code").GetString());
         }
-        // Missing altogether: a malformed request, as the OpenAPI document says (issue 19 §2).
+        // Missing altogether: a malformed request, as the OpenAPI document says.
         var missing = await http.PostAsJsonAsync("/api/auth/refresh", new { });
         Assert.Equal(HttpStatusCode.BadRequest, missing.StatusCode);
         Assert.Equal("validation_failed", (await Json(missing)).GetProperty("code").GetString());

@@ -486,7 +486,7 @@ public class SecurityTests
         Assert.True(leaks.Count == 0, string.Join("\n", leaks.Take(10)));
     }
 
-    // ---- issue 19 §6: refused origins and control frames ----
+    // ---- refused origins and control frames ----
 
     [Fact]
     public async Task AFloodOfUpgradesWithARefusedOriginSpendsTheAddressAllowanceAndIsLoggedTruncatedAndSampled()

@@ -340,8 +340,8 @@ public sealed class SocketTests
 
     private static StringContent JsonContent(object body) => new(JsonSerializer.Serialize(body), System.Text.Encoding.UTF8, "application/json");
 
-    // Every frame and close the socket can send, byte for byte, as recorded from the service before its socket code was
-    // split by concern (issue 22 §1): the split must not change one byte on the wire. balance.v2 (error frames
+    // Every frame and close the socket can send, byte for byte, as recorded from the service: moving the socket code
+    // between files must not change one byte on the wire. balance.v2 (error frames
     // before the close) and the guide protocol (the close alone); the ids and times of this run are put in after.
     [Fact]
     public async Task EveryCloseCodeReasonAndFrameOnTheWireIsByteIdentical()

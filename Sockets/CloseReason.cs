@@ -20,7 +20,7 @@ public sealed record CloseReason(int Code, string? ErrorCode, string? Message)
     public static readonly CloseReason SlowConsumer = new(CloseCodes.SlowConsumer, null, null);
     public static CloseReason TooManySockets(int max) => new(CloseCodes.TooManyConnections, "too_many_connections", $"At most {max} sockets per player.");
     public static CloseReason ReconnectingTooFast(TimeSpan wait) =>
-        new(CloseCodes.TooManyConnections, "too_many_connections", $"Reconnecting too fast; try again in {SocketAdmission.Seconds(wait)} s.");
+        new(CloseCodes.TooManyConnections, "too_many_connections", $"Reconnecting too fast; try again in {Balance.Api.RetryAfter.Seconds(wait)} s.");
 
     public static readonly CloseReason NotJson = new(CloseCodes.BadRequest, "bad_request", "Messages must be JSON objects such as {\"type\":\"auth\",\"access_token\":\"...\"}.");
     public static readonly CloseReason Binary = new(CloseCodes.BadRequest, "bad_request", "Binary frames are not accepted; send JSON text.");

@@ -49,9 +49,6 @@ public sealed class SocketAdmission : IDisposable
         return lease.TryGetMetadata(MetadataName.RetryAfter, out var wait) && wait > TimeSpan.Zero ? wait : TimeSpan.FromSeconds(1);
     }
 
-    /// A wait as the whole seconds a client is told (Retry-After, the 4004 message): rounded up, at least one.
-    public static int Seconds(TimeSpan wait) => Math.Max(1, (int)Math.Ceiling(wait.TotalSeconds));
-
     /// Counts a socket not yet authenticated from this address; false (and nothing counted) past the cap.
     public bool TryHoldUnauthenticated(string ip)
     {

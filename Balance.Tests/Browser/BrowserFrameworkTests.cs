@@ -52,7 +52,7 @@ public sealed class BrowserFrameworkTests(ChromiumFixture chromium, ITestOutputH
         await TextAsync(page, "#c .connected", "no");
     }
 
-    // A player whose only wallet is EUR: the server's snapshot still has USD at zero, and the hook used to show that.
+    // A player whose only wallet is EUR: the server's snapshot still has USD at zero, which the hook must not show as the balance.
     [Theory]
     [InlineData("react")]
     [InlineData("vue")]

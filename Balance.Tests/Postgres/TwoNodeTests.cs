@@ -204,7 +204,7 @@ public sealed class TwoNodeTests(TwoNodeTests.SharedNodes shared) : IClassFixtur
         await AssertNoDeadlockAsync(nodes);
     }
 
-    // Issue 19 §6: the README promises that postings raced on two nodes never deadlock, but the race above touches four
+    // The README promises that postings raced on two nodes never deadlock, but the race above touches four
     // wallets in small batches, and the suite passed with the wallets locked in a random order. Two writers alone rarely
     // take their locks at the same instant (each node's next batch starts a round trip after its last commit, by when
     // the other node's waiting batch has long taken the rest of its locks), so the race here is made real: 45 shared

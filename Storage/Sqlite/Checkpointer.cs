@@ -11,15 +11,13 @@ namespace Balance.Storage.Sqlite;
 // checkpoint does — cheaply, because by then this loop has already copied nearly every page.
 public sealed class Checkpointer(SqliteDatabase db, ILogger<Checkpointer> log) : BackgroundService
 {
-    // 64 MiB of WAL with 4 KiB pages. The ledger alone (64 concurrent posters, this repo's 2-core box) did
-    // ~5,700-6,300 postings/s with 4,000 pages and ~6,500-7,400 with 16,000: the writer runs its own
-    // checkpoint (inside a commit) four times less often. Much larger was slower again: the WAL then rarely
-    // restarts and keeps growing, and appending to a growing file costs more per fsync than overwriting.
+    // 64 MiB of WAL with 4 KiB pages: large enough that the writer runs its own checkpoint (inside a commit) rarely,
+    // small enough that the WAL still restarts; a WAL that keeps growing costs more per fsync than one overwritten
+    // (measured in BENCHMARKS.md).
     public const int BackstopPages = 16_000;
-    // Once a second (it was every 50 ms): each run copies the newest version of every page the WAL holds, and with the
-    // ledger as a log most of those are the few tail pages each batch rewrites, so a checkpoint every 50 ms copied the
-    // same pages twenty times a second. Ledger probe, 1 M rows, 10,000 players (bench/ledger.sh, BENCHMARKS.md): 3.2 KiB
-    // written per posting with 50 ms, 1.6 with no background checkpoint at all; the WAL itself is ~1 KiB per posting.
+    // Once a second: each run copies the newest version of every page the WAL holds, and with the ledger as a log most
+    // of those are the few tail pages each batch rewrites; run more often, it copies the same pages again and again
+    // (bytes written per posting by interval: BENCHMARKS.md, "The ledger as a log").
     private static readonly TimeSpan Every = TimeSpan.FromSeconds(1);
 
     // Frames in the WAL at the last background checkpoint (-1 before the first): should stay near or below

@@ -7,7 +7,7 @@ using Microsoft.Data.Sqlite;
 
 namespace Balance.Storage.Sqlite;
 
-// What the ledger's SQLite indexes used to hold, in the single writer's memory: every wallet (its newest ledger row),
+// What would otherwise be SQLite indexes, in the single writer's memory: every wallet (its newest ledger row),
 // each player's newest row (the head of their history chain), the Idempotency-Keys of the window (as keyed 64-bit
 // hashes pointing at ledger rows), and the highest seq. Built from the ledger at start (wallet_checkpoint is where
 // the replay starts, never trusted past the ledger) and moved only by a batch that has committed.
