@@ -13,6 +13,12 @@ internal static class LedgerReads
         version, request_hash AS requesthash, reference, reverses, created_at AS createdat
         """;
 
+    /// One ledger row selected with RowColumns, first, in that order (both engines: SQLite's TEXT ids and
+    /// PostgreSQL's uuid read alike with GetGuid).
+    public static LedgerEntry Entry(DbDataReader r) =>
+        new(r.GetString(0), r.GetGuid(1), r.GetString(2), r.GetInt64(3), r.GetString(4), r.GetInt64(5), r.GetInt64(6), r.GetString(7),
+            r.IsDBNull(8) ? null : r.GetString(8), r.IsDBNull(9) ? null : r.GetString(9), r.GetString(10));
+
     /// Every wallet of the player, newest balance each, by currency in ordinal order; the default currency at 0 when the
     /// player has no wallet in it yet.
     public static async Task<IReadOnlyList<BalanceChange>> WalletsAsync(DbConnection c, Guid userId, CancellationToken ct)

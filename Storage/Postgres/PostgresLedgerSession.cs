@@ -16,7 +16,6 @@ namespace Balance.Storage.Postgres;
 // hits one is refused whole and the writer runs it again once, when it reads what the other node committed.
 internal sealed class PostgresLedgerSession(NpgsqlConnection connection, Doorbell doorbell, TimeProvider time) : ILedgerSession
 {
-    private const string Row = "transaction_id, user_id, type, amount, currency, balance_after, version, request_hash, reference, reverses, created_at";
 
     private sealed class Wallet(long balance, long version)
     {
@@ -58,10 +57,10 @@ internal sealed class PostgresLedgerSession(NpgsqlConnection connection, Doorbel
 
         using (var batch = new NpgsqlBatch(connection, _tx))
         {
-            batch.BatchCommands.Add(Command($"SELECT {Row} FROM ledger WHERE transaction_id = ANY($1)", P(bets.ToArray())));
+            batch.BatchCommands.Add(Command($"SELECT {LedgerReads.RowColumns} FROM ledger WHERE transaction_id = ANY($1)", P(bets.ToArray())));
             batch.BatchCommands.Add(Command("SELECT id, role FROM users WHERE id = ANY($1)", P(users.ToArray())));
             using var r = batch.ExecuteReader();
-            while (r.Read()) { var bet = Entry(r); _byId[bet.TransactionId] = bet; }
+            while (r.Read()) { var bet = LedgerReads.Entry(r); _byId[bet.TransactionId] = bet; }
             r.NextResult();
             while (r.Read()) _roles[r.GetGuid(0)] = r.GetString(1);
         }
@@ -88,14 +87,14 @@ internal sealed class PostgresLedgerSession(NpgsqlConnection connection, Doorbel
                 WHERE (user_id, currency) IN (SELECT * FROM unnest($1, $2))
                 ORDER BY user_id, currency FOR UPDATE
                 """, P(wUsers), P(wCurrencies)));
-            batch.BatchCommands.Add(Command($"SELECT {Row}, posted_by, idempotency_key FROM ledger WHERE (posted_by, idempotency_key) IN (SELECT * FROM unnest($1, $2))", P(posters), P(keys)));
+            batch.BatchCommands.Add(Command($"SELECT {LedgerReads.RowColumns}, posted_by, idempotency_key FROM ledger WHERE (posted_by, idempotency_key) IN (SELECT * FROM unnest($1, $2))", P(posters), P(keys)));
             batch.BatchCommands.Add(Command("SELECT reverses FROM ledger WHERE reverses = ANY($1)", P(bets.ToArray())));
             using var r = batch.ExecuteReader();
             while (r.Read()) { }
             r.NextResult();
             while (r.Read()) _wallets[(r.GetGuid(0), r.GetString(1))] = new Wallet(r.GetInt64(2), r.GetInt64(3));
             r.NextResult();
-            while (r.Read()) _byKey[(r.GetGuid(11), r.GetString(12))] = Entry(r);
+            while (r.Read()) _byKey[(r.GetGuid(11), r.GetString(12))] = LedgerReads.Entry(r);
             r.NextResult();
             while (r.Read()) _reversed.Add(r.GetString(0));
         }
@@ -218,9 +217,6 @@ internal sealed class PostgresLedgerSession(NpgsqlConnection connection, Doorbel
 
     private static NpgsqlParameter P(object value) => new() { Value = value };
 
-    private static LedgerEntry Entry(NpgsqlDataReader r) =>
-        new(r.GetString(0), r.GetGuid(1), r.GetString(2), r.GetInt64(3), r.GetString(4), r.GetInt64(5), r.GetInt64(6), r.GetString(7),
-            r.IsDBNull(8) ? null : r.GetString(8), r.IsDBNull(9) ? null : r.GetString(9), r.GetString(10));
 
     public void Dispose()
     {

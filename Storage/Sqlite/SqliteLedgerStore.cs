@@ -123,7 +123,7 @@ public sealed class SqliteLedgerStore(SqliteDatabase db, IOptions<SqliteOptions>
             walk.Parameters.AddWithValue("$start", start);
             walk.Parameters.AddWithValue("$take", limit + 1);
             await using var r = await walk.ExecuteReaderAsync(ct);
-            while (await r.ReadAsync(ct)) rows.Add(SqliteLedgerSession.Entry(r));
+            while (await r.ReadAsync(ct)) rows.Add(LedgerReads.Entry(r));
         }
         string? next = rows.Count > limit ? rows[limit - 1].TransactionId : null;
         return (rows.Take(limit).Select(e => e.ToResult()).ToList(), next);
@@ -285,14 +285,11 @@ internal sealed class SqliteLedgerSession : ILedgerSession
     // (Busy, locked, full, read-only, I/O errors are the database's state: they fail the batch as before.)
     private static bool RefusesData(Exception ex) => ex is SqliteException { SqliteErrorCode: 18 or 20 or 25 } or ArgumentException;
 
-    internal static LedgerEntry Entry(System.Data.Common.DbDataReader r) =>
-        new(r.GetString(0), Guid.Parse(r.GetString(1)), r.GetString(2), r.GetInt64(3), r.GetString(4), r.GetInt64(5),
-            r.GetInt64(6), r.GetString(7), r.IsDBNull(8) ? null : r.GetString(8), r.IsDBNull(9) ? null : r.GetString(9), r.GetString(10));
 
     private LedgerEntry? Row(SqliteCommand command)
     {
         using var r = command.ExecuteReader();
-        return r.Read() ? Entry(r) : null;
+        return r.Read() ? LedgerReads.Entry(r) : null;
     }
 
     // This poster's row with this key among the window's (the state's and this batch's): the hash is of the key alone,
@@ -309,7 +306,7 @@ internal sealed class SqliteLedgerSession : ILedgerSession
         {
             using var r = With(_bySeq, seq).ExecuteReader();
             if (!r.Read() || r.GetString(11) != idempotencyKey || Guid.Parse(r.GetString(12)) != postedBy) continue; // another poster's key, or a collision
-            var entry = Entry(r);
+            var entry = LedgerReads.Entry(r);
             if (string.CompareOrdinal(entry.CreatedAt, oldest) < 0) continue;
             return entry;
         }
