@@ -288,6 +288,14 @@ public sealed class Ledger : IHostedService
         return (new PostOutcome.Committed(entry.ToResult(), Replayed: false), new BalanceChange(userId, currency, after, entry.Version, entry.TransactionId, p.Type, now));
     }
 
+    /// The wallet a posting moves if the rules let it: its own (player, currency), or for a rollback the reversed bet's;
+    /// null when it can move none (the bet is unknown or no bet, the user is unknown or no player). An engine that
+    /// locks wallets before the rules run (PostgreSQL) asks this, so it locks what Apply will move and nothing else.
+    public static (Guid UserId, string Currency)? WalletMoved(Posting p, LedgerEntry? reversed, string? userRole) =>
+        p.Type == TxTypes.Rollback
+            ? reversed is { Type: TxTypes.Bet } bet ? (bet.UserId, bet.Currency) : null
+            : userRole == Roles.Player ? (p.UserId!.Value, p.Currency!) : null;
+
     // ---- reads ----
 
     public Task<IReadOnlyList<BalanceChange>> WalletsAsync(Guid userId, CancellationToken ct = default) => _store.WalletsAsync(userId, ct);

@@ -275,4 +275,43 @@ public sealed class LedgerRulesTests : IAsyncLifetime
         Assert.Single(Published());
         Assert.True(_ledger.Changes.Completion.IsCompleted);
     }
+
+    // Ledger.WalletMoved is what PostgreSQL locks before the rules run: for every kind of posting, the wallet it names is
+    // the one Apply moves, and it names none exactly when Apply moves none.
+    [Fact]
+    public async Task WalletMovedNamesTheWalletApplyMovesAndNoneWhenItMovesNone()
+    {
+        await _ledger.StartAsync(CancellationToken.None);
+        var deposit = Committed(await _ledger.PostAsync(Post(TxTypes.Deposit, _alice, 1_000)));
+        var bet = Committed(await _ledger.PostAsync(Post(TxTypes.Bet, _alice, 300, "USD")));
+        Published();
+        var roles = new Dictionary<Guid, string> { [_alice] = Roles.Player, [_bob] = Roles.Player, [_operator] = Roles.Operator };
+        var cases = new[]
+        {
+            Post(TxTypes.Deposit, _bob, 100, "EUR"),                          // a player's own wallet, created by it
+            Post(TxTypes.Win, _alice, 100),
+            Post(TxTypes.Deposit, _operator, 100),                            // no player: none
+            Post(TxTypes.Deposit, Guid.CreateVersion7(), 100),                // no user: none
+            Post(TxTypes.Rollback, null, 0, reverses: bet.TransactionId),     // the bet's wallet
+            Post(TxTypes.Rollback, null, 0, reverses: deposit.TransactionId), // no bet: none
+            Post(TxTypes.Rollback, null, 0, reverses: Guid.CreateVersion7().ToString()), // unknown: none
+        };
+        foreach (var posting in cases)
+        {
+            var reversed = posting.Reverses is { } id ? _store.Entries.FirstOrDefault(e => e.TransactionId == id) : null;
+            var expected = Ledger.WalletMoved(posting, reversed, posting.UserId is { } u ? roles.GetValueOrDefault(u) : null);
+            var outcome = await _ledger.PostAsync(posting);
+            var moved = Published().Select(c => (c.UserId, c.Currency)).ToList();
+            if (expected is null)
+            {
+                Assert.IsNotType<PostOutcome.Committed>(outcome);
+                Assert.Empty(moved);
+            }
+            else
+            {
+                Committed(outcome);
+                Assert.Equal([expected.Value], moved);
+            }
+        }
+    }
 }

@@ -67,10 +67,9 @@ internal sealed class PostgresLedgerSession(NpgsqlConnection connection, Doorbel
 
         var touched = new HashSet<(Guid, string)>();
         foreach (var p in postings)
-        {
-            if (p.Type != TxTypes.Rollback) { if (_roles.GetValueOrDefault(p.UserId!.Value) == Auth.Roles.Player) touched.Add((p.UserId.Value, p.Currency!)); }
-            else if (_byId.TryGetValue(p.Reverses!, out var bet) && bet.Type == TxTypes.Bet) touched.Add((bet.UserId, bet.Currency));
-        }
+            if (Ledger.WalletMoved(p, p.Type == TxTypes.Rollback ? _byId.GetValueOrDefault(p.Reverses!) : null,
+                    p.Type == TxTypes.Rollback ? null : _roles.GetValueOrDefault(p.UserId!.Value)) is { } wallet)
+                touched.Add(wallet);
         var wUsers = touched.Select(t => t.Item1).ToArray();
         var wCurrencies = touched.Select(t => t.Item2).ToArray();
         string now = Timestamps.Format(time.GetUtcNow().UtcDateTime);
