@@ -22,6 +22,11 @@ public interface IDatabase
     /// already serializes writers (SQLite's BEGIN IMMEDIATE).
     string? LockRefreshToken { get; }
 
+    /// Null when the database answers a query and would take a write now; otherwise why not, in a few words (readiness,
+    /// /readyz). `writerIsCommitting`: the ledger writer committed within the last seconds, which proves the write
+    /// lock can be had. Throws a DbException or TimeoutException when the database cannot be reached at all.
+    Task<string?> WhyNotWritableAsync(bool writerIsCommitting, CancellationToken ct = default);
+
     /// Development only: a signing key generated once and kept where every node of this database finds it.
     Task<byte[]> DevelopmentSigningKeyAsync(CancellationToken ct = default);
 }

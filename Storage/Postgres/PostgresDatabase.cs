@@ -38,6 +38,17 @@ public sealed class PostgresDatabase : IDatabase, IAsyncDisposable
     public string UsernameIs => "lower(username) = lower(@username)"; // the unique index users_username
     public string? LockRefreshToken => "SELECT 1 FROM refresh_tokens WHERE token_hash = @hash FOR UPDATE";
 
+    // Writable: the server answers, is no read-only standby and does not default transactions to read-only. Many
+    // writers share the server, so a write lock is nobody's to prove.
+    public async Task<string?> WhyNotWritableAsync(bool writerIsCommitting, CancellationToken ct = default)
+    {
+        await using var connection = await OpenAsync(ct);
+        await connection.ExecuteScalarAsync<long>(new CommandDefinition("SELECT count(*) FROM users LIMIT 1", cancellationToken: ct));
+        var (recovery, readOnly) = await connection.QuerySingleAsync<(bool, string)>(new CommandDefinition(
+            "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only')", cancellationToken: ct));
+        return recovery || readOnly == "on" ? "the database is read-only" : null;
+    }
+
     public async Task<DbConnection> OpenAsync(CancellationToken ct = default) => await DataSource.OpenConnectionAsync(ct);
 
     public async Task InitializeAsync(CancellationToken ct = default)

@@ -39,6 +39,9 @@ public sealed class SqliteDatabase : IDatabase
     }
 
     public string Engine => "sqlite";
+
+    public Task<string?> WhyNotWritableAsync(bool writerIsCommitting, CancellationToken ct = default) =>
+        SqliteReadiness.WhyNotWritableAsync(this, writerIsCommitting, ct);
     public string UsernameIs => "username = @username"; // the column is COLLATE NOCASE
     public string? LockRefreshToken => null; // a write transaction is BEGIN IMMEDIATE: one writer at a time
 
