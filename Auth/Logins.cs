@@ -15,8 +15,8 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, Login
 {
     // PostgreSQL: the user's row is locked shared by a login and exclusively by what ends a user's logins (disable,
     // password change, end all): a login that checked the password just before either cannot slip a live session in
-    // after it. SQLite's BEGIN IMMEDIATE already serializes the two.
-    private string LockUser(bool exclusive) => db.Engine == "postgres" ? exclusive ? " FOR UPDATE" : " FOR SHARE" : "";
+    // after it. SQLite's BEGIN IMMEDIATE already serializes the two (its RowLock is empty).
+    private string LockUser(bool exclusive) => db.RowLock(exclusive);
 
     // Spent tokens taken for a lost answer (the refresh grace). Each is also either a flaky network or a copy of the
     // token in other hands, so it is counted and logged as a warning: a rise is worth a look.
@@ -78,7 +78,8 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, Login
         if (mayRotate && throttle.CheckRefreshOfLogin(seen.SessionId) is { } wait) return (RefreshOutcome.Limited, null, wait);
 
         await using var tx = await connection.BeginTransactionAsync(); // one winner per token: SQLite's BEGIN IMMEDIATE, or the row lock
-        if (db.LockRefreshToken is { } lockToken) await connection.ExecuteAsync(lockToken, new { hash }, tx);
+        if (db.RowLock(exclusive: true) is { Length: > 0 } rowLock)
+            await connection.ExecuteAsync($"SELECT 1 FROM refresh_tokens WHERE token_hash = @hash{rowLock}", new { hash }, tx);
         var row = await connection.QuerySingleOrDefaultAsync<TokenRecord>(TokenRow, new { hash }, tx);
         if (row is null) return (RefreshOutcome.Unknown, null, null);
         if (row.RevokedAt is not null || row.DisabledAt is not null) return (RefreshOutcome.Revoked, null, null);

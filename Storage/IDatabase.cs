@@ -7,9 +7,6 @@ namespace Balance.Storage;
 // One implementation per engine: Storage/Sqlite, Storage/Postgres.
 public interface IDatabase
 {
-    /// "sqlite" or "postgres", as the metrics and the operations page name it.
-    string Engine { get; }
-
     /// Creates the schema when missing and upgrades an older one; refuses a database made by a newer build.
     Task InitializeAsync(CancellationToken ct = default);
 
@@ -18,9 +15,10 @@ public interface IDatabase
     /// Where a username is compared (usernames are case-insensitive), as a SQL condition on @username.
     string UsernameIs { get; }
 
-    /// A statement that locks the refresh token @hash for this transaction, or null when opening the transaction
-    /// already serializes writers (SQLite's BEGIN IMMEDIATE).
-    string? LockRefreshToken { get; }
+    /// What a SELECT ends with to lock the rows it reads until its transaction ends — shared, or exclusive — so that
+    /// two writers of one row serialize: "" where opening a write transaction already serializes every writer
+    /// (SQLite's BEGIN IMMEDIATE).
+    string RowLock(bool exclusive);
 
     /// Null when the database answers a query and would take a write now; otherwise why not, in a few words (readiness,
     /// /readyz). `writerIsCommitting`: the ledger writer committed within the last seconds, which proves the write

@@ -34,9 +34,8 @@ public sealed class PostgresDatabase : IDatabase, IAsyncDisposable
         DataSource = new NpgsqlDataSourceBuilder(ConnectionString).UseLoggerFactory(loggers).Build();
     }
 
-    public string Engine => "postgres";
     public string UsernameIs => "lower(username) = lower(@username)"; // the unique index users_username
-    public string? LockRefreshToken => "SELECT 1 FROM refresh_tokens WHERE token_hash = @hash FOR UPDATE";
+    public string RowLock(bool exclusive) => exclusive ? " FOR UPDATE" : " FOR SHARE";
 
     // Writable: the server answers, is no read-only standby and does not default transactions to read-only. Many
     // writers share the server, so a write lock is nobody's to prove.
