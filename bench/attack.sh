@@ -9,6 +9,7 @@
 #   --env: a setting for the service (repeatable), e.g. --env Auth__ThrottledAnswerDelay=00:00:00
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 RUNS=3; SECONDS_PER_PHASE=15; SERVICE_DIR=$PWD; MODES=none,refresh,none,flood; SERVICE_ENV=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -24,15 +25,7 @@ PORT=${SERVICE_PORT:-18190}
 BASE="http://127.0.0.1:$PORT"
 WORK=$(mktemp -d /tmp/balance-attack.XXXXXX)
 SERVICE_PID=""
-cleanup() {
-  if [ -n "$SERVICE_PID" ]; then
-    kill -TERM "$SERVICE_PID" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$SERVICE_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$SERVICE_PID" 2>/dev/null || true
-  fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap stop_service EXIT
 
 echo "== building (Release): $SERVICE_DIR and bench/Attack"
 dotnet build -c Release "$SERVICE_DIR/Balance.csproj" -nologo -v q -clp:ErrorsOnly -o "$WORK/service"

@@ -23,15 +23,7 @@ PORT=${SERVICE_PORT:-18180}
 BASE="http://127.0.0.1:$PORT"
 WORK=$(mktemp -d /tmp/balance-http.XXXXXX)
 SERVICE_PID=""
-cleanup() {
-  if [ -n "$SERVICE_PID" ]; then
-    kill -TERM "$SERVICE_PID" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$SERVICE_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$SERVICE_PID" 2>/dev/null || true
-  fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap stop_service EXIT
 
 echo "== building (Release)"
 dotnet build -c Release Balance.csproj -nologo -v q -clp:ErrorsOnly

@@ -10,3 +10,14 @@ ensure_wrk() {
 
 # A JSON field of the document on stdin.
 json() { node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s)[process.argv[1]]))' "$1"; }
+
+# On exit of a script that started the service in the background: SIGTERM to $SERVICE_PID, SIGKILL after 10 s, then
+# its work directory $WORK removed.
+stop_service() {
+  if [ -n "${SERVICE_PID:-}" ]; then
+    kill -TERM "$SERVICE_PID" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$SERVICE_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$SERVICE_PID" 2>/dev/null || true
+  fi
+  rm -rf "$WORK"
+}
