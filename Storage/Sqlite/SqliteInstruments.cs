@@ -14,26 +14,13 @@ internal sealed class SqliteInstruments(SqliteDatabase db, SqliteLedgerStore sto
         meter.CreateObservableGauge("balance.wal.pages", () => checkpoints.WalPages, "{page}",
             $"Frames in SQLite's WAL at the last background checkpoint; it restarts near {Checkpointer.BackstopPages}. Growing without bound means checkpoints fall behind.");
         meter.CreateObservableGauge("balance.wal.file_bytes", WalFileBytes, "By", "Size of SQLite's WAL file (-wal) on disk.");
-        meter.CreateObservableGauge("balance.wal.page_size", PageSize, "By", "SQLite's page size: a WAL frame holds one page.");
+        meter.CreateObservableGauge("balance.wal.page_size", () => Volatile.Read(ref store.PageSize), "By",
+            "SQLite's page size: a WAL frame holds one page (-1 before the ledger writer's first commit).");
     }
 
     private long WalFileBytes()
     {
         try { return new FileInfo(db.FilePath + "-wal") is { Exists: true } wal ? wal.Length : 0; }
         catch (IOException) { return 0; }
-    }
-
-    private long _pageSize;
-    private long PageSize()
-    {
-        if (Volatile.Read(ref _pageSize) is > 0 and var known) return known;
-        try
-        {
-            using var connection = db.OpenAsync().GetAwaiter().GetResult();
-            using var command = connection.CreateCommand();
-            command.CommandText = "PRAGMA page_size";
-            return Volatile.Read(ref _pageSize) is > 0 and var raced ? raced : _pageSize = (long)command.ExecuteScalar()!;
-        }
-        catch (Microsoft.Data.Sqlite.SqliteException) { return 0; } // asked again at the next reading
     }
 }

@@ -14,7 +14,7 @@ public sealed class SqliteLedgerStore(SqliteDatabase db, IOptions<SqliteOptions>
 {
     // What SQLite says of the writer's own connection, read when it opens (-1 before): the durability promise rests
     // on it, so an operator (and the durability test) can see it on the running service rather than trust the code.
-    public long Synchronous = -1, JournalWal = -1;
+    public long Synchronous = -1, JournalWal = -1, PageSize = -1;
     // How often the writer's state was built from the ledger: once at start, again only after a commit whose outcome
     // was unknown or rows written by another hand.
     public long Loads;
@@ -67,6 +67,8 @@ public sealed class SqliteLedgerStore(SqliteDatabase db, IOptions<SqliteOptions>
         {
             command.CommandText = "PRAGMA synchronous";
             Volatile.Write(ref Synchronous, (long)command.ExecuteScalar()!);
+            command.CommandText = "PRAGMA page_size";
+            Volatile.Write(ref PageSize, (long)command.ExecuteScalar()!);
             command.CommandText = "PRAGMA journal_mode";
             Volatile.Write(ref JournalWal, string.Equals((string?)command.ExecuteScalar(), "wal", StringComparison.OrdinalIgnoreCase) ? 1 : 0);
             // The writer checks what the ledger's foreign keys check, before it writes: the poster and the player exist
