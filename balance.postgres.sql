@@ -43,6 +43,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS users_username ON users (lower(username)); -- 
 -- Schema 3 (auth): usernames in their normal form, ASCII lower case (Auth/Users.cs); an operator may disable an account.
 ALTER TABLE users ADD COLUMN IF NOT EXISTS disabled_at text;
 UPDATE users SET username = lower(username) WHERE username <> lower(username) AND username ~ '^[A-Za-z0-9_.-]+$';
+-- Schema 4: looked up by the normal form itself (`username = $1`, the same query as SQLite's), so by an index on it;
+-- users_username above still keeps two spellings of one name out.
+CREATE UNIQUE INDEX IF NOT EXISTS users_username_normal ON users (username);
 
 -- One wallet per (player, currency). A batch first creates the wallets it touches (version 0: not yet posted to,
 -- hidden from reads), then locks them all in sorted key order, so two nodes never wait on each other in a cycle.

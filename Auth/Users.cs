@@ -40,7 +40,7 @@ public sealed class Users(IDatabase db, PasswordBudget budget, TimeProvider time
         if (Normalize(username) is not { } key) return null;
         await using var connection = await db.OpenAsync();
         return await connection.QuerySingleOrDefaultAsync<UserRecord>(
-            $"SELECT {Columns} FROM users WHERE {db.UsernameIs}", new { username = key });
+            $"SELECT {Columns} FROM users WHERE username = @key", new { key }); // stored in the normal form too
     }
 
     public async Task<UserRecord?> FindAsync(Guid id)

@@ -12,9 +12,6 @@ public interface IDatabase
 
     Task<DbConnection> OpenAsync(CancellationToken ct = default);
 
-    /// Where a username is compared (usernames are case-insensitive), as a SQL condition on @username.
-    string UsernameIs { get; }
-
     /// What a SELECT ends with to lock the rows it reads until its transaction ends — shared, or exclusive — so that
     /// two writers of one row serialize: "" where opening a write transaction already serializes every writer
     /// (SQLite's BEGIN IMMEDIATE).

@@ -68,4 +68,26 @@ public sealed class SchemaTests
             "SELECT count(*) FROM pg_trigger WHERE tgname IN ('users_never_deleted', 'ledger_append_only') AND NOT tgisinternal"));
         Assert.Equal(2, await check.ExecuteScalarAsync<int>("SELECT count(*) FROM ledger WHERE user_id = @id", new { id = Guid.Parse(bob) }));
     }
+
+    // Schema 4: a username is looked up by its normal form (`username = @key`, one query for both engines), so
+    // PostgreSQL needs an index on the column itself; schema 3's only index was on lower(username).
+    [Fact]
+    public async Task ADatabaseOfSchemaThreeGetsTheIndexItsUsernameLookupUses()
+    {
+        using var database = new TempDatabase(Store.Postgres);
+        await using (var first = new BalanceApplication(databasePath: database.Location, store: Store.Postgres))
+            await first.LoginAsync("bob");
+        await using (var c = new NpgsqlConnection(database.Location))
+            await c.ExecuteAsync("DROP INDEX users_username_normal; UPDATE schema_version SET version = 3;");
+
+        await using var second = new BalanceApplication(databasePath: database.Location, store: Store.Postgres);
+        var bob = await second.LoginAsync("BOB"); // any spelling: the service looks up the normal form
+        Assert.False(string.IsNullOrEmpty(bob.UserId));
+        await using var check = new NpgsqlConnection(database.Location);
+        await check.OpenAsync();
+        Assert.Equal(4, await check.ExecuteScalarAsync<int>("SELECT max(version) FROM schema_version"));
+        await check.ExecuteAsync("SET enable_seqscan = off"); // a demo table is small enough to scan; ask whether the index can serve
+        string plan = string.Join("\n", await check.QueryAsync<string>("EXPLAIN SELECT id FROM users WHERE username = 'bob'"));
+        Assert.Contains("users_username_normal", plan);
+    }
 }

@@ -12,7 +12,8 @@ public sealed class PostgresDatabase : IDatabase, IAsyncDisposable
     // 2: the ledger's foreign keys to users replaced by triggers that refuse deleting users or changing the ledger.
     // 3: idempotency keys unique per poster (ledger_by_key), no longer across the whole ledger; users.disabled_at,
     //    usernames in their normal form, refresh-token indexes for housekeeping, login_failures keys (auth).
-    public const int SchemaVersion = 3;
+    // 4: an index on the username's normal form, which every lookup compares (Auth/Users.cs).
+    public const int SchemaVersion = 4;
     // Any constant both nodes agree on: the advisory lock that lets one node at a time apply the schema.
     private const long SchemaLock = 0x42616c616e6365; // "Balance"
 
@@ -34,7 +35,6 @@ public sealed class PostgresDatabase : IDatabase, IAsyncDisposable
         DataSource = new NpgsqlDataSourceBuilder(ConnectionString).UseLoggerFactory(loggers).Build();
     }
 
-    public string UsernameIs => "lower(username) = lower(@username)"; // the unique index users_username
     public string RowLock(bool exclusive) => exclusive ? " FOR UPDATE" : " FOR SHARE";
 
     // Writable: the server answers, is no read-only standby and does not default transactions to read-only. Many

@@ -41,7 +41,6 @@ public sealed class SqliteDatabase : IDatabase
 
     public Task<string?> WhyNotWritableAsync(bool writerIsCommitting, CancellationToken ct = default) =>
         SqliteReadiness.WhyNotWritableAsync(this, writerIsCommitting, ct);
-    public string UsernameIs => "username = @username"; // the column is COLLATE NOCASE
     public string RowLock(bool exclusive) => ""; // a write transaction is BEGIN IMMEDIATE: one writer at a time
 
     async Task<DbConnection> IDatabase.OpenAsync(CancellationToken ct) => await OpenAsync(ct);
