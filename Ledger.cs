@@ -205,12 +205,13 @@ public sealed class Ledger : IHostedService
                 {
                     try
                     {
-                        if (session.TryIsolated(() => Apply(session, work.Posting, work.Hash), out var applied))
-                        {
-                            results.Add(applied.Outcome);
-                            if (applied.Change is not null) changes.Add(applied.Change);
-                        }
-                        else results.Add(new PostOutcome.Refused(Refusal.Conflict, "The transaction conflicts with another one; retry with the same Idempotency-Key."));
+                        var (outcome, change) = Apply(session, work.Posting, work.Hash);
+                        results.Add(outcome);
+                        if (change is not null) changes.Add(change);
+                    }
+                    catch (StoreConflictException) // its Write lost a race, and was undone alone; the batch goes on
+                    {
+                        results.Add(new PostOutcome.Refused(Refusal.Conflict, "The transaction conflicts with another one; retry with the same Idempotency-Key."));
                     }
                     catch (PostingRefusedByStoreException ex) // undone alone; the batch goes on
                     {

@@ -15,22 +15,19 @@ public interface ILedgerStore
     Task<(IReadOnlyList<TransactionResult> Items, string? NextBefore)?> HistoryAsync(Guid? userId, int limit, string? before, CancellationToken ct = default);
 }
 
-// One batch of postings in one transaction: Begin, then each posting (isolated from the others' failures), then Commit.
+// One batch of postings in one transaction: Begin, then each posting's reads and its one Write, then Commit. A Write
+// the store refuses leaves nothing of its posting behind, so that posting fails alone and the batch goes on.
 public interface ILedgerSession : IDisposable
 {
-    /// Opens the batch's transaction. The postings are given so an engine can lock and read what they touch at once
-    /// (PostgreSQL: every wallet in sorted order, then their keys and reversals); the rules then ask one by one.
+    /// Opens the batch's transaction. The batch is given whole, as a hint an engine may use to lock and read what it
+    /// touches at once (PostgreSQL: every wallet in sorted order, then their keys and reversals; SQLite's single
+    /// writer holds that state already and takes no hint); the rules then ask one posting at a time.
     void Begin(IReadOnlyList<Posting> postings);
     /// Throws StoreConflictException when a constraint refused the batch as a whole (nothing of it is written),
     /// PostingRefusedByStoreException when the store refused some posting's data (nothing of the batch is written), and
     /// CommitOutcomeUnknownException when the database may or may not have committed it.
     void Commit();
     void Rollback();
-
-    /// Runs one posting's reads and writes so that a conflict (a constraint of the store, or a wallet that moved)
-    /// undoes that posting alone; false, with nothing of it written, when it was undone. Throws
-    /// PostingRefusedByStoreException, with nothing of it written and the batch intact, when the store refused its data.
-    bool TryIsolated<T>(Func<T> posting, out T result);
 
     /// The entry this poster wrote with this key: keys belong to their poster, so another operator's same key is
     /// a different posting.
@@ -41,8 +38,10 @@ public interface ILedgerSession : IDisposable
     string? RoleOf(Guid userId);
     /// The wallet's balance and version, (0, 0) when it does not exist yet.
     (long Balance, long Version) ReadWallet(Guid userId, string currency);
-    /// Moves the wallet to entry.Version — exactly one past the version read — and appends the ledger row; throws
-    /// StoreConflictException when the wallet is no longer at the version before.
+    /// Moves the wallet to entry.Version — exactly one past the version read — and appends the ledger row. Throws, with
+    /// nothing of this posting written and the batch intact: StoreConflictException when the wallet is no longer at the
+    /// version before or a constraint of the store refused the row (a rule raced us); PostingRefusedByStoreException
+    /// when the store refused the row's data. Any other exception fails the batch.
     void Write(LedgerEntry entry, string idempotencyKey, Guid postedBy);
 }
 
@@ -58,7 +57,7 @@ public sealed record LedgerEntry(string TransactionId, Guid UserId, string Type,
 public sealed class StoreConflictException(string message, Exception? inner = null) : Exception(message, inner);
 
 // The store refused a posting's data for a reason that is no rule of the ledger and no outage (PostgreSQL refuses a NUL
-// in text, SQLite a value too big): deterministic, so the same data would be refused again. Thrown by TryIsolated
+// in text, SQLite a value too big): deterministic, so the same data would be refused again. Thrown by Write
 // (with that posting undone, the batch intact) or by Begin/Commit (the batch undone whole; the writer then runs its
 // postings alone, so only the refused one fails).
 public sealed class PostingRefusedByStoreException(Exception inner) : Exception($"The database refused the posting's data: {inner.Message}", inner);

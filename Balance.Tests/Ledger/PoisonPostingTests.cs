@@ -11,7 +11,7 @@ namespace Balance.Tests;
 // postings got 503.) The service now refuses such text at the door (HostileInputTests), so the poison is put in behind
 // it, by a test-only decorator of the engine's real store: on PostgreSQL the posting's reference gets a NUL on its way
 // to the database, which the database itself refuses (22021, at the batch's set-based write); on SQLite, which takes a
-// NUL, the write throws what SQLite says of a value too big (SQLITE_TOOBIG) before the row is written.
+// NUL, the write throws what SQLite's session throws for a value too big (SQLITE_TOOBIG) before the row is written.
 public sealed class PoisonPostingTests
 {
     private const string Poison = "poison";
@@ -108,7 +108,9 @@ public sealed class PoisonPostingTests
         {
             if (entry.Reference != Poison) return entry;
             if (store == Store.Postgres) return entry with { Reference = "poi\0son" }; // PostgreSQL refuses it: 22021
-            throw new SqliteException("string or blob too big", 18);
+            // What SQLite's session throws from Write when SQLite refuses the row (SQLITE_TOOBIG): SQLite would take
+            // the NUL, and no value small enough to send here is too big for it.
+            throw new PostingRefusedByStoreException(new SqliteException("string or blob too big", 18));
         }
     }
 
@@ -124,7 +126,6 @@ public sealed class PoisonPostingTests
             public void Begin(IReadOnlyList<Posting> postings) { hook.Begin(postings); inner.Begin(postings); }
             public void Commit() => inner.Commit();
             public void Rollback() => inner.Rollback();
-            public bool TryIsolated<T>(Func<T> posting, out T result) => inner.TryIsolated(posting, out result);
             public LedgerEntry? FindByKey(Guid postedBy, string idempotencyKey) => inner.FindByKey(postedBy, idempotencyKey);
             public LedgerEntry? FindById(string transactionId) => inner.FindById(transactionId);
             public bool IsReversed(string transactionId) => inner.IsReversed(transactionId);

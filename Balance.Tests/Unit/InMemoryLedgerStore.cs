@@ -1,7 +1,7 @@
 namespace Balance.Tests.Unit;
 
 // The ledger's store seam (ILedgerStore / ILedgerSession) in memory, for the rules' unit tests: a batch works on a copy
-// of the committed state, a posting that conflicts is undone alone (TryIsolated), Commit publishes the copy. It keeps
+// of the committed state, a Write that conflicts changes nothing of it, Commit publishes the copy. It keeps
 // the engines' contract — Write moves a wallet exactly one version past the one read, a key and a reversal are unique —
 // and lets a test make the store refuse a write or a whole batch the way a database would.
 public sealed class InMemoryLedgerStore : ILedgerStore
@@ -106,22 +106,6 @@ public sealed class InMemoryLedgerStore : ILedgerStore
             store.Rollbacks++;
         }
 
-        public bool TryIsolated<T>(Func<T> posting, out T result)
-        {
-            var savepoint = Tx.Copy();
-            try
-            {
-                result = posting();
-                return true;
-            }
-            catch (StoreConflictException)
-            {
-                _tx = savepoint;
-                result = default!;
-                return false;
-            }
-        }
-
         public LedgerEntry? FindByKey(Guid postedBy, string idempotencyKey) => Tx.ByKey.GetValueOrDefault((postedBy, idempotencyKey));
         public LedgerEntry? FindById(string transactionId) => Tx.Entries.Find(e => e.TransactionId == transactionId);
         public bool IsReversed(string transactionId) => Tx.Reversed.Contains(transactionId);
@@ -134,8 +118,11 @@ public sealed class InMemoryLedgerStore : ILedgerStore
             store.BeforeWrite?.Invoke(entry);
             var (_, version) = ReadWallet(entry.UserId, entry.Currency);
             if (entry.Version != version + 1) throw new StoreConflictException($"wallet moved: at v{version}, write of v{entry.Version}");
-            if (!tx.ByKey.TryAdd((postedBy, idempotencyKey), entry)) throw new StoreConflictException("idempotency key taken");
-            if (entry.Reverses is not null && !tx.Reversed.Add(entry.Reverses)) throw new StoreConflictException("already reversed");
+            // Every check before any change: a refused Write leaves nothing of its posting behind (the seam's contract).
+            if (tx.ByKey.ContainsKey((postedBy, idempotencyKey))) throw new StoreConflictException("idempotency key taken");
+            if (entry.Reverses is not null && tx.Reversed.Contains(entry.Reverses)) throw new StoreConflictException("already reversed");
+            tx.ByKey.Add((postedBy, idempotencyKey), entry);
+            if (entry.Reverses is not null) tx.Reversed.Add(entry.Reverses);
             tx.Wallets[(entry.UserId, entry.Currency)] = (entry.BalanceAfter, entry.Version);
             tx.Entries.Add(entry);
         }

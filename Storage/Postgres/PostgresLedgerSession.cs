@@ -99,14 +99,6 @@ internal sealed class PostgresLedgerSession(NpgsqlConnection connection, Doorbel
         }
     }
 
-    public bool TryIsolated<T>(Func<T> posting, out T result)
-    {
-        // Nothing reaches the database before Commit, so a posting that loses its race (Write's version check)
-        // has nothing to undo.
-        try { result = posting(); return true; }
-        catch (StoreConflictException) { result = default!; return false; }
-    }
-
     public LedgerEntry? FindByKey(Guid postedBy, string idempotencyKey) => _byKey.GetValueOrDefault((postedBy, idempotencyKey));
     public LedgerEntry? FindById(string transactionId) => _byId.GetValueOrDefault(transactionId);
     public bool IsReversed(string transactionId) => _reversed.Contains(transactionId);
@@ -115,6 +107,7 @@ internal sealed class PostgresLedgerSession(NpgsqlConnection connection, Doorbel
     public (long Balance, long Version) ReadWallet(Guid userId, string currency) =>
         _wallets.TryGetValue((userId, currency), out var w) ? (w.Balance, w.Version) : (0, 0);
 
+    // Staged, not sent: the batch's rows reach the database at Commit, so a Write refused here has nothing to undo.
     public void Write(LedgerEntry e, string idempotencyKey, Guid postedBy)
     {
         if (!_wallets.TryGetValue((e.UserId, e.Currency), out var w) || w.Version != e.Version - 1)

@@ -257,32 +257,6 @@ internal sealed class SqliteLedgerSession : ILedgerSession
         _keysByHash.Clear();
     }
 
-    // A posting's only write is one INSERT (with its key row), and its staged changes are made after that succeeded:
-    // a constraint that fails undoes the statement itself, and nothing of the posting is staged. So no savepoint.
-    public bool TryIsolated<T>(Func<T> posting, out T result)
-    {
-        long next = _next;
-        try
-        {
-            result = posting();
-            return true;
-        }
-        catch (Exception ex) when (ex is StoreConflictException or SqliteException { SqliteErrorCode: 19 }) // a constraint: a rule raced us
-        {
-            // Written and then refused: cannot be undone alone without a savepoint; fail the batch (nothing commits).
-            if (_next != next) throw;
-            result = default!;
-            return false;
-        }
-        catch (Exception ex) when (RefusesData(ex))
-        {
-            // A value SQLite will not take, in the posting's one INSERT: the statement undid itself and nothing of
-            // the posting is staged, so it fails alone and the batch goes on.
-            if (_next != next) throw;
-            throw new PostingRefusedByStoreException(ex);
-        }
-    }
-
     // SQLITE_TOOBIG, SQLITE_MISMATCH, SQLITE_RANGE: a value SQLite will not take, whatever the state of the database.
     // (Busy, locked, full, read-only, I/O errors are the database's state: they fail the batch as before.)
     private static bool RefusesData(Exception ex) => ex is SqliteException { SqliteErrorCode: 18 or 20 or 25 } or ArgumentException;
@@ -340,13 +314,25 @@ internal sealed class SqliteLedgerSession : ILedgerSession
         if (!_heads.TryGetValue(e.UserId, out long prev)) prev = _state.HeadOf(e.UserId);
         long seq = _next;
         string user = e.UserId.ToString();
-        _insert.Bind(1, seq).Bind(2, e.TransactionId).Bind(3, user).Bind(4, e.Type).Bind(5, e.Amount).Bind(6, e.Currency).Bind(7, e.BalanceAfter)
-            .Bind(8, e.Version).Bind(9, idempotencyKey).Bind(10, e.RequestHash).Bind(11, e.Reference).Bind(12, e.Reverses).Bind(13, postedBy.ToString())
-            .Bind(14, e.CreatedAt).Bind(15, prev == 0 ? null : prev).Execute();
+        // The posting's first write is one INSERT, and a statement that fails undoes itself: nothing of the posting is
+        // written or staged yet, so it fails alone (no savepoint needed).
+        try
+        {
+            _insert.Bind(1, seq).Bind(2, e.TransactionId).Bind(3, user).Bind(4, e.Type).Bind(5, e.Amount).Bind(6, e.Currency).Bind(7, e.BalanceAfter)
+                .Bind(8, e.Version).Bind(9, idempotencyKey).Bind(10, e.RequestHash).Bind(11, e.Reference).Bind(12, e.Reverses).Bind(13, postedBy.ToString())
+                .Bind(14, e.CreatedAt).Bind(15, prev == 0 ? null : prev).Execute();
+        }
+        catch (SqliteException ex) when (ex.SqliteErrorCode == 19) { throw new StoreConflictException(ex.Message, ex); } // a constraint: a rule raced us
+        catch (Exception ex) when (RefusesData(ex)) { throw new PostingRefusedByStoreException(ex); }
         long hash = KeyHash(idempotencyKey);
-        // The ledger row is written: a failure now cannot be undone alone (no savepoint), so it fails the batch.
+        // The ledger row is written: a failure now cannot be undone alone (no savepoint), so it fails the batch — a
+        // refusal too, which must not read as this posting alone undone. (The database's state, such as a full disk,
+        // surfaces as it is.)
         try { _insertKey.Bind(1, seq).Bind(2, hash).Execute(); }
-        catch (SqliteException ex) when (RefusesData(ex)) { throw new InvalidOperationException("The key row of a written ledger row was refused.", ex); }
+        catch (Exception ex) when (ex is SqliteException { SqliteErrorCode: 19 } || RefusesData(ex))
+        {
+            throw new InvalidOperationException("The key row of a written ledger row was refused.", ex);
+        }
         // Written: stage it.
         _next = seq + 1;
         _wallets[(e.UserId, e.Currency)] = (new BalanceChange(e.UserId, e.Currency, e.BalanceAfter, e.Version, e.TransactionId, e.Type, e.CreatedAt), seq);

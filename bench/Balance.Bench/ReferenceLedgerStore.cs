@@ -78,25 +78,6 @@ public sealed class ReferenceLedgerStore(SqliteDatabase db) : ILedgerStore
             try { _rollback.ExecuteNonQuery(); } catch (SqliteException) { }
         }
 
-        public bool TryIsolated<T>(Func<T> posting, out T result)
-        {
-            _savepoint.ExecuteNonQuery();
-            try
-            {
-                result = posting();
-                return true;
-            }
-            catch (Exception ex) when (ex is StoreConflictException or SqliteException { SqliteErrorCode: 19 })
-            {
-                _undo.ExecuteNonQuery();
-                result = default!;
-                return false;
-            }
-            finally
-            {
-                _release.ExecuteNonQuery();
-            }
-        }
 
         private LedgerEntry? Row(SqliteCommand command)
         {
@@ -121,13 +102,27 @@ public sealed class ReferenceLedgerStore(SqliteDatabase db) : ILedgerStore
             return r.Read() ? (r.GetInt64(0), r.GetInt64(1)) : (0, 0);
         }
 
+        // The posting's two writes under a savepoint, undone together when either is refused.
         public void Write(LedgerEntry e, string idempotencyKey, Guid postedBy)
         {
             string user = e.UserId.ToString();
-            if (With(_upsert, user, e.Currency, e.BalanceAfter, e.Version, e.CreatedAt, e.TransactionId).ExecuteNonQuery() != 1)
-                throw new StoreConflictException($"Wallet {user}/{e.Currency} is no longer at version {e.Version - 1}.");
-            With(_insert, e.TransactionId, user, e.Type, e.Amount, e.Currency, e.BalanceAfter, e.Version, idempotencyKey, e.RequestHash,
-                e.Reference, e.Reverses, postedBy.ToString(), e.CreatedAt).ExecuteNonQuery();
+            _savepoint.ExecuteNonQuery();
+            try
+            {
+                if (With(_upsert, user, e.Currency, e.BalanceAfter, e.Version, e.CreatedAt, e.TransactionId).ExecuteNonQuery() != 1)
+                    throw new StoreConflictException($"Wallet {user}/{e.Currency} is no longer at version {e.Version - 1}.");
+                With(_insert, e.TransactionId, user, e.Type, e.Amount, e.Currency, e.BalanceAfter, e.Version, idempotencyKey, e.RequestHash,
+                    e.Reference, e.Reverses, postedBy.ToString(), e.CreatedAt).ExecuteNonQuery();
+            }
+            catch (Exception ex) when (ex is StoreConflictException or SqliteException { SqliteErrorCode: 19 })
+            {
+                _undo.ExecuteNonQuery();
+                throw ex as StoreConflictException ?? new StoreConflictException(ex.Message, ex);
+            }
+            finally
+            {
+                _release.ExecuteNonQuery();
+            }
         }
 
         public void Dispose()
