@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Options;
+using static Balance.Api.RetryAfter;
 using System.Collections.Concurrent;
 using System.Threading.RateLimiting;
 
@@ -119,12 +120,6 @@ public sealed class LoginThrottle(IOptions<AuthOptions> options, ILoginFailures 
 
     /// Counts a refresh of this login; the wait when it is over the limit.
     public TimeSpan? CheckRefreshOfLogin(string sessionId) => WaitOf(_refreshesPerLogin.AttemptAcquire(sessionId));
-
-    internal static TimeSpan? WaitOf(RateLimitLease lease)
-    {
-        using (lease)
-            return lease.IsAcquired ? null : lease.TryGetMetadata(MetadataName.RetryAfter, out var wait) ? wait : TimeSpan.FromSeconds(1);
-    }
 
     public void Dispose()
     {

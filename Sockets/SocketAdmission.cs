@@ -43,10 +43,9 @@ public sealed class SocketAdmission : IDisposable
 
     private TimeSpan? TryConnect<TKey>(PartitionedRateLimiter<TKey> limiter, TKey key) where TKey : notnull
     {
-        using var lease = limiter.AttemptAcquire(key);
-        if (lease.IsAcquired) return null;
-        Interlocked.Increment(ref _stats.ConnectsLimited);
-        return lease.TryGetMetadata(MetadataName.RetryAfter, out var wait) && wait > TimeSpan.Zero ? wait : TimeSpan.FromSeconds(1);
+        var wait = Balance.Api.RetryAfter.WaitOf(limiter.AttemptAcquire(key));
+        if (wait is not null) Interlocked.Increment(ref _stats.ConnectsLimited);
+        return wait;
     }
 
     /// Counts a socket not yet authenticated from this address; false (and nothing counted) past the cap.

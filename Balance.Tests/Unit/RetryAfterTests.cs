@@ -1,3 +1,4 @@
+using System.Threading.RateLimiting;
 using Microsoft.AspNetCore.Http;
 
 namespace Balance.Tests.Unit;
@@ -23,5 +24,17 @@ public sealed class RetryAfterTests
         var http = new DefaultHttpContext();
         Assert.Equal(3, RetryAfter.Set(http.Response, TimeSpan.FromSeconds(2.2)));
         Assert.Equal("3", http.Response.Headers.RetryAfter.ToString());
+    }
+
+    // The one reading of a rate limiter's answer, for logins, refreshes and socket connects alike.
+    [Fact]
+    public void AGrantedLeaseWaitsNothingAndARefusedOneTheLimitersWait()
+    {
+        using var limiter = new FixedWindowRateLimiter(new() { PermitLimit = 1, Window = TimeSpan.FromSeconds(30), QueueLimit = 0, AutoReplenishment = false });
+        Assert.Null(RetryAfter.WaitOf(limiter.AttemptAcquire()));
+        Assert.Equal(TimeSpan.FromSeconds(30), RetryAfter.WaitOf(limiter.AttemptAcquire()));
+        using var concurrency = new ConcurrencyLimiter(new() { PermitLimit = 1, QueueLimit = 0 });
+        using var held = concurrency.AttemptAcquire();
+        Assert.Equal(TimeSpan.FromSeconds(1), RetryAfter.WaitOf(concurrency.AttemptAcquire())); // names no wait: a second
     }
 }
