@@ -13,10 +13,10 @@ public sealed record TokenPair(string AccessToken, string RefreshToken, string T
 // Logins, refresh-token rotation with reuse detection, logout.
 public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, LoginThrottle throttle, IOptions<AuthOptions> options, TimeProvider time, ILogger<Logins> log)
 {
-    // PostgreSQL: the user's row is locked shared by a login and exclusively by what ends a user's logins (disable,
-    // password change, end all): a login that checked the password just before either cannot slip a live session in
-    // after it. SQLite's BEGIN IMMEDIATE already serializes the two (its RowLock is empty).
-    private string LockUser(bool exclusive) => db.RowLock(exclusive);
+    // The user's row is locked shared by a login and exclusively by what ends a user's logins (disable, password
+    // change, end all): a login that checked the password just before either cannot slip a live session in after it.
+    // (SQLite's BEGIN IMMEDIATE already serializes the two: its lock is nothing to do.)
+    private Task LockUserAsync(System.Data.Common.DbTransaction tx, Guid userId, bool exclusive) => db.LockRowAsync(tx, "users", "id", userId, exclusive);
 
     // Spent tokens taken for a lost answer (the refresh grace). Each is also either a flaky network or a copy of the
     // token in other hands, so it is counted and logged as a warning: a rise is worth a look.
@@ -32,8 +32,9 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, Login
         var access = tokens.CreateAccessToken(user.Id, user.Role, sessionId, ends);
         await using var connection = await db.OpenAsync();
         await using var tx = await connection.BeginTransactionAsync();
+        await LockUserAsync(tx, user.Id, exclusive: false);
         var current = await connection.QuerySingleOrDefaultAsync<(string PasswordHash, string? DisabledAt)?>(
-            $"SELECT password_hash, disabled_at FROM users WHERE id = @id{LockUser(exclusive: false)}", new { id = user.Id }, tx);
+            "SELECT password_hash, disabled_at FROM users WHERE id = @id", new { id = user.Id }, tx);
         if (current is not { DisabledAt: null } c || c.PasswordHash != user.PasswordHash) return null;
         await connection.ExecuteAsync(
             "INSERT INTO sessions (id, user_id, created_at, expires_at, access_expires_at) VALUES (@sessionId, @userId, @now, @ends, @accessExpires)",
@@ -78,8 +79,7 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, Login
         if (mayRotate && throttle.CheckRefreshOfLogin(seen.SessionId) is { } wait) return (RefreshOutcome.Limited, null, wait);
 
         await using var tx = await connection.BeginTransactionAsync(); // one winner per token: SQLite's BEGIN IMMEDIATE, or the row lock
-        if (db.RowLock(exclusive: true) is { Length: > 0 } rowLock)
-            await connection.ExecuteAsync($"SELECT 1 FROM refresh_tokens WHERE token_hash = @hash{rowLock}", new { hash }, tx);
+        await db.LockRowAsync(tx, "refresh_tokens", "token_hash", hash, exclusive: true);
         var row = await connection.QuerySingleOrDefaultAsync<TokenRecord>(TokenRow, new { hash }, tx);
         if (row is null) return (RefreshOutcome.Unknown, null, null);
         if (row.RevokedAt is not null || row.DisabledAt is not null) return (RefreshOutcome.Revoked, null, null);
@@ -159,14 +159,15 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, Login
             Timestamps.Format(time.GetUtcNow().UtcDateTime))) >= 0;
     }
 
-    // -1 when the user does not exist. The user's row is locked first (LockUser): a login racing this cannot commit
+    // -1 when the user does not exist. The user's row is locked first (LockUserAsync): a login racing this cannot commit
     // a session this transaction does not see.
     private async Task<int> ChangeUserAsync(Guid userId, string? except, (string Sql, string Value)? change)
     {
         string now = Timestamps.Format(time.GetUtcNow().UtcDateTime);
         await using var connection = await db.OpenAsync();
         await using var tx = await connection.BeginTransactionAsync();
-        if (await connection.QuerySingleOrDefaultAsync<Guid?>($"SELECT id FROM users WHERE id = @userId{LockUser(exclusive: true)}", new { userId }, tx) is null)
+        await LockUserAsync(tx, userId, exclusive: true);
+        if (await connection.QuerySingleOrDefaultAsync<Guid?>("SELECT id FROM users WHERE id = @userId", new { userId }, tx) is null)
             return -1;
         if (change is { } c) await connection.ExecuteAsync(c.Sql, new { userId, value = c.Value }, tx);
         var ended = (await connection.QueryAsync<string>(

@@ -3,7 +3,7 @@ using System.Data.Common;
 namespace Balance.Storage;
 
 // What the rest of the service needs of the database beyond the ledger's store: a connection for auth and the
-// health check, the schema, the Development signing key, and the few places where the two engines' SQL differs.
+// health check, the schema, the Development signing key, and the few things the two engines do differently.
 // One implementation per engine: Storage/Sqlite, Storage/Postgres.
 public interface IDatabase
 {
@@ -12,10 +12,10 @@ public interface IDatabase
 
     Task<DbConnection> OpenAsync(CancellationToken ct = default);
 
-    /// What a SELECT ends with to lock the rows it reads until its transaction ends — shared, or exclusive — so that
-    /// two writers of one row serialize: "" where opening a write transaction already serializes every writer
-    /// (SQLite's BEGIN IMMEDIATE).
-    string RowLock(bool exclusive);
+    /// Locks the row of `table` whose `keyColumn` is `key` until the transaction ends — shared, or exclusive — so that
+    /// two writers of one row serialize. Nothing to do where opening a write transaction already serializes every
+    /// writer (SQLite's BEGIN IMMEDIATE). Table and column are the caller's constants, never input.
+    Task LockRowAsync(DbTransaction tx, string table, string keyColumn, object key, bool exclusive);
 
     /// Null when the database answers a query and would take a write now; otherwise why not, in a few words (readiness,
     /// /readyz). `writerIsCommitting`: the ledger writer committed within the last seconds, which proves the write

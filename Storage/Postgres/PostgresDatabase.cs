@@ -35,7 +35,8 @@ public sealed class PostgresDatabase : IDatabase, IAsyncDisposable
         DataSource = new NpgsqlDataSourceBuilder(ConnectionString).UseLoggerFactory(loggers).Build();
     }
 
-    public string RowLock(bool exclusive) => exclusive ? " FOR UPDATE" : " FOR SHARE";
+    public Task LockRowAsync(DbTransaction tx, string table, string keyColumn, object key, bool exclusive) =>
+        tx.Connection!.ExecuteAsync($"SELECT 1 FROM {table} WHERE {keyColumn} = @key {(exclusive ? "FOR UPDATE" : "FOR SHARE")}", new { key }, tx);
 
     // Writable: the server answers, is no read-only standby and does not default transactions to read-only. Many
     // writers share the server, so a write lock is nobody's to prove.

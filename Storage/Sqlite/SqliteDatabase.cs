@@ -41,7 +41,8 @@ public sealed class SqliteDatabase : IDatabase
 
     public Task<string?> WhyNotWritableAsync(bool writerIsCommitting, CancellationToken ct = default) =>
         SqliteReadiness.WhyNotWritableAsync(this, writerIsCommitting, ct);
-    public string RowLock(bool exclusive) => ""; // a write transaction is BEGIN IMMEDIATE: one writer at a time
+    public Task LockRowAsync(DbTransaction tx, string table, string keyColumn, object key, bool exclusive) =>
+        Task.CompletedTask; // a write transaction is BEGIN IMMEDIATE: one writer at a time
 
     async Task<DbConnection> IDatabase.OpenAsync(CancellationToken ct) => await OpenAsync(ct);
 
