@@ -54,6 +54,9 @@ public static class LedgerProbe
                 string db = Path.Combine(work, $"run-{variant}.db");
                 foreach (var f in new[] { db, db + "-wal", db + "-shm" }) File.Delete(f);
                 File.Copy(variant == "log" ? upgraded : template, db);
+                // On disk before the run: else the kernel writes the ~0.8 GB copy back during the run, and the run's
+                // fsyncs wait behind the benchmark's own copy.
+                using (var copy = new FileStream(db, FileMode.Open, FileAccess.ReadWrite)) copy.Flush(flushToDisk: true);
                 var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true };
                 foreach (string a in new[] { "ledger-probe-run", variant, db, players.ToString(CultureInfo.InvariantCulture), batch.ToString(CultureInfo.InvariantCulture),
                              postings.ToString(CultureInfo.InvariantCulture), rep.ToString(CultureInfo.InvariantCulture), startupOnly ? "startup-only" : "full" })
