@@ -25,7 +25,7 @@ namespace Balance.Bench;
 public static class LedgerProbe
 {
     private sealed record Result(string Variant, int Rep, long Postings, double Seconds, double PerSecond, double BytesPerPosting,
-        double CpuMicrosPerPosting, long Committed, long Replayed, long Refused, double UpgradeSeconds, double StartupSeconds,
+        double CpuMicrosPerPosting, double WriterCpuMicrosPerPosting, long Committed, long Replayed, long Refused, double UpgradeSeconds, double StartupSeconds,
         double StartupManagedMb, double StartupRssMb, long Rows, string Check);
 
     public static async Task<int> RunAsync(string[] args)
@@ -68,13 +68,13 @@ public static class LedgerProbe
                 if (child.ExitCode != 0 || line is null) { Console.WriteLine($"run {variant} #{rep} failed (exit {child.ExitCode}):\n{output}"); return 1; }
                 var r = JsonSerializer.Deserialize<Result>(line)!;
                 results.Add(r);
-                Console.WriteLine($"  {r.Variant,-9} #{r.Rep}: {r.PerSecond,9:N0} postings/s  {r.BytesPerPosting / 1024,6:F2} KiB written/posting  {r.CpuMicrosPerPosting,5:F0} CPU µs/posting  " +
+                Console.WriteLine($"  {r.Variant,-9} #{r.Rep}: {r.PerSecond,9:N0} postings/s  {r.BytesPerPosting / 1024,6:F2} KiB written/posting  {r.CpuMicrosPerPosting,5:F0} CPU µs/posting ({r.WriterCpuMicrosPerPosting:F0} the writer thread's)  " +
                     $"committed {r.Committed:N0} replayed {r.Replayed:N0} refused {r.Refused:N0}  upgrade {r.UpgradeSeconds:F1} s  start-up {r.StartupSeconds:F2} s " +
                     $"(+{r.StartupManagedMb:F0} MB managed, +{r.StartupRssMb:F0} MB RSS)  rows {r.Rows:N0}  check {r.Check}");
                 foreach (var f in new[] { db, db + "-wal", db + "-shm" }) File.Delete(f);
             }
         if (startupOnly) return 0;
-        Console.WriteLine($"\n{"variant",-10}{"postings/s median (min-max)",32}{"KiB/posting median (min-max)",32}{"CPU µs/posting",16}{"× reference",14}");
+        Console.WriteLine($"\n{"variant",-10}{"postings/s median (min-max)",32}{"KiB/posting median (min-max)",32}{"CPU µs/posting",16}{"writer thread's",17}{"× reference",14}");
         double refMedian = Median(results.Where(r => r.Variant == "reference").Select(r => r.PerSecond));
         foreach (var g in results.GroupBy(r => r.Variant))
         {
@@ -82,7 +82,7 @@ public static class LedgerProbe
             var kib = g.Select(r => r.BytesPerPosting / 1024).ToList();
             double ratio = double.IsNaN(refMedian) ? double.NaN : Median(rate) / refMedian;
             Console.WriteLine($"{g.Key,-10}{$"{Median(rate):N0} ({rate.Min():N0}-{rate.Max():N0})",32}{$"{Median(kib):F2} ({kib.Min():F2}-{kib.Max():F2})",32}" +
-                $"{Median(g.Select(r => r.CpuMicrosPerPosting)),16:F0}{ratio,14:F2}");
+                $"{Median(g.Select(r => r.CpuMicrosPerPosting)),16:F0}{Median(g.Select(r => r.WriterCpuMicrosPerPosting)),17:F0}{ratio,14:F2}");
         }
         Console.WriteLine($"load {File.ReadAllText("/proc/loadavg").Split(' ')[0]} at end");
         return results.All(r => r.Check == "ok") ? 0 : 1;
@@ -218,7 +218,7 @@ public static class LedgerProbe
         }
         if (startupOnly)
         {
-            Console.WriteLine(JsonSerializer.Serialize(new Result(variant, rep, 0, 0, 0, 0, 0, 0, 0, 0, upgrade, startup, managedMb, rssMb, 0, "ok")));
+            Console.WriteLine(JsonSerializer.Serialize(new Result(variant, rep, 0, 0, 0, 0, 0, 0, 0, 0, 0, upgrade, startup, managedMb, rssMb, 0, "ok")));
             return 0;
         }
         // LEDGER_PROBE_NO_CHECKPOINTS=1 (a diagnosis, not the workload): no background checkpoints, so the WAL keeps
@@ -240,10 +240,12 @@ public static class LedgerProbe
         await Drive(Math.Max(batch * 8, 10_000));
         long written0 = WriteBytes();
         var cpu0 = Process.GetCurrentProcess().TotalProcessorTime;
+        double writer0 = WriterCpuMicros();
         committed = replayed = refused = 0;
         var clock = Stopwatch.StartNew();
         await Drive(count);
         double seconds = clock.Elapsed.TotalSeconds;
+        double writerCpu = WriterCpuMicros() - writer0; // before the thread ends with the ledger
         await ledger.CompleteAsync(CancellationToken.None);
         if (noCheckpoints) Console.Error.WriteLine($"WAL {new FileInfo(path + "-wal").Length / (double)count:F0} bytes per posting ({new FileInfo(path + "-wal").Length / 4120} frames) before the final checkpoint");
         else await checkpointer.StopAsync(CancellationToken.None);
@@ -253,7 +255,7 @@ public static class LedgerProbe
         SqliteConnection.ClearAllPools();
         var (rowsAfter, check) = Check(path, variant);
         if (store is SqliteLedgerStore { Loads: > 1 } reloaded) check += $" (state built {reloaded.Loads} times)";
-        Console.WriteLine(JsonSerializer.Serialize(new Result(variant, rep, count, seconds, count / seconds, (double)written / count, cpu / count,
+        Console.WriteLine(JsonSerializer.Serialize(new Result(variant, rep, count, seconds, count / seconds, (double)written / count, cpu / count, writerCpu / count,
             committed, replayed, refused, upgrade, startup, managedMb, rssMb, rowsAfter, check)));
         return 0;
 
@@ -289,6 +291,20 @@ public static class LedgerProbe
                 }
             })));
         }
+    }
+
+    // CPU time of the Ledger's writer thread alone (user + system, /proc/self/task/*/stat, in clock ticks of 10 ms): the
+    // serial step, apart from the 256 driving tasks and the thread pool that share the process.
+    private static double WriterCpuMicros()
+    {
+        foreach (string task in Directory.GetDirectories("/proc/self/task"))
+            if (File.ReadAllText(Path.Combine(task, "comm")).Trim() == "ledger writer")
+            {
+                string stat = File.ReadAllText(Path.Combine(task, "stat"));
+                var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' '); // after "pid (comm) ": field 3 is fields[0]
+                return (long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture)) * 10_000.0;
+            }
+        throw new InvalidOperationException("No thread named 'ledger writer' in this process.");
     }
 
     // Bytes this process sent (or will send) to the disk: write_bytes, less cancelled_write_bytes (dirty pages of a file
