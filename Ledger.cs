@@ -318,7 +318,7 @@ public static class LedgerRegistration
     public static WebApplicationBuilder AddLedger(this WebApplicationBuilder builder)
     {
         builder.Services.TryAddSingleton(TimeProvider.System);
-        builder.Services.AddOptions<LedgerOptions>().BindConfiguration("Balance").ValidateDataAnnotations().ValidateOnStart();
+        builder.Services.AddOptions<LedgerOptions>().BindConfiguration(NodeOptions.Section).ValidateDataAnnotations().ValidateOnStart();
         builder.Services.AddSingleton<Ledger>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<Ledger>());
         return builder;

@@ -4,6 +4,7 @@ namespace Balance;
 // and the application_name of its PostgreSQL change feed). Bound by AddStorage; the defaults are set here only.
 public sealed class NodeOptions
 {
+    // The service's own section; its other top-level keys belong to LedgerOptions (MaxBatch) and SqliteOptions.
     public const string Section = "Balance";
 
     // Sqlite (the default, one node, nothing to set up) or Postgres (N nodes on one database).

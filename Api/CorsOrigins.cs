@@ -1,7 +1,8 @@
 namespace Balance.Api;
 
 // Browser origins other than the service's own that may call the REST routes (CORS): Balance:Cors:AllowedOrigins,
-// and when that is not set, the socket's list (Balance:Socket:AllowedOrigins), so one list serves both as before.
+// and when that is not set, the socket's list (Balance:Socket:AllowedOrigins), so a deployment that sets one list
+// for its browser client gets both.
 public sealed class CorsOrigins
 {
     public const string Section = "Balance:Cors";

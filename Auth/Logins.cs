@@ -73,9 +73,9 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, Login
         if (seen is null) return (RefreshOutcome.Unknown, null, null);
         if (seen.RevokedAt is not null || seen.DisabledAt is not null) return (RefreshOutcome.Revoked, null, null);
         bool spent = seen.UsedAt is not null;
-        if (!spent && (Parse(seen.ExpiresAt) <= now || Parse(seen.SessionEnds) <= now)) return (RefreshOutcome.Expired, null, null);
+        if (!spent && (Timestamps.Parse(seen.ExpiresAt) <= now || Timestamps.Parse(seen.SessionEnds) <= now)) return (RefreshOutcome.Expired, null, null);
         // A spent token outside its grace ends the login whatever the rate; anything that may rotate is counted.
-        bool mayRotate = !spent || (seen.ReplacedBy is not null && seen.SuccessorUsedAt is null && now - Parse(seen.UsedAt!) <= options.Value.RefreshReuseGrace);
+        bool mayRotate = !spent || seen.AnswerMayBeLost(now, options.Value.RefreshReuseGrace);
         if (mayRotate && throttle.CheckRefreshOfLogin(seen.SessionId) is { } wait) return (RefreshOutcome.Limited, null, wait);
 
         await using var tx = await connection.BeginTransactionAsync(); // one winner per token: SQLite's BEGIN IMMEDIATE, or the row lock
@@ -85,7 +85,7 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, Login
         if (row.RevokedAt is not null || row.DisabledAt is not null) return (RefreshOutcome.Revoked, null, null);
         if (row.UsedAt is not null)
         {
-            bool answerLost = row.ReplacedBy is not null && row.SuccessorUsedAt is null && now - Parse(row.UsedAt) <= options.Value.RefreshReuseGrace;
+            bool answerLost = row.AnswerMayBeLost(now, options.Value.RefreshReuseGrace);
             // A lost answer's unseen successor is spent, so that, presented later, it counts as reuse. Spent only if still
             // unused: on PostgreSQL another node may be rotating that successor right now (only this token is locked),
             // and then two live pairs would fork the login; that race is reuse too.
@@ -101,8 +101,8 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, Login
             Interlocked.Increment(ref GraceRetries);
             log.LogWarning("A spent refresh token was presented again within the grace for user {UserId}, session {SessionId}: taken for a lost answer", row.UserId, row.SessionId);
         }
-        DateTime ends = Parse(row.SessionEnds);
-        if (Parse(row.ExpiresAt) <= now || ends <= now) return (RefreshOutcome.Expired, null, null);
+        DateTime ends = Timestamps.Parse(row.SessionEnds);
+        if (Timestamps.Parse(row.ExpiresAt) <= now || ends <= now) return (RefreshOutcome.Expired, null, null);
         string next = NewRefreshToken();
         var access = tokens.CreateAccessToken(row.UserId, row.Role, row.SessionId, ends);
         // used_at keeps the first rotation's time: retries cannot stretch the grace.
@@ -116,7 +116,13 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, Login
     }
 
     private sealed record TokenRecord(string SessionId, string ExpiresAt, string? UsedAt, string? ReplacedBy, string? SuccessorUsedAt,
-        string? RevokedAt, string SessionEnds, Guid UserId, string Role, string? DisabledAt);
+        string? RevokedAt, string SessionEnds, Guid UserId, string Role, string? DisabledAt)
+    {
+        /// A spent token presented within the grace of its rotation, whose successor was never used: the answer that
+        /// carried the successor may have been lost on the way.
+        public bool AnswerMayBeLost(DateTime now, TimeSpan grace) =>
+            UsedAt is not null && ReplacedBy is not null && SuccessorUsedAt is null && now - Timestamps.Parse(UsedAt) <= grace;
+    }
 
     /// Ends the caller's session and the session of the given refresh token if it is the caller's too.
     public async Task LogoutAsync(Guid userId, string sessionId, string? refreshToken)
@@ -191,5 +197,4 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, Login
     private static DateTime Min(DateTime a, DateTime b) => a < b ? a : b;
     private static string NewRefreshToken() => Base64UrlEncoder.Encode(RandomNumberGenerator.GetBytes(32));
     private static string Hash(string token) => Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(token)));
-    private static DateTime Parse(string stamp) => DateTime.Parse(stamp, System.Globalization.CultureInfo.InvariantCulture, System.Globalization.DateTimeStyles.AdjustToUniversal | System.Globalization.DateTimeStyles.AssumeUniversal);
 }

@@ -3,8 +3,8 @@ using System.Collections.Concurrent;
 
 namespace Balance.Auth;
 
-// The service-wide password-hash budget. A PBKDF2 check is ~45 ms of one core: run on request threads without a
-// bound, a login flood takes every core and stalls the ledger's writer (BENCHMARKS.md, "Auth under hostile load"). Here
+// The service-wide password-hash budget. A PBKDF2 check costs tens of milliseconds of one core by design: run on
+// request threads without a bound, a login flood takes every core and stalls the ledger's writer (BENCHMARKS.md, "Auth under hostile load"). Here
 // hashes run only on Auth:PasswordHashConcurrency threads of their own, never on the thread pool that serves postings,
 // with at most Auth:PasswordHashQueue waiting; a hash past that is refused at once (the caller answers 503 +
 // Retry-After) instead of queueing behind thousands. A waiting login is bounded by (queue / threads) hashes.
@@ -34,7 +34,6 @@ public sealed class PasswordBudget : IDisposable
     public int QueueLimit { get; }
     public long Refused => Interlocked.Read(ref _refused);
     public long Done => Interlocked.Read(ref _done);
-    public int Waiting => _queue.Count;
 
     /// True (and counted as refused) when no hash would be taken now: lets a caller refuse before any other work
     /// (a database read) done for it.

@@ -6,7 +6,7 @@ using Microsoft.IdentityModel.Tokens;
 namespace Balance.Auth;
 
 // A client sends the same access token with every request; checking its HMAC and parsing its JSON again each
-// time was about a tenth of the server's CPU under load. A token that validated is remembered by its exact text
+// time is a large share of a small request's CPU (BENCHMARKS.md). A token that validated is remembered by its exact text
 // (one changed byte misses and is validated in full) until it expires: the lifetime, with the same clock skew, is
 // checked again on every hit, and revocation is checked per request after this (JwtBearer's OnTokenValidated).
 // Each hit gets a ClaimsIdentity of its own, so requests never share a mutable identity.

@@ -44,8 +44,7 @@ public sealed class Sessions(IDatabase db, IOptions<AuthOptions> options, TimePr
         foreach (var (id, accessExpires) in await connection.QueryAsync<(string, string)>(
                      "SELECT id, access_expires_at FROM sessions WHERE revoked_at IS NOT NULL AND access_expires_at > @cutoff",
                      new { cutoff = Timestamps.Format((time.GetUtcNow() - options.Value.ClockSkew).UtcDateTime) }))
-            _revoked.TryAdd(id, new DateTimeOffset(DateTime.Parse(accessExpires, System.Globalization.CultureInfo.InvariantCulture,
-                System.Globalization.DateTimeStyles.AdjustToUniversal | System.Globalization.DateTimeStyles.AssumeUniversal)) + options.Value.ClockSkew);
+            _revoked.TryAdd(id, new DateTimeOffset(Timestamps.Parse(accessExpires)) + options.Value.ClockSkew);
     }
 
     /// Ends the session's tokens on this node. `here` (the default): this node ended it, so it goes out on EndedHere

@@ -5,7 +5,6 @@ using Balance.Api;
 using Balance.Auth;
 using Balance.Sockets;
 using Balance.Storage;
-using Balance.Storage.Sqlite;
 using Dapper;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.Options;

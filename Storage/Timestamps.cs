@@ -7,4 +7,8 @@ namespace Balance.Storage;
 public static class Timestamps
 {
     public static string Format(DateTime utc) => utc.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", CultureInfo.InvariantCulture);
+
+    /// A stored time back as a UTC DateTime (any ISO-8601 form; one without a zone is taken as UTC).
+    public static DateTime Parse(string stored) =>
+        DateTime.Parse(stored, CultureInfo.InvariantCulture, DateTimeStyles.AdjustToUniversal | DateTimeStyles.AssumeUniversal);
 }

@@ -186,7 +186,4 @@ public sealed class LedgerState
 
     public static byte[] Seed(SqliteConnection c) =>
         Convert.FromHexString((string)Scalar(c, "SELECT value FROM ledger_meta WHERE name = 'key_seed'")!);
-
-    public static DateTime ParseTime(string text) =>
-        DateTime.ParseExact(text, "yyyy-MM-dd'T'HH:mm:ss.FFFFFFF'Z'", CultureInfo.InvariantCulture, DateTimeStyles.AdjustToUniversal | DateTimeStyles.AssumeUniversal);
 }

@@ -8,7 +8,7 @@ public static class SqliteRegistration
     public static IServiceCollection AddSqliteStorage(this IServiceCollection services)
     {
         GuidHandler.Register(); // GUIDs are TEXT in SQLite
-        services.AddOptions<SqliteOptions>().BindConfiguration("Balance").ValidateDataAnnotations().ValidateOnStart();
+        services.AddOptions<SqliteOptions>().BindConfiguration(NodeOptions.Section).ValidateDataAnnotations().ValidateOnStart();
         services.AddSingleton<SqliteDatabase>();
         services.AddSingleton<IDatabase>(sp => sp.GetRequiredService<SqliteDatabase>());
         services.AddSingleton<Checkpointer>();
