@@ -68,17 +68,6 @@ public sealed class Users(IDatabase db, PasswordBudget budget, TimeProvider time
     public async Task<string> HashAsync(UserRecord user, string password) =>
         await (budget.TryRun(() => Hasher.HashPassword(user, password)) ?? throw new PasswordBudgetSpentException());
 
-    /// SQLite's in-place upgrade of the users table (schema 2), run by the upgrade of a file older than schema 3
-    /// (Storage/Sqlite/SqliteDatabase.cs, in its transaction): disabled_at added where missing, and names of older
-    /// databases lowered into their normal form (the column is UNIQUE COLLATE NOCASE, so no two collide).
-    public static async Task UpgradeSqliteAsync(System.Data.Common.DbConnection connection, System.Data.Common.DbTransaction transaction)
-    {
-        if (!(await connection.QueryAsync<string>("SELECT name FROM pragma_table_info('users')", transaction: transaction)).Contains("disabled_at"))
-            await connection.ExecuteAsync("ALTER TABLE users ADD COLUMN disabled_at TEXT", transaction: transaction);
-        // BINARY: the column's NOCASE would find 'AlIcE' equal to 'alice' and lower nothing.
-        await connection.ExecuteAsync("UPDATE users SET username = lower(username) WHERE username COLLATE BINARY <> lower(username)", transaction: transaction);
-    }
-
     /// Returns null when the username is taken.
     public async Task<UserRecord?> CreateAsync(string username, string password, string role)
     {

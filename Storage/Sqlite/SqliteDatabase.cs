@@ -81,11 +81,13 @@ public sealed class SqliteDatabase : IDatabase
 
     // The upgrades, numbered like PostgreSQL's schema_version: step N brings a file of any older version to N, and runs
     // only on a file whose PRAGMA user_version is below N. (Schema 2's ledger change, idempotency keys unique per poster
-    // instead of across the ledger, has no step of its own: step 3 rebuilds any older ledger without the global key.)
+    // instead of across the ledger, has no step of its own: step 3 rebuilds any older ledger without the global key.
+    // Its users part runs with step 3 too: the first files stamped version 2 lack it.)
     private static readonly (int Version, Func<SqliteConnection, SqliteTransaction, string, Task> Apply)[] Steps =
     [
         (1, ColumnsBeforeVersionsAsync),
         (3, LedgerAsLogAsync),
+        (3, UsersInNormalFormAsync),
     ];
 
     // Every pending step in one transaction, foreign keys checked before the commit: a file is upgraded whole or not
@@ -129,13 +131,22 @@ public sealed class SqliteDatabase : IDatabase
             await connection.ExecuteAsync("ALTER TABLE refresh_tokens ADD COLUMN replaced_by TEXT", transaction: tx);
     }
 
-    // Step 3 (below), and the users' part of schema 2 (Auth/Users.cs), which the first files of version 2 lack.
+    // Step 3 (below).
     private static async Task LedgerAsLogAsync(SqliteConnection connection, SqliteTransaction tx, string schema)
     {
         // An older build committed this rebuild and wrote user_version after it: a file it left between the two (a
         // crash) has the log already.
         if (await LacksAsync(connection, tx, "ledger", "user_prev")) await UpgradeToLogAsync(connection, tx, schema);
-        await Balance.Auth.Users.UpgradeSqliteAsync(connection, tx);
+    }
+
+    // Schema 2's users part: an account may be disabled (disabled_at), and every username is in its normal form, ASCII
+    // lower case (Auth/Users.cs). The column is UNIQUE COLLATE NOCASE, so no two names collide when lowered.
+    private static async Task UsersInNormalFormAsync(SqliteConnection connection, SqliteTransaction tx, string schema)
+    {
+        if (await LacksAsync(connection, tx, "users", "disabled_at"))
+            await connection.ExecuteAsync("ALTER TABLE users ADD COLUMN disabled_at TEXT", transaction: tx);
+        // BINARY: the column's NOCASE would find 'AlIcE' equal to 'alice' and lower nothing.
+        await connection.ExecuteAsync("UPDATE users SET username = lower(username) WHERE username COLLATE BINARY <> lower(username)", transaction: tx);
     }
 
     private static async Task<bool> LacksAsync(SqliteConnection connection, SqliteTransaction tx, string table, string column)
