@@ -29,9 +29,11 @@ public sealed class BalanceMetrics
         meter.CreateObservableGauge("balance.sockets.outbox.deepest", () => Volatile.Read(ref s.DeepestOutbox), "{message}",
             "The most messages that ever waited in one socket's outbox at once (bounded: one balance per currency, plus control frames).");
         meter.CreateObservableCounter("balance.messages.dropped", () => Volatile.Read(ref s.Dropped), "{message}", "Balances not sent because the socket had already seen a newer version.");
-        // The name is the README's and the operations page's; what it counts is postings, not database commits (batches).
-        meter.CreateObservableCounter("balance.ledger.commits", () => Volatile.Read(ref l.Postings), "{posting}",
+        meter.CreateObservableCounter("balance.ledger.postings", () => Volatile.Read(ref l.Postings), "{posting}",
             "Postings answered after their batch committed: applied, replayed, or refused by a rule.");
+        // The same count under its first name, kept for dashboards that read it (deprecated: it never counted commits).
+        meter.CreateObservableCounter("balance.ledger.commits", () => Volatile.Read(ref l.Postings), "{posting}",
+            "Deprecated name of balance.ledger.postings (the same count).");
         meter.CreateObservableCounter("balance.ledger.batches", () => Volatile.Read(ref l.Batches), "{batch}", "Database transactions committed by the writer loop.");
         foreach (var instruments in storage) instruments.Create(meter); // the engine's own: SQLite's pragmas and WAL, PostgreSQL's change feed
         var closes = meter.CreateCounter<long>("balance.sockets.closed", "{socket}", "Socket closes by close code.");

@@ -101,7 +101,7 @@ public sealed class OpsMonitor : BackgroundService
                 At: _time.GetUtcNow().ToUnixTimeMilliseconds(),
                 SocketsOpen: (long)now.Get("balance.sockets.open"),
                 SocketsAuthenticated: (long)now.Get("balance.sockets.authenticated"),
-                PostingsPerSecond: Math.Round((now.Get("balance.ledger.commits") - last.Get("balance.ledger.commits")) / seconds, 1),
+                PostingsPerSecond: Math.Round((now.Get("balance.ledger.postings") - last.Get("balance.ledger.postings")) / seconds, 1),
                 MessagesPerSecond: Math.Round((now.Get("balance.messages.sent") - last.Get("balance.messages.sent")) / seconds, 1),
                 PushDelayP50Ms: LogHistogram.Percentile(previous, buckets, 0.50),
                 PushDelayP99Ms: LogHistogram.Percentile(previous, buckets, 0.99),
@@ -141,7 +141,7 @@ public sealed class OpsMonitor : BackgroundService
         var observed = Read();
         var closes = _closes.ToDictionary(c => c.Key.ToString(CultureInfo.InvariantCulture), c => c.Value);
         return new OpsNode(NodeId, _started.ToString("O", CultureInfo.InvariantCulture), Math.Round((_time.GetUtcNow() - _started).TotalSeconds, 1), current,
-            (long)observed.Get("balance.ledger.commits"), (long)observed.Get("balance.messages.sent"), (long)observed.Get("balance.messages.coalesced"),
+            (long)observed.Get("balance.ledger.postings"), (long)observed.Get("balance.messages.sent"), (long)observed.Get("balance.messages.coalesced"),
             (long)observed.Get("balance.messages.dropped"), _closes.GetValueOrDefault(CloseCodes.SlowConsumer), closes,
             observed.Get("balance.wal.page_size") is > 0 and var pageSize ? (int)pageSize : 4096, series); // the engine's, from its instruments
     }

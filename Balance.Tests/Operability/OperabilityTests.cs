@@ -35,7 +35,8 @@ public sealed class OperabilityTests
             text = await response.Content.ReadAsStringAsync();
             await Task.Delay(100);
         }
-        Assert.Contains("balance_ledger_commits_total", text);
+        Assert.Contains("balance_ledger_postings_total", text);
+        Assert.Contains("balance_ledger_commits_total", text); // the deprecated name, kept for dashboards
         Assert.Contains("balance_ledger_commit_duration_milliseconds_bucket", text);
         Assert.Contains("balance_sockets_open", text);
         // The ledger writer's own connection, as SQLite reports it: synchronous FULL (2) and WAL.
