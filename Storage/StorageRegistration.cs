@@ -9,6 +9,7 @@ public static class StorageRegistration
     // database). ConnectionStrings:Balance is that engine's connection string.
     public static WebApplicationBuilder AddStorage(this WebApplicationBuilder builder)
     {
+        builder.Services.AddOptions<ConnectionStrings>().BindConfiguration(ConnectionStrings.Section);
         builder.Services.AddOptions<NodeOptions>().BindConfiguration(NodeOptions.Section).PostConfigure(NodeOptions.Complete).ValidateDataAnnotations().ValidateOnStart();
         if (NodeOptions.Read(builder.Configuration).IsPostgres) builder.Services.AddPostgresStorage();
         else builder.Services.AddSqliteStorage();

@@ -20,9 +20,9 @@ public sealed class PostgresDatabase : IDatabase, IAsyncDisposable
     public NpgsqlDataSource DataSource { get; }
     public string ConnectionString { get; }
 
-    public PostgresDatabase(IConfiguration config, ILoggerFactory loggers)
+    public PostgresDatabase(Microsoft.Extensions.Options.IOptions<ConnectionStrings> connection, ILoggerFactory loggers)
     {
-        string given = config.GetConnectionString("Balance") is { Length: > 0 } cs && !cs.StartsWith("Data Source=", StringComparison.OrdinalIgnoreCase)
+        string given = connection.Value.Balance is { Length: > 0 } cs && !cs.StartsWith("Data Source=", StringComparison.OrdinalIgnoreCase)
             ? cs
             : throw new InvalidOperationException("Balance:Store=Postgres needs ConnectionStrings:Balance to be an Npgsql connection string (Host=…;Database=…;Username=…;Password=…).");
         var builder = new NpgsqlConnectionStringBuilder(given);

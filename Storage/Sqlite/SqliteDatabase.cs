@@ -21,9 +21,9 @@ public sealed class SqliteDatabase : IDatabase
     public string FilePath { get; }
     private readonly string _synchronous;
 
-    public SqliteDatabase(IConfiguration config, IOptions<SqliteOptions> options)
+    public SqliteDatabase(IOptions<ConnectionStrings> connection, IOptions<SqliteOptions> options)
     {
-        var builder = new SqliteConnectionStringBuilder(config.GetConnectionString("Balance") ?? "Data Source=balance.db")
+        var builder = new SqliteConnectionStringBuilder(connection.Value.Balance ?? "Data Source=balance.db")
         {
             Pooling = true,
             // Microsoft.Data.Sqlite retries a busy database until this many seconds have passed, on top of

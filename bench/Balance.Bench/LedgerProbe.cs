@@ -5,7 +5,6 @@ using Balance.Postings;
 using Balance.Storage;
 using Balance.Storage.Sqlite;
 using Microsoft.Data.Sqlite;
-using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 
@@ -154,8 +153,8 @@ public static class LedgerProbe
         string tmp = upgraded + ".tmp";
         foreach (var f in new[] { tmp, tmp + "-wal", tmp + "-shm" }) File.Delete(f);
         File.Copy(template, tmp);
-        var config = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?> { ["ConnectionStrings:Balance"] = $"Data Source={tmp}" }).Build();
-        var db = new SqliteDatabase(config, Microsoft.Extensions.Options.Options.Create(new SqliteOptions()));
+        var db = new SqliteDatabase(Microsoft.Extensions.Options.Options.Create(new ConnectionStrings { Balance = $"Data Source={tmp}" }),
+            Microsoft.Extensions.Options.Options.Create(new SqliteOptions()));
         var sw = Stopwatch.StartNew();
         await db.InitializeAsync();
         Console.WriteLine($"upgraded a copy in place to schema {SqliteDatabase.SchemaVersion} in {sw.Elapsed.TotalSeconds:F1} s (load {File.ReadAllText("/proc/loadavg").Split(' ')[0]})");
@@ -190,9 +189,8 @@ public static class LedgerProbe
         int players = int.Parse(args[3], CultureInfo.InvariantCulture), batch = int.Parse(args[4], CultureInfo.InvariantCulture);
         int count = int.Parse(args[5], CultureInfo.InvariantCulture), rep = int.Parse(args[6], CultureInfo.InvariantCulture);
         bool startupOnly = args[7] == "startup-only";
-        var config = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?> { ["ConnectionStrings:Balance"] = $"Data Source={path}" }).Build();
         var sqliteOptions = Microsoft.Extensions.Options.Options.Create(new SqliteOptions());
-        var db = new SqliteDatabase(config, sqliteOptions);
+        var db = new SqliteDatabase(Microsoft.Extensions.Options.Options.Create(new ConnectionStrings { Balance = $"Data Source={path}" }), sqliteOptions);
         double upgrade = 0, startup = 0, managedMb = 0, rssMb = 0;
         ILedgerStore store;
         if (variant == "reference")
