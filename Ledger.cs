@@ -211,7 +211,7 @@ public sealed class Ledger : IHostedService
                     }
                     catch (StoreConflictException) // its Write lost a race, and was undone alone; the batch goes on
                     {
-                        results.Add(new PostOutcome.Refused(Refusal.Conflict, "The transaction conflicts with another one; retry with the same Idempotency-Key."));
+                        results.Add(PostOutcome.Refuse(Refusal.Conflict));
                     }
                     catch (PostingRefusedByStoreException ex) // undone alone; the batch goes on
                     {
@@ -245,7 +245,7 @@ public sealed class Ledger : IHostedService
         // A signed token is not proof that its user is in this database (a signing key shared with another deployment,
         // a database restored from before the account): every ledger row names an operator that exists here.
         if (s.RoleOf(p.PostedBy) != Roles.Operator)
-            return (new PostOutcome.Refused(Refusal.NotAnOperator, "The token's user is not an operator of this ledger."), null);
+            return (PostOutcome.Refuse(Refusal.NotAnOperator), null);
         if (s.FindByKey(p.PostedBy, p.IdempotencyKey) is { } earlier)
             return (earlier.RequestHash == hash ? new PostOutcome.Committed(earlier.ToResult(), Replayed: true) : new PostOutcome.IdempotencyConflict(), null);
 
@@ -255,9 +255,9 @@ public sealed class Ledger : IHostedService
         if (p.Type == TxTypes.Rollback)
         {
             var bet = s.FindById(p.Reverses!);
-            if (bet is null) return (new PostOutcome.Refused(Refusal.TransactionNotFound, $"No transaction {p.Reverses} to roll back."), null);
-            if (bet.Type != TxTypes.Bet) return (new PostOutcome.Refused(Refusal.NotReversible, $"Only a bet can be rolled back; {p.Reverses} is a {bet.Type}."), null);
-            if (p.UserId is { } given && given != bet.UserId) return (new PostOutcome.Refused(Refusal.UserMismatch, "user_id is not the owner of that bet."), null);
+            if (bet is null) return (PostOutcome.Refuse(Refusal.TransactionNotFound, p.Reverses), null);
+            if (bet.Type != TxTypes.Bet) return (PostOutcome.Refuse(Refusal.NotReversible, p.Reverses, bet.Type), null);
+            if (p.UserId is { } given && given != bet.UserId) return (PostOutcome.Refuse(Refusal.UserMismatch), null);
             if (s.IsReversed(bet.TransactionId)) return (new PostOutcome.AlreadyReversed(bet.TransactionId), null);
             (userId, currency, amount) = (bet.UserId, bet.Currency, bet.Amount);
         }
@@ -266,8 +266,8 @@ public sealed class Ledger : IHostedService
             userId = p.UserId!.Value;
             currency = p.Currency!;
             string? role = s.RoleOf(userId); // also: the user exists
-            if (role is null) return (new PostOutcome.Refused(Refusal.UserNotFound, $"No user {userId}."), null);
-            if (role != Roles.Player) return (new PostOutcome.Refused(Refusal.NotAPlayer, "Only players have wallets."), null);
+            if (role is null) return (PostOutcome.Refuse(Refusal.UserNotFound, userId), null);
+            if (role != Roles.Player) return (PostOutcome.Refuse(Refusal.NotAPlayer), null);
         }
 
         var (balance, version) = s.ReadWallet(userId, currency);
@@ -275,7 +275,7 @@ public sealed class Ledger : IHostedService
         if (TxTypes.IsCredit(p.Type))
         {
             try { after = checked(balance + amount); }
-            catch (OverflowException) { return (new PostOutcome.Refused(Refusal.BalanceOverflow, "The balance would overflow."), null); }
+            catch (OverflowException) { return (PostOutcome.Refuse(Refusal.BalanceOverflow), null); }
         }
         else
         {

@@ -47,8 +47,8 @@ public sealed class ProblemCode(string code, int status, string? detail = null, 
 // (`.ProducesProblems("…", ProblemCodes.InsufficientFunds)`), and the status comes from here.
 //
 // Adding a refusal: the rule goes in Ledger.Apply, returning a new Refusal (money's word for it, Postings/Posting.cs,
-// with its text); its row goes here, and its status in ForRefusal below (the build fails until it has one).
-// ProblemCodeTests checks every refusal's text against its row's.
+// with its text in RefusalText); its row goes here, showing that text, and its status in ForRefusal below (the build
+// fails until it has one). ProblemCodeTests checks every refusal's answer against its row.
 public static class ProblemCodes
 {
     private const string UserExample = "0b7e4d1c-6f1a-4d43-9a40-2f5a2b1f4c11", TransactionExample = "0193f1a2-7c4e-7b10-9a3d-5e2f8c1d4b6a";
@@ -64,19 +64,19 @@ public static class ProblemCodes
     public static readonly ProblemCode Forbidden = new("forbidden", 403);
     public static readonly ProblemCode UserDisabled = new("user_disabled", 403, "This account is disabled.");
     public static readonly ProblemCode WrongPassword = new("wrong_password", 403, "current_password is not this account's password.");
-    public static readonly ProblemCode UserNotFound = new("user_not_found", 404, "No user {0}.", [UserExample]);
-    public static readonly ProblemCode TransactionNotFound = new("transaction_not_found", 404, "No transaction {0} to roll back.", [TransactionExample]);
+    public static readonly ProblemCode UserNotFound = new("user_not_found", 404, RefusalText.Format(Refusal.UserNotFound), [UserExample]);
+    public static readonly ProblemCode TransactionNotFound = new("transaction_not_found", 404, RefusalText.Format(Refusal.TransactionNotFound), [TransactionExample]);
     public static readonly ProblemCode InsufficientFunds = new("insufficient_funds", 409, "The wallet does not hold enough for this debit; nothing was written.");
     public static readonly ProblemCode IdempotencyConflict = new("idempotency_conflict", 409, "This Idempotency-Key was already used with a different request body.");
     public static readonly ProblemCode AlreadyReversed = new("already_reversed", 409, "Bet {0} was already rolled back.", [TransactionExample]);
-    public static readonly ProblemCode Conflict = new("conflict", 409, "The transaction conflicts with another one; retry with the same Idempotency-Key.");
+    public static readonly ProblemCode Conflict = new("conflict", 409, RefusalText.Format(Refusal.Conflict));
     public static readonly ProblemCode UsernameTaken = new("username_taken", 409, "That username is taken.");
     public static readonly ProblemCode PayloadTooLarge = new("payload_too_large", 413);
     public static readonly ProblemCode UnsupportedMediaType = new("unsupported_media_type", 415);
-    public static readonly ProblemCode NotReversible = new("not_reversible", 422, "Only a bet can be rolled back; {0} is a {1}.", [TransactionExample, TxTypes.Deposit]);
-    public static readonly ProblemCode UserMismatch = new("user_mismatch", 422, "user_id is not the owner of that bet.");
-    public static readonly ProblemCode NotAPlayer = new("not_a_player", 422, "Only players have wallets.");
-    public static readonly ProblemCode BalanceOverflow = new("balance_overflow", 422, "The balance would overflow.");
+    public static readonly ProblemCode NotReversible = new("not_reversible", 422, RefusalText.Format(Refusal.NotReversible), [TransactionExample, TxTypes.Deposit]);
+    public static readonly ProblemCode UserMismatch = new("user_mismatch", 422, RefusalText.Format(Refusal.UserMismatch));
+    public static readonly ProblemCode NotAPlayer = new("not_a_player", 422, RefusalText.Format(Refusal.NotAPlayer));
+    public static readonly ProblemCode BalanceOverflow = new("balance_overflow", 422, RefusalText.Format(Refusal.BalanceOverflow));
     public static readonly ProblemCode TooManyAttempts = new("too_many_attempts", 429, "Too many {0}; try again in {1} s.", ["login attempts", 42]);
     public static readonly ProblemCode Unavailable = new("unavailable", 503, "The ledger is temporarily unavailable; nothing was changed. Retry with the same Idempotency-Key.");
     public static readonly ProblemCode LoginBusy = new("login_busy", 503, "Too many passwords are being checked at once; try again in {0} s.", [1]);
