@@ -91,6 +91,13 @@ public sealed class OpenApiTests(ITestOutputHelper output)
         Assert.Equal(["201", "400", "401", "403", "404", "409", "413", "415", "422", "503"], Statuses(post));
         Assert.Equal(["insufficient_funds", "idempotency_conflict", "already_reversed", "conflict"], Codes(post, "409"));
         Assert.Equal(["validation_failed", "malformed_request"], Codes(post, "400"));
+        // Every refusal of the ledger is declared on the route that posts: a new Refusal fails here until its code is
+        // in the route's ProducesProblems (Api/LedgerApi.cs).
+        foreach (var kind in Enum.GetValues<Balance.Postings.Refusal>())
+        {
+            var row = ProblemCodes.ForRefusal(kind);
+            Assert.Contains(row.Code, Codes(post, row.Status.ToString(System.Globalization.CultureInfo.InvariantCulture)));
+        }
         Assert.Equal(["operator"], Roles(post));
         Assert.True(post.GetProperty("responses").GetProperty("201").GetProperty("headers").TryGetProperty("Idempotent-Replayed", out _));
         Assert.True(post.GetProperty("responses").GetProperty("503").GetProperty("headers").TryGetProperty("Retry-After", out _));
