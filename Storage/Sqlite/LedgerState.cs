@@ -130,8 +130,11 @@ public sealed class LedgerState
         long from = FirstSeqAtOrAfter(c, Timestamps.Format(now - window), state.LastSeq);
         using (var cmd = c.CreateCommand())
         {
-            // Sized once (at most a row per seq from there): no rehash while it fills, no doubling left unused.
-            state._keys.EnsureCapacity((int)Math.Clamp(state.LastSeq - from + 1, 0, 1 << 30));
+            // Sized once, with a quarter to spare (at most a row per seq from there): no rehash while it fills, and none
+            // on the writer's thread at the first postings after start, when a table sized to the row copies all of
+            // the window's keys into one twice its size.
+            long inWindow = Math.Max(0, state.LastSeq - from + 1);
+            state._keys.EnsureCapacity((int)Math.Min(inWindow + inWindow / 4 + 4096, 1 << 30));
             cmd.CommandText = "SELECT seq, key_hash FROM ledger_keys WHERE seq >= $from";
             cmd.Parameters.AddWithValue("$from", from);
             using var r = cmd.ExecuteReader();
