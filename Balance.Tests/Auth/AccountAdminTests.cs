@@ -8,8 +8,8 @@ using Microsoft.Extensions.Time.Testing;
 
 namespace Balance.Tests;
 
-// Issue 19 §5 and §6 (auth): operators administer accounts — a password change, disabling, ending every login — and
-// ended logins and expired tokens do not pile up in memory or in the database.
+// Operators administer accounts — a password change, disabling, ending every login — and ended logins and expired
+// tokens do not pile up in memory or in the database.
 public class AccountAdminTests
 {
     /// The engine under test; the same tests run again on PostgreSQL (Postgres/OnPostgres.cs).

@@ -332,7 +332,7 @@ public sealed class DurabilityTests
                 string filler = Path.Combine(mountPoint, "filler");
                 await FillAsync(filler);
                 var before = LedgerAudit.Read(db);
-                // Issue 19 §6: not ready while the disk is full (it said Healthy while every posting got 503).
+                // Not ready while the disk is full: a balancer must not send postings that would all get 503.
                 using (var anyone = app.Http())
                 {
                     var notReady = await anyone.GetAsync("/readyz");
