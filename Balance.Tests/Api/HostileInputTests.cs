@@ -76,8 +76,9 @@ public class HostileInputTests
         ("deposit naming a reversal", """{"user_id":"{alice}","type":"deposit","amount":"1.00","currency":"USD","reverses":"{deposit}"}""", "k", "application/json", 400, "validation_failed"),
         ("withdrawal beyond the balance", """{"user_id":"{alice}","type":"withdrawal","amount":"100.01","currency":"USD"}""", "k", "application/json", 409, "insufficient_funds"),
         ("bet in a currency never deposited", """{"user_id":"{alice}","type":"bet","amount":"0.00000001","currency":"BTC"}""", "k", "application/json", 409, "insufficient_funds"),
-        // Issue 19 §2: a duplicated property took its last value (5000.00 posted), a name in another case was taken as the
-        // field, and control characters reached the ledger and the audit log (a newline forged a second line).
+        // A body is read one way only: a property sent twice, a name in another case or one the body does not have is
+        // malformed (never its last value or a case-blind match: 5000.00 posted), and a control character in text is
+        // refused before it reaches the ledger or the audit log (a newline would forge a second line).
         ("a duplicated amount", """{"user_id":"{alice}","type":"deposit","amount":"0.01","amount":"5000.00","currency":"USD"}""", "k", "application/json", 400, "malformed_request"),
         ("a duplicated user_id", """{"user_id":"{alice}","type":"bet","amount":"1.00","currency":"USD","user_id":"{bob}"}""", "k", "application/json", 400, "malformed_request"),
         ("Amount in another case", """{"user_id":"{alice}","type":"deposit","Amount":"5000.00","currency":"USD"}""", "k", "application/json", 400, "malformed_request"),
@@ -134,9 +135,9 @@ public class HostileInputTests
         Assert.Equal(balanceBefore, (await mine.GetFromJsonAsync<JsonElement>("/api/balance")).ToString());
     }
 
-    // Issue 19 §2, every body of the service, not only the ledger's: a property sent twice, a name in another case or one
-    // the body does not have is 400 malformed_request, and the request has no effect (the token is not spent, the login
-    // not ended, the user not made).
+    // Every body of the service, not only the ledger's, is read as strictly: a property sent twice, a name in another
+    // case or one the body does not have is 400 malformed_request, and the request has no effect (the token is not
+    // spent, the login not ended, the user not made).
     [Fact]
     public async Task EveryRequestBodyRefusesDuplicatedOtherCaseAndUnknownPropertiesAndChangesNothing()
     {

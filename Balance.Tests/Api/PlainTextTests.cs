@@ -3,7 +3,7 @@ using Balance.Api;
 namespace Balance.Tests;
 
 // The rule for text the ledger stores and the audit log writes (reference, Idempotency-Key): no control characters,
-// only whole characters. Issue 19 §2.
+// so no newline can forge a second log line, and only whole characters (no lone surrogate).
 [Trait("Category", "Unit")]
 public sealed class PlainTextTests
 {

@@ -306,8 +306,9 @@ public class RestTests
         Assert.Equal("110.00", await BalanceOf(app, alice.AccessToken));
     }
 
-    // Issue 19 §3: keys were global, so operator B posting with a key operator A had used got A's transaction back,
-    // replayed, and nothing was charged. A key belongs to its poster: each operator's own replay still replays.
+    // An Idempotency-Key belongs to its poster: operator B posting with a key operator A has used posts B's own
+    // transaction (a global key would hand B A's transaction back, replayed, and charge nothing); each operator's own
+    // replay still replays.
     [Fact]
     public async Task TwoOperatorsWithOneKeyAndOneBodyPostTwoTransactionsAndEachReplaysItsOwn()
     {
@@ -509,7 +510,7 @@ public class RestTests
         {
             var body = await Json(response);
             string Text(string name) => body.TryGetProperty(name, out var value) ? value.GetString()! : "(none)";
-            // Known difference, kept (the document may not change in this step): for 422 the framework names RFC 4918
+            // Known difference, kept so that the published document stays as it is: for 422 the framework names RFC 4918
             // §11.2, while the document's examples name RFC 9110 §15.5.21.
             string type = row.Status == 422 ? "https://tools.ietf.org/html/rfc4918#section-11.2" : row.Type ?? "(none)";
             Assert.Equal((row.Code, row.Status, type, row.Title, detail ?? "(none)"),

@@ -3,9 +3,9 @@ using System.Net.Http.Json;
 
 namespace Balance.Tests;
 
-// Issue 19 §5 across nodes: two service instances on one PostgreSQL database. Logins a disable, an operator's "end
-// every login" or a password change ends on one node end on the other too — through sessions.revoked_tx and each
-// node's change feed, the path a logout already takes — and their sockets there close 4503.
+// Account administration across nodes: two service instances on one PostgreSQL database. Logins a disable, an
+// operator's "end every login" or a password change ends on one node end on the other too — through sessions.revoked_tx
+// and each node's change feed, the path a logout already takes — and their sockets there close 4503.
 public sealed class AccountAdminAcrossNodesTests
 {
     private static BalanceApplication Node(TempDatabase database, string id) =>

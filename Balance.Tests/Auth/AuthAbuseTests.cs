@@ -9,8 +9,8 @@ using Microsoft.Extensions.Time.Testing;
 
 namespace Balance.Tests;
 
-// Issue 19 §1, §2 (auth), §4: auth under hostile load, input a login must refuse, and failure counting no stranger can
-// turn into a lockout. The mechanisms only; their effect on postings is measured by bench/attack.sh, not timed here.
+// Auth under hostile load, input a login must refuse, and failure counting no stranger can turn into a lockout. The
+// mechanisms only; their effect on postings is measured by bench/attack.sh, not timed here.
 public class AuthAbuseTests
 {
     /// The engine under test; the same tests run again on PostgreSQL (Postgres/OnPostgres.cs).
@@ -51,7 +51,8 @@ public class AuthAbuseTests
         await using (var locked = await HoldWriteLockAsync(app))
         {
             using var anonymous = app.Http();
-            // Before the fix each of these opened a write transaction: it waited out the 5 s busy/lock timeout, then 503.
+            // Each of these is answered from reads alone: one that opened a write transaction would wait out the 5 s
+            // busy/lock timeout, then answer 503.
             var unknown = await anonymous.PostAsJsonAsync("/api/auth/refresh", new { refresh_token = "no-such-token-" + Guid.NewGuid() });
             Assert.Equal(HttpStatusCode.Unauthorized, unknown.StatusCode);
             Assert.Equal("invalid_refresh_token", await CodeOf(unknown));
@@ -215,7 +216,8 @@ public class AuthAbuseTests
         var held = await LoginFromAsync(app, "203.0.113.66", "operator", "demo1234");
         Assert.Equal(HttpStatusCode.TooManyRequests, held.StatusCode);
         Assert.True(held.Headers.RetryAfter?.Delta > TimeSpan.FromMinutes(4), $"Retry-After {held.Headers.RetryAfter}");
-        // ... and the real operator, elsewhere, logs in (before the fix: 429 for 5 minutes, renewable forever).
+        // ... and the real operator, elsewhere, logs in (a lock on the username would give them 429 for 5 minutes,
+        // renewed by the stranger forever).
         Assert.Equal(HttpStatusCode.OK, (await LoginFromAsync(app, "198.51.100.10", "operator", "demo1234")).StatusCode);
     }
 

@@ -6,9 +6,9 @@ using Microsoft.Extensions.DependencyInjection;
 
 namespace Balance.Tests;
 
-// Issue 19 §2: one posting that the store refuses for a reason that is no rule of the ledger must fail alone, never
-// its batch-mates. (A NUL in a reference on PostgreSQL failed the whole group-commit batch: 36 of 40 honest concurrent
-// postings got 503.) The service now refuses such text at the door (HostileInputTests), so the poison is put in behind
+// One posting that the store refuses for a reason that is no rule of the ledger must fail alone, never its
+// batch-mates: a batch that failed whole would answer 503 to every honest concurrent posting in it. The service
+// refuses such text (a NUL in a reference) at the door (HostileInputTests), so the poison is put in behind
 // it, by a test-only decorator of the engine's real store: on PostgreSQL the posting's reference gets a NUL on its way
 // to the database, which the database itself refuses (22021, at the batch's set-based write); on SQLite, which takes a
 // NUL, the write throws what SQLite's session throws for a value too big (SQLITE_TOOBIG) before the row is written.

@@ -5,10 +5,11 @@ using Microsoft.Data.Sqlite;
 
 namespace Balance.Tests;
 
-// Issue 19 §6 on real SQLite files: /readyz said Healthy while every posting got 503. Ready now means the database
-// would take a write: not while another connection holds the write lock, nor while the file system holding it is
-// read-only (here: a read-only bind mount over its directory, how the mount table shows a file system remounted
-// read-only after errors; needs root, as the tmpfs test does), nor while the disk is full (DurabilityTests.AFullDiskAnswers503UnavailableWritesNothingAndRecoversWhenSpaceReturns, on a real tmpfs).
+// Readiness on real SQLite files: /readyz says Healthy only when the database would take a write, so a balancer never
+// sends postings that would all get 503: not while another connection holds the write lock, nor while the file system
+// holding it is read-only (here: a read-only bind mount over its directory, how the mount table shows a file system
+// remounted read-only after errors; needs root, as the tmpfs test does), nor while the disk is full
+// (DurabilityTests.AFullDiskAnswers503UnavailableWritesNothingAndRecoversWhenSpaceReturns, on a real tmpfs).
 // And the database, its WAL and shared-memory files and the Development key are readable by their owner alone.
 public sealed class ReadinessTests
 {

@@ -7,8 +7,8 @@ using Npgsql;
 
 namespace Balance.Tests;
 
-// Issue 19 §3: an Idempotency-Key is unique per poster, (posted_by, idempotency_key). A database made while keys were
-// unique across the whole ledger is upgraded in place at start, on both engines: every ledger row kept as it was,
+// An Idempotency-Key is unique per poster, (posted_by, idempotency_key). A database whose keys are unique across the
+// whole ledger (an older schema) is upgraded in place at start, on both engines: every ledger row kept as it was,
 // the old constraint gone, and from then on two operators may use one key. (Two operators, one key, on a fresh
 // database: RestTests.TwoOperatorsWithOneKeyAndOneBodyPostTwoTransactionsAndEachReplaysItsOwn, on both engines.)
 public sealed class KeysPerPosterUpgradeTests
