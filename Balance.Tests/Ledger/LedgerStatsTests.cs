@@ -4,7 +4,7 @@ using MsOptions = Microsoft.Extensions.Options.Options;
 
 namespace Balance.Tests.Unit;
 
-// What the ledger's counters count (the metrics balance.ledger.commits and balance.ledger.batches read them):
+// What the ledger's counters count (the metrics balance.ledger.postings and balance.ledger.batches read them):
 // every posting answered after its batch committed, whatever its answer, and the committed batches; a batch that
 // did not commit counts in neither.
 [Trait("Category", "Unit")]
