@@ -12,7 +12,7 @@ public sealed record CloseReason(int Code, string? ErrorCode, string? Message)
     public static readonly CloseReason TooBig = new(CloseCodes.TooBig, "frame_too_large", $"Messages are limited to {SocketEndpoint.MaxMessageBytes} bytes.");
     public static readonly CloseReason Unavailable = new(CloseCodes.InternalError, "unavailable", "Balances cannot be read right now; reconnect shortly.");
 
-    // The token's exp has passed (SocketAuth.HasExpired): on the auth message, and later while the socket is open.
+    // The token's exp has passed: as it is offered, and later while the socket is open (SocketAuth picks which).
     public static readonly CloseReason TokenExpired = new(CloseCodes.TokenExpired, "token_expired", "The access token has expired.");
     public static readonly CloseReason TokenExpiredWhileOpen = new(CloseCodes.TokenExpired, "token_expired", "The access token expired; send a fresh one or reconnect.");
     public static readonly CloseReason AuthTimeout = new(CloseCodes.AuthTimeout, "auth_timeout", "No auth message within the deadline.");

@@ -459,6 +459,22 @@ public sealed class SocketTests
         Assert.Equal(Expected + "\n", actual);
     }
 
+    // Where an expired token's close is decided (SocketAuth): from its exp on the service's clock, not a tick later;
+    // refused as it is offered, and the other text (send a fresh one) when it comes while the socket is open.
+    [Fact, Trait("Category", "Unit")]
+    public void AnExpiredTokenIsRefusedFromItsExpAndClosesAnOpenSocketWithTheHintToSendAFreshOne()
+    {
+        long exp = new DateTimeOffset(2026, 12, 3, 18, 15, 0, TimeSpan.Zero).UtcTicks;
+        var claims = new SocketAuth.Claims(Guid.NewGuid(), "sid", Roles.Player, exp);
+        Assert.Null(SocketAuth.ExpiredOnAuth(claims, exp - 1));
+        Assert.Same(CloseReason.TokenExpired, SocketAuth.ExpiredOnAuth(claims, exp));
+        Assert.Null(SocketAuth.ExpiredWhileOpen(exp, exp - 1));
+        Assert.Same(CloseReason.TokenExpiredWhileOpen, SocketAuth.ExpiredWhileOpen(exp, exp + 1));
+        Assert.Equal((4001, "token_expired", "The access token has expired."), (CloseReason.TokenExpired.Code, CloseReason.TokenExpired.Reason, CloseReason.TokenExpired.Message));
+        Assert.Equal((4001, "token_expired", "The access token expired; send a fresh one or reconnect."),
+            (CloseReason.TokenExpiredWhileOpen.Code, CloseReason.TokenExpiredWhileOpen.Reason, CloseReason.TokenExpiredWhileOpen.Message));
+    }
+
     // Every answer that refuses an upgrade, byte for byte as recorded from the service (status, Retry-After, body; the
     // trace id of this run put in after), and the close the guide's way gets for reconnecting too fast: moving the
     // texts into the problem-code table must not change one byte on the wire.
