@@ -134,5 +134,6 @@ public static class ProblemCodes
     public static readonly ProblemCode OriginNotAllowed = new("origin_not_allowed", 403, "Origin not allowed.");
     public static readonly ProblemCode TooManyUnauthenticatedSockets = new("too_many_connections", 429, "Too many unauthenticated sockets from this address.");
 
-    public static readonly IReadOnlyList<ProblemCode> SocketUpgrade = [WebSocketRequired, ServerRestarting, ReconnectingTooFast, OriginNotAllowed, TooManyUnauthenticatedSockets];
+    public static readonly IReadOnlyList<ProblemCode> SocketUpgrade =
+        [WebSocketRequired, ServerRestarting, ReconnectingTooFast, OriginNotAllowed, TooManyUnauthenticatedSockets];
 }

@@ -470,7 +470,8 @@ public sealed class SocketTests
         Assert.Same(CloseReason.TokenExpired, SocketAuth.ExpiredOnAuth(claims, exp));
         Assert.Null(SocketAuth.ExpiredWhileOpen(exp, exp - 1));
         Assert.Same(CloseReason.TokenExpiredWhileOpen, SocketAuth.ExpiredWhileOpen(exp, exp + 1));
-        Assert.Equal((4001, "token_expired", "The access token has expired."), (CloseReason.TokenExpired.Code, CloseReason.TokenExpired.Reason, CloseReason.TokenExpired.Message));
+        Assert.Equal((4001, "token_expired", "The access token has expired."),
+            (CloseReason.TokenExpired.Code, CloseReason.TokenExpired.Reason, CloseReason.TokenExpired.Message));
         Assert.Equal((4001, "token_expired", "The access token expired; send a fresh one or reconnect."),
             (CloseReason.TokenExpiredWhileOpen.Code, CloseReason.TokenExpiredWhileOpen.Reason, CloseReason.TokenExpiredWhileOpen.Message));
     }
@@ -499,7 +500,8 @@ public sealed class SocketTests
             var stream = tcp.GetStream();
             await stream.WriteAsync(System.Text.Encoding.ASCII.GetBytes(request + "\r\n"), cts.Token);
             var (head, body) = await ReadResponseAsync(stream, cts.Token);
-            string Header(string name) => head.Split("\r\n").FirstOrDefault(l => l.StartsWith(name + ": ", StringComparison.OrdinalIgnoreCase))?[(name.Length + 2)..] ?? "(none)";
+            string Header(string name) =>
+                head.Split("\r\n").FirstOrDefault(l => l.StartsWith(name + ": ", StringComparison.OrdinalIgnoreCase))?[(name.Length + 2)..] ?? "(none)";
             transcript.Append($"-- {name}\n{head.Split("\r\n")[0]}\nRetry-After: {Header("Retry-After")}\nContent-Type: {Header("Content-Type")}\n{body}\n");
         }
         string Upgrade(string? extra = null) =>
@@ -517,7 +519,8 @@ public sealed class SocketTests
             await guide.SendAsync(0x1, System.Text.Encoding.UTF8.GetBytes($$"""{"type":"auth","access_token":"{{alice.AccessToken}}"}"""));
             var (opcode, error) = await guide.ReadFrameAsync();
             var (code, reason) = await guide.ReadCloseAsync();
-            transcript.Append($"-- the player reconnecting too fast, auth message\n{opcode} {System.Text.Encoding.UTF8.GetString(error)}\nclose {code} {reason}\n");
+            transcript.Append("-- the player reconnecting too fast, auth message\n")
+                .Append($"{opcode} {System.Text.Encoding.UTF8.GetString(error)}\nclose {code} {reason}\n");
             await RefusedAsync("the address reconnecting too fast", Upgrade()); // 6th
             await app.Services.GetRequiredService<BalanceSocket>().StoppingAsync(CancellationToken.None);
             await RefusedAsync("while stopping", Upgrade());
