@@ -121,4 +121,19 @@ public static class ProblemCodes
         503 => Unavailable.Code,
         _ => "server_error",
     };
+
+    // The socket endpoint's refusals of an upgrade
+    // (Sockets/SocketEndpoint.cs, answered in HTTP before a request becomes a socket), in the order it checks them.
+    // Not in All, so not in the OpenAPI document: the socket is no operation of it (its description points to the
+    // README). A row per refusal, so a code may have two: too_many_connections (a client reconnecting too fast, and
+    // the unauthenticated cap), and unavailable, the REST row's code and status with the socket's own words, which
+    // the open sockets' going-away close (CloseReason.GoingAway) sends too. ProblemCodeTests holds each code to one status.
+    public static readonly ProblemCode WebSocketRequired = new("websocket_required", 400, "This endpoint speaks WebSocket only.");
+    public static readonly ProblemCode ServerRestarting = new("unavailable", 503, "The server is restarting; reconnect.");
+    public static readonly ProblemCode ReconnectingTooFast = new("too_many_connections", 429, "Reconnecting too fast; try again in {0} s.", [1]);
+    public static readonly ProblemCode OriginNotAllowed = new("origin_not_allowed", 403, "Origin not allowed.");
+    public static readonly ProblemCode TooManyUnauthenticatedSockets = new("too_many_connections", 429, "Too many unauthenticated sockets from this address.");
+
+    public static readonly IReadOnlyList<ProblemCode> SocketUpgrade =
+        [WebSocketRequired, ServerRestarting, ReconnectingTooFast, OriginNotAllowed, TooManyUnauthenticatedSockets];
 }

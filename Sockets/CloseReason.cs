@@ -1,3 +1,5 @@
+using Balance.Api;
+
 namespace Balance.Sockets;
 
 // Why a socket closes, as one value: the close code, the close frame's reason (the wire vocabulary of the contract,
@@ -7,20 +9,22 @@ public sealed record CloseReason(int Code, string? ErrorCode, string? Message)
 {
     public string Reason => CloseCodes.Reason(Code);
 
-    public static readonly CloseReason GoingAway = new(CloseCodes.GoingAway, "server_going_away", "The server is restarting; reconnect.");
+    // The words of the upgrade's 503 while the server stops.
+    public static readonly CloseReason GoingAway = new(CloseCodes.GoingAway, "server_going_away", ProblemCodes.ServerRestarting.Text());
     public static readonly CloseReason RateLimited = new(CloseCodes.PolicyViolation, "rate_limited", "Too many messages.");
     public static readonly CloseReason TooBig = new(CloseCodes.TooBig, "frame_too_large", $"Messages are limited to {SocketEndpoint.MaxMessageBytes} bytes.");
     public static readonly CloseReason Unavailable = new(CloseCodes.InternalError, "unavailable", "Balances cannot be read right now; reconnect shortly.");
 
-    // The token's exp has passed (SocketAuth.HasExpired): on the auth message, and later while the socket is open.
+    // The token's exp has passed: as it is offered, and later while the socket is open (SocketAuth picks which).
     public static readonly CloseReason TokenExpired = new(CloseCodes.TokenExpired, "token_expired", "The access token has expired.");
     public static readonly CloseReason TokenExpiredWhileOpen = new(CloseCodes.TokenExpired, "token_expired", "The access token expired; send a fresh one or reconnect.");
     public static readonly CloseReason AuthTimeout = new(CloseCodes.AuthTimeout, "auth_timeout", "No auth message within the deadline.");
     // Nothing is sent before it: the peer is not reading.
     public static readonly CloseReason SlowConsumer = new(CloseCodes.SlowConsumer, null, null);
     public static CloseReason TooManySockets(int max) => new(CloseCodes.TooManyConnections, "too_many_connections", $"At most {max} sockets per player.");
+    // The words of the upgrade's 429 (a token on the upgrade is refused there; one in the auth message, here).
     public static CloseReason ReconnectingTooFast(TimeSpan wait) =>
-        new(CloseCodes.TooManyConnections, "too_many_connections", $"Reconnecting too fast; try again in {Balance.Api.RetryAfter.Seconds(wait)} s.");
+        new(CloseCodes.TooManyConnections, "too_many_connections", ProblemCodes.ReconnectingTooFast.Text(RetryAfter.Seconds(wait)));
 
     public static readonly CloseReason NotJson = new(CloseCodes.BadRequest, "bad_request", "Messages must be JSON objects such as {\"type\":\"auth\",\"access_token\":\"...\"}.");
     public static readonly CloseReason Binary = new(CloseCodes.BadRequest, "bad_request", "Binary frames are not accepted; send JSON text.");

@@ -117,7 +117,7 @@ internal sealed class Connection(SocketContext context, ISocketRegistry hub, Web
                 context.Log.LogInformation("Socket {SocketId} from {RemoteIp} sent no auth within {AuthTimeout}; closing 4002", Id, ip, context.Options.AuthTimeout);
             return;
         }
-        if (SocketAuth.HasExpired(Volatile.Read(ref _expiresAt), now)) { Close(CloseReason.TokenExpiredWhileOpen); return; }
+        if (SocketAuth.ExpiredWhileOpen(Volatile.Read(ref _expiresAt), now) is { } expired) { Close(expired); return; }
         if (!v2) return;
         long interval = context.Options.HeartbeatInterval.Ticks;
         if (now - Volatile.Read(ref _lastSeen) > 2 * interval + TimeSpan.TicksPerSecond) { CloseCode = CloseCodes.GoingAway; ws.Abort(); return; }
@@ -245,12 +245,12 @@ internal sealed class Connection(SocketContext context, ISocketRegistry hub, Web
             Close(anotherPlayer ? CloseReason.AnotherPlayer : CloseReason.NotAPlayer);
             return false;
         }
-        long expires = claims.ExpiresAt;
-        if (SocketAuth.HasExpired(expires, context.Now))
+        if (SocketAuth.ExpiredOnAuth(claims, context.Now) is { } expired)
         {
-            Close(CloseReason.TokenExpired);
+            Close(expired);
             return false;
         }
+        long expires = claims.ExpiresAt;
         Volatile.Write(ref _expiresAt, expires);
         if (Authenticated)
         {

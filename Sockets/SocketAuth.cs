@@ -20,7 +20,7 @@ public sealed class SocketAuth(Tokens tokens, Sessions sessions)
     public static CloseReason? Read(TokenValidationResult result, out Claims claims)
     {
         claims = default;
-        if (!result.IsValid) return result.Exception is SecurityTokenExpiredException ? CloseReason.TokenExpired : CloseReason.InvalidToken;
+        if (!result.IsValid) return result.Exception is SecurityTokenExpiredException ? ExpiredWhenOffered : CloseReason.InvalidToken;
         var jwt = (JsonWebToken)result.SecurityToken;
         string? role = jwt.TryGetPayloadValue<string>("role", out var r) ? r : null;
         string? sid = jwt.TryGetPayloadValue<string>("sid", out var s) ? s : null;
@@ -31,9 +31,18 @@ public sealed class SocketAuth(Tokens tokens, Sessions sessions)
 
     public bool IsRevoked(string sessionId) => sessions.IsRevoked(sessionId);
 
-    // The one rule for an expired token, on the auth message and while the socket is open: its exp has come, on the
-    // service's clock (the clock skew the token's checks allow does not lengthen a socket's life).
-    public static bool HasExpired(long expiresAt, long now) => now >= expiresAt;
+    // An expired token, and the close it gets, decided here only. Its exp has come on the service's clock (the clock
+    // skew the token's checks allow does not lengthen a socket's life), or its checks found it expired (Read above).
+    // Offered on the auth message or the upgrade, it is refused (TokenExpired); coming while the socket is open (the
+    // housekeeping tick asks), it closes the socket with the hint to send a fresh one (TokenExpiredWhileOpen).
+    private static bool HasExpired(long expiresAt, long now) => now >= expiresAt;
+    private static CloseReason ExpiredWhenOffered => CloseReason.TokenExpired;
+
+    /// Why a token whose checks passed is refused as it is offered: null while its exp has not come.
+    public static CloseReason? ExpiredOnAuth(Claims claims, long now) => HasExpired(claims.ExpiresAt, now) ? ExpiredWhenOffered : null;
+
+    /// Why an open socket closes as its token's exp (`expiresAt`, UTC ticks) comes: null before.
+    public static CloseReason? ExpiredWhileOpen(long expiresAt, long now) => HasExpired(expiresAt, now) ? CloseReason.TokenExpiredWhileOpen : null;
 
     /// The player this upgrade's token could open a socket for — a player's token of a login that has not ended — or
     /// null. Only such a token spends the player's connect allowance (a stolen token of an ended login must not lock

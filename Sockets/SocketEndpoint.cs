@@ -1,4 +1,5 @@
 using System.Net.WebSockets;
+using Balance.Api;
 using Microsoft.IdentityModel.Tokens;
 
 namespace Balance.Sockets;
@@ -47,28 +48,29 @@ public sealed class SocketEndpoint(BalanceSocket hub, SocketContext context, IHo
         context.Log.LogWarning("Refused socket from origin {Origin} (and {Unlogged} more refused origins since the last line)", origin, Interlocked.Exchange(ref _originsUnlogged, 0));
     }
 
-    private static Task ProblemAsync(HttpContext http, int status, string code, string detail, int? retryAfter = null)
+    // A refusal before the upgrade: its row of the problem-code table (ProblemCodes.SocketUpgrade), written the
+    // table's way, and how long to wait before trying again.
+    private static readonly TimeSpan RestartWait = TimeSpan.FromSeconds(1), UnauthenticatedWait = TimeSpan.FromSeconds(5);
+
+    private static Task RefuseAsync(HttpContext http, ProblemCode row, TimeSpan? retryAfter = null)
     {
-        if (retryAfter is { } seconds) http.Response.Headers.RetryAfter = seconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        return Results.Problem(statusCode: status, detail: detail, extensions: new Dictionary<string, object?> { ["code"] = code }).ExecuteAsync(http);
+        if (retryAfter is { } wait) RetryAfter.Set(http.Response, wait);
+        return row.Problem().ExecuteAsync(http);
     }
 
-    private static Task TooFastAsync(HttpContext http, TimeSpan wait)
-    {
-        int seconds = Balance.Api.RetryAfter.Seconds(wait);
-        return ProblemAsync(http, 429, "too_many_connections", $"Reconnecting too fast; try again in {seconds} s.", seconds);
-    }
+    private static Task TooFastAsync(HttpContext http, TimeSpan wait) =>
+        ProblemCodes.ReconnectingTooFast.Problem(RetryAfter.Set(http.Response, wait)).ExecuteAsync(http);
 
     public async Task HandleAsync(HttpContext http)
     {
         if (!http.WebSockets.IsWebSocketRequest)
         {
-            await ProblemAsync(http, 400, "websocket_required", "This endpoint speaks WebSocket only.");
+            await RefuseAsync(http, ProblemCodes.WebSocketRequired);
             return;
         }
         if (hub.Stopping)
         {
-            await ProblemAsync(http, 503, "unavailable", "The server is restarting; reconnect.", retryAfter: 1);
+            await RefuseAsync(http, ProblemCodes.ServerRestarting, RestartWait);
             return;
         }
         // The address's allowance first: a refused upgrade (a wrong Origin among them) still spends it, so a flood of
@@ -84,7 +86,7 @@ public sealed class SocketEndpoint(BalanceSocket hub, SocketContext context, IHo
         if (!OriginAllowed(http))
         {
             LogRefusedOrigin(http.Request.Headers.Origin);
-            await ProblemAsync(http, 403, "origin_not_allowed", "Origin not allowed.");
+            await RefuseAsync(http, ProblemCodes.OriginNotAllowed);
             return;
         }
         bool v2 = http.WebSockets.WebSocketRequestedProtocols.Contains(SubProtocolV2);
@@ -102,7 +104,7 @@ public sealed class SocketEndpoint(BalanceSocket hub, SocketContext context, IHo
         }
         if (!Admission.TryHoldUnauthenticated(address))
         {
-            await ProblemAsync(http, 429, "too_many_connections", "Too many unauthenticated sockets from this address.", retryAfter: 5);
+            await RefuseAsync(http, ProblemCodes.TooManyUnauthenticatedSockets, UnauthenticatedWait);
             return;
         }
         WebSocket ws;

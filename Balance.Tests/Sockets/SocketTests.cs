@@ -459,6 +459,152 @@ public sealed class SocketTests
         Assert.Equal(Expected + "\n", actual);
     }
 
+    // Where an expired token's close is decided (SocketAuth): from its exp on the service's clock, not a tick later;
+    // refused as it is offered, and the other text (send a fresh one) when it comes while the socket is open.
+    [Fact, Trait("Category", "Unit")]
+    public void AnExpiredTokenIsRefusedFromItsExpAndClosesAnOpenSocketWithTheHintToSendAFreshOne()
+    {
+        long exp = new DateTimeOffset(2026, 12, 3, 18, 15, 0, TimeSpan.Zero).UtcTicks;
+        var claims = new SocketAuth.Claims(Guid.NewGuid(), "sid", Roles.Player, exp);
+        Assert.Null(SocketAuth.ExpiredOnAuth(claims, exp - 1));
+        Assert.Same(CloseReason.TokenExpired, SocketAuth.ExpiredOnAuth(claims, exp));
+        Assert.Null(SocketAuth.ExpiredWhileOpen(exp, exp - 1));
+        Assert.Same(CloseReason.TokenExpiredWhileOpen, SocketAuth.ExpiredWhileOpen(exp, exp + 1));
+        Assert.Equal((4001, "token_expired", "The access token has expired."),
+            (CloseReason.TokenExpired.Code, CloseReason.TokenExpired.Reason, CloseReason.TokenExpired.Message));
+        Assert.Equal((4001, "token_expired", "The access token expired; send a fresh one or reconnect."),
+            (CloseReason.TokenExpiredWhileOpen.Code, CloseReason.TokenExpiredWhileOpen.Reason, CloseReason.TokenExpiredWhileOpen.Message));
+    }
+
+    // Every answer that refuses an upgrade, byte for byte as recorded from the service (status, Retry-After, body; the
+    // trace id of this run put in after), and the close the guide's way gets for reconnecting too fast: moving the
+    // texts into the problem-code table must not change one byte on the wire.
+    [Fact]
+    public async Task EveryRefusalOfAnUpgradeOnTheWireIsByteIdentical()
+    {
+        await using var app = new BalanceApplication(new()
+        {
+            ["Balance:Socket:MaxUnauthenticatedPerIp"] = "1",
+            ["Balance:Socket:ConnectBurstPerAddress"] = "5",
+            ["Balance:Socket:ConnectsPerSecondPerAddress"] = "0.1",
+            ["Balance:Socket:ConnectBurstPerPlayer"] = "1",
+            ["Balance:Socket:ConnectsPerSecondPerPlayer"] = "0.1",
+        });
+        var alice = await app.LoginAsync("alice");
+        var transcript = new System.Text.StringBuilder();
+        async Task RefusedAsync(string name, string request)
+        {
+            using var tcp = new System.Net.Sockets.TcpClient();
+            using var cts = new CancellationTokenSource(BalanceApplication.ReceiveTimeout);
+            await tcp.ConnectAsync(app.BaseAddress.Host, app.BaseAddress.Port, cts.Token);
+            var stream = tcp.GetStream();
+            await stream.WriteAsync(System.Text.Encoding.ASCII.GetBytes(request + "\r\n"), cts.Token);
+            var (head, body) = await ReadResponseAsync(stream, cts.Token);
+            string Header(string name) =>
+                head.Split("\r\n").FirstOrDefault(l => l.StartsWith(name + ": ", StringComparison.OrdinalIgnoreCase))?[(name.Length + 2)..] ?? "(none)";
+            transcript.Append($"-- {name}\n{head.Split("\r\n")[0]}\nRetry-After: {Header("Retry-After")}\nContent-Type: {Header("Content-Type")}\n{body}\n");
+        }
+        string Upgrade(string? extra = null) =>
+            $"GET /ws/balance/player HTTP/1.1\r\nHost: {app.BaseAddress.Authority}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" + (extra is null ? "" : extra + "\r\n");
+
+        await RefusedAsync("not a WebSocket request", $"GET /ws/balance/player HTTP/1.1\r\nHost: {app.BaseAddress.Authority}\r\n");
+        await RefusedAsync("a foreign origin", Upgrade("Origin: https://evil.example")); // the address's 1st connect
+        using (var first = await RawSocket.ConnectAsync(app.BaseAddress, alice.AccessToken, "balance.v2")) // 2nd, the player's 1st
+        {
+            await first.ReadFrameAsync(); // auth_ok: authenticated, its unauthenticated place given back
+            await RefusedAsync("the player reconnecting too fast, token on the upgrade", Upgrade($"Authorization: Bearer {alice.AccessToken}")); // 3rd
+            using var guide = await RawSocket.ConnectAsync(app.BaseAddress, null, "balance.v2"); // 4th, holds the one unauthenticated place
+            await RefusedAsync("a second unauthenticated socket", Upgrade()); // 5th
+            await guide.SendAsync(0x1, System.Text.Encoding.UTF8.GetBytes($$"""{"type":"auth","access_token":"{{alice.AccessToken}}"}"""));
+            var (opcode, error) = await guide.ReadFrameAsync();
+            var (code, reason) = await guide.ReadCloseAsync();
+            transcript.Append("-- the player reconnecting too fast, auth message\n")
+                .Append($"{opcode} {System.Text.Encoding.UTF8.GetString(error)}\nclose {code} {reason}\n");
+            await RefusedAsync("the address reconnecting too fast", Upgrade()); // 6th
+            await app.Services.GetRequiredService<BalanceSocket>().StoppingAsync(CancellationToken.None);
+            await RefusedAsync("while stopping", Upgrade());
+        }
+
+        string actual = System.Text.RegularExpressions.Regex.Replace(transcript.ToString(), "\"trace_id\":\"[^\"]+\"", "\"trace_id\":\"<trace>\"");
+        Assert.Equal(ExpectedRefusals + "\n", actual);
+    }
+
+    // An HTTP/1.1 response read by hand: its head, and its body by Content-Length or chunks.
+    private static async Task<(string Head, string Body)> ReadResponseAsync(Stream stream, CancellationToken ct)
+    {
+        var bytes = new List<byte>();
+        var one = new byte[1];
+        async Task<string> LineAsync()
+        {
+            bytes.Clear();
+            while (bytes.Count < 2 || bytes[^2] != '\r' || bytes[^1] != '\n')
+            {
+                if (await stream.ReadAsync(one, ct) == 0) throw new EndOfStreamException();
+                bytes.Add(one[0]);
+            }
+            return System.Text.Encoding.ASCII.GetString(bytes.ToArray(), 0, bytes.Count - 2);
+        }
+        var head = new System.Text.StringBuilder();
+        for (string line = await LineAsync(); line.Length > 0; line = await LineAsync()) head.Append(line).Append("\r\n");
+        string text = head.ToString();
+        var body = new MemoryStream();
+        var length = System.Text.RegularExpressions.Regex.Match(text, "(?im)^Content-Length: (\\d+)");
+        if (length.Success)
+        {
+            var buffer = new byte[int.Parse(length.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture)];
+            await stream.ReadExactlyAsync(buffer, ct);
+            body.Write(buffer);
+        }
+        else if (System.Text.RegularExpressions.Regex.IsMatch(text, "(?im)^Transfer-Encoding: chunked"))
+        {
+            for (int size = Convert.ToInt32(await LineAsync(), 16); size > 0; size = Convert.ToInt32(await LineAsync(), 16))
+            {
+                var chunk = new byte[size];
+                await stream.ReadExactlyAsync(chunk, ct);
+                body.Write(chunk);
+                await LineAsync();
+            }
+        }
+        return (text.TrimEnd(), System.Text.Encoding.UTF8.GetString(body.ToArray()));
+    }
+
+    private const string ExpectedRefusals = """
+        -- not a WebSocket request
+        HTTP/1.1 400 Bad Request
+        Retry-After: (none)
+        Content-Type: application/problem+json
+        {"type":"https://tools.ietf.org/html/rfc9110#section-15.5.1","title":"Bad Request","status":400,"detail":"This endpoint speaks WebSocket only.","code":"websocket_required","trace_id":"<trace>"}
+        -- a foreign origin
+        HTTP/1.1 403 Forbidden
+        Retry-After: (none)
+        Content-Type: application/problem+json
+        {"type":"https://tools.ietf.org/html/rfc9110#section-15.5.4","title":"Forbidden","status":403,"detail":"Origin not allowed.","code":"origin_not_allowed","trace_id":"<trace>"}
+        -- the player reconnecting too fast, token on the upgrade
+        HTTP/1.1 429 Too Many Requests
+        Retry-After: 10
+        Content-Type: application/problem+json
+        {"title":"Too Many Requests","status":429,"detail":"Reconnecting too fast; try again in 10 s.","code":"too_many_connections","trace_id":"<trace>"}
+        -- a second unauthenticated socket
+        HTTP/1.1 429 Too Many Requests
+        Retry-After: 5
+        Content-Type: application/problem+json
+        {"title":"Too Many Requests","status":429,"detail":"Too many unauthenticated sockets from this address.","code":"too_many_connections","trace_id":"<trace>"}
+        -- the player reconnecting too fast, auth message
+        1 {"type":"error","code":"too_many_connections","message":"Reconnecting too fast; try again in 10 s."}
+        close 4004 too_many_connections
+        -- the address reconnecting too fast
+        HTTP/1.1 429 Too Many Requests
+        Retry-After: 10
+        Content-Type: application/problem+json
+        {"title":"Too Many Requests","status":429,"detail":"Reconnecting too fast; try again in 10 s.","code":"too_many_connections","trace_id":"<trace>"}
+        -- while stopping
+        HTTP/1.1 503 Service Unavailable
+        Retry-After: 1
+        Content-Type: application/problem+json
+        {"type":"https://tools.ietf.org/html/rfc9110#section-15.6.4","title":"Service Unavailable","status":503,"detail":"The server is restarting; reconnect.","code":"unavailable","trace_id":"<trace>"}
+        """;
+
     private const string Expected = """
         -- not json
         1 {"type":"error","code":"bad_request","message":"Messages must be JSON objects such as {\u0022type\u0022:\u0022auth\u0022,\u0022access_token\u0022:\u0022...\u0022}."}

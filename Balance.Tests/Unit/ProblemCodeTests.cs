@@ -74,8 +74,13 @@ public sealed class ProblemCodeTests : IAsyncLifetime
     public void EveryCodeIsListedOnceAndEveryRefusalMapsToAListedCode()
     {
         Assert.Equal(ProblemCodes.All.Count, ProblemCodes.All.Select(c => c.Code).Distinct().Count());
-        var listed = typeof(ProblemCodes).GetFields().Where(f => f.FieldType == typeof(ProblemCode)).Select(f => (ProblemCode)f.GetValue(null)!);
-        Assert.Equal(listed.Select(c => c.Code).Order(), ProblemCodes.All.Select(c => c.Code).Order());
+        // Every row is the document's (All) or the socket endpoint's (SocketUpgrade, not in the document), never both.
+        var listed = typeof(ProblemCodes).GetFields().Where(f => f.FieldType == typeof(ProblemCode)).Select(f => (ProblemCode)f.GetValue(null)!).ToList();
+        Assert.Equal(ProblemCodes.SocketUpgrade.Count, ProblemCodes.SocketUpgrade.Distinct().Count());
+        Assert.Equal(listed.Count, ProblemCodes.All.Count + ProblemCodes.SocketUpgrade.Count);
+        Assert.All(listed, row => Assert.True(ProblemCodes.All.Contains(row) ^ ProblemCodes.SocketUpgrade.Contains(row), row.Code));
+        // A code is one status and title wherever it is written (the socket's unavailable is the REST one's 503).
+        Assert.All(listed.GroupBy(row => row.Code), rows => Assert.Single(rows.Select(row => (row.Status, row.Title)).Distinct()));
         Assert.All(Enum.GetValues<Refusal>(), kind => Assert.Contains(ProblemCodes.ForRefusal(kind), ProblemCodes.All));
         // The pipeline's fallback by status names a listed code wherever a listed code has that status's meaning.
         Assert.All(new[] { ProblemCodes.Unauthorized, ProblemCodes.Forbidden, ProblemCodes.PayloadTooLarge, ProblemCodes.UnsupportedMediaType, ProblemCodes.Unavailable },
@@ -93,6 +98,20 @@ public sealed class ProblemCodeTests : IAsyncLifetime
         Assert.Equal(("One or more validation errors occurred.", "https://tools.ietf.org/html/rfc9110#section-15.5.1"), (ProblemCodes.ValidationFailed.Title, ProblemCodes.ValidationFailed.Type));
         Assert.Equal(("Too Many Requests", null), (ProblemCodes.TooManyAttempts.Title, ProblemCodes.TooManyAttempts.Type));
         Assert.Equal(("Service Unavailable", "https://tools.ietf.org/html/rfc9110#section-15.6.4"), (ProblemCodes.LoginBusy.Title, ProblemCodes.LoginBusy.Type));
+    }
+
+    // The socket endpoint's refusals of an upgrade, and the words its closes share with them (CloseReason).
+    [Fact]
+    public void TheSocketUpgradesRefusalsAreRowsWhoseWordsItsClosesShare()
+    {
+        Assert.Equal(
+            [("websocket_required", 400, "This endpoint speaks WebSocket only."), ("unavailable", 503, "The server is restarting; reconnect."),
+             ("too_many_connections", 429, "Reconnecting too fast; try again in 1 s."), ("origin_not_allowed", 403, "Origin not allowed."),
+             ("too_many_connections", 429, "Too many unauthenticated sockets from this address.")],
+            ProblemCodes.SocketUpgrade.Select(row => (row.Code, row.Status, row.Example)));
+        Assert.Equal(ProblemCodes.ReconnectingTooFast.Text(3), CloseReason.ReconnectingTooFast(TimeSpan.FromSeconds(2.2)).Message);
+        Assert.Equal(ProblemCodes.ServerRestarting.Text(), CloseReason.GoingAway.Message);
+        Assert.Equal(ProblemCodes.Unavailable.Code, ProblemCodes.ServerRestarting.Code);
     }
 
     [Fact]
