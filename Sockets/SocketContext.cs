@@ -17,7 +17,7 @@ public sealed class SocketContext(IOptions<SocketOptions> options, SocketStats s
     public SocketAuth Auth => auth;
     public SocketAdmission Admission => admission;
     public TimeProvider Time => time;
-    public ILogger Log { get; } = loggers.CreateLogger<BalanceSocket>(); // the hub's category, as before sockets had files of their own
+    public ILogger Log { get; } = loggers.CreateLogger<BalanceSocket>(); // one category for the whole socket side: the hub's
     public ILogger Audit { get; } = loggers.CreateLogger("Balance.Audit"); // one line per push, beside the ledger's line per commit
 
     public long Now => time.GetUtcNow().UtcTicks;

@@ -20,8 +20,8 @@ public static class SocketRegistration
     }
 
     // The socket takes a branch of its own at the front. A socket is a request that lasts for hours, and every
-    // middleware it passes through keeps its state alive for that long (about 1 KB per socket, with 15,000 open);
-    // it needs none of them: it checks the Origin, authenticates and answers its errors itself.
+    // middleware it passes through keeps its state alive for that long (measured in BENCHMARKS.md, "Where an idle
+    // socket's 13 KiB goes"); it needs none of them: it checks the Origin, authenticates and answers its errors itself.
     public static WebApplication MapBalanceSocket(this WebApplication app)
     {
         var endpoint = app.Services.GetRequiredService<SocketEndpoint>();
