@@ -3,7 +3,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using MsOptions = Microsoft.Extensions.Options.Options;
 
-namespace Balance.Tests.Unit;
+namespace Balance.Tests;
 
 // The problem-code table (Api/ProblemCodes.cs) against what it describes: each refusal of the ledger answers the
 // row it maps to, and the ledger's own text for it is the row's text (the text the OpenAPI document shows as the

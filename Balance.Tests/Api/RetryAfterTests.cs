@@ -1,7 +1,7 @@
 using System.Threading.RateLimiting;
 using Microsoft.AspNetCore.Http;
 
-namespace Balance.Tests.Unit;
+namespace Balance.Tests;
 
 // A wait as a client is told it (Api/RetryAfter.cs, used by the auth routes' 429/503, the pipeline's 503 and the
 // socket upgrade's 429): whole seconds, rounded up, never zero.

@@ -1,7 +1,7 @@
 using Balance.Storage;
 using Microsoft.Extensions.Time.Testing;
 
-namespace Balance.Tests.Unit;
+namespace Balance.Tests;
 
 // How an ended login leaves Sessions, without a server (Auth/Sessions.cs): ended here, it goes out once on EndedHere
 // — what the socket hub reads to close its sockets — and rings the other nodes' feeds; learned from another node's

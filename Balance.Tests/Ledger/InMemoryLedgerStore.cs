@@ -1,4 +1,4 @@
-namespace Balance.Tests.Unit;
+namespace Balance.Tests;
 
 // The ledger's store seam (ILedgerStore / ILedgerSession) in memory, for the rules' unit tests: a batch works on a copy
 // of the committed state, a Write that conflicts changes nothing of it, Commit publishes the copy. It keeps

@@ -2,7 +2,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using MsOptions = Microsoft.Extensions.Options.Options;
 
-namespace Balance.Tests.Unit;
+namespace Balance.Tests;
 
 // The ledger's rules (Ledger.cs) over the in-memory store: no overdraft, idempotency (replay vs another body), a bet
 // rolled back once, versions that step by one, every refusal, and a store that refuses one posting or a whole batch.

@@ -2,7 +2,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using MsOptions = Microsoft.Extensions.Options.Options;
 
-namespace Balance.Tests.Unit;
+namespace Balance.Tests;
 
 // What the ledger's counters count (the metrics balance.ledger.postings and balance.ledger.batches read them):
 // every posting answered after its batch committed, whatever its answer, and the committed batches; a batch that

@@ -1,6 +1,6 @@
 using System.Text.RegularExpressions;
 
-namespace Balance.Tests.Unit;
+namespace Balance.Tests;
 
 // Money's own rules, without a server: amounts are decimal strings with at most the currency's decimals, parsed to
 // integer minor units by hand (no sign, exponent, spaces or floating point) and formatted with exactly those decimals.

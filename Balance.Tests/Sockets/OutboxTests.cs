@@ -1,6 +1,6 @@
 using System.Text;
 
-namespace Balance.Tests.Unit;
+namespace Balance.Tests;
 
 // A socket's outbox (Sockets/Outbox.cs) without a socket: the newest balance per currency replaces a waiting older
 // one, other frames queue in order, the close goes last and ends the queue, and the send loop's wait wakes.

@@ -1,4 +1,4 @@
-namespace Balance.Tests.Unit;
+namespace Balance.Tests;
 
 // The per-player socket cap (Balance:Socket:MaxSocketsPerPlayer) as SocketAdmission keeps it, without a socket: a
 // player holds at most that many places, a closed socket gives its place back, and racing takers never exceed the cap.
