@@ -48,7 +48,8 @@ public sealed class ProblemCode(string code, int status, string? detail = null, 
 //
 // Adding a refusal: the rule goes in Ledger.Apply, returning a new Refusal (money's word for it, Postings/Posting.cs,
 // with its text in RefusalText); its row goes here, showing that text, and its status in ForRefusal below (the build
-// fails until it has one). ProblemCodeTests checks every refusal's answer against its row.
+// fails until it has one); and POST /api/transactions declares its code in its ProducesProblems (Api/LedgerApi.cs;
+// OpenApiTests fails until it does). ProblemCodeTests checks every refusal's answer against its row.
 public static class ProblemCodes
 {
     private const string UserExample = "0b7e4d1c-6f1a-4d43-9a40-2f5a2b1f4c11", TransactionExample = "0193f1a2-7c4e-7b10-9a3d-5e2f8c1d4b6a";

@@ -73,7 +73,7 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, Login
         if (seen is null) return (RefreshOutcome.Unknown, null, null);
         if (seen.RevokedAt is not null || seen.DisabledAt is not null) return (RefreshOutcome.Revoked, null, null);
         bool spent = seen.UsedAt is not null;
-        if (!spent && (Timestamps.Parse(seen.ExpiresAt) <= now || Timestamps.Parse(seen.SessionEnds) <= now)) return (RefreshOutcome.Expired, null, null);
+        if (!spent && seen.Expired(now)) return (RefreshOutcome.Expired, null, null);
         // A spent token outside its grace ends the login whatever the rate; anything that may rotate is counted.
         bool mayRotate = !spent || seen.AnswerMayBeLost(now, options.Value.RefreshReuseGrace);
         if (mayRotate && throttle.CheckRefreshOfLogin(seen.SessionId) is { } wait) return (RefreshOutcome.Limited, null, wait);
@@ -101,8 +101,8 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, Login
             Interlocked.Increment(ref GraceRetries);
             log.LogWarning("A spent refresh token was presented again within the grace for user {UserId}, session {SessionId}: taken for a lost answer", row.UserId, row.SessionId);
         }
+        if (row.Expired(now)) return (RefreshOutcome.Expired, null, null);
         DateTime ends = Timestamps.Parse(row.SessionEnds);
-        if (Timestamps.Parse(row.ExpiresAt) <= now || ends <= now) return (RefreshOutcome.Expired, null, null);
         string next = NewRefreshToken();
         var access = tokens.CreateAccessToken(row.UserId, row.Role, row.SessionId, ends);
         // used_at keeps the first rotation's time: retries cannot stretch the grace.
@@ -118,6 +118,9 @@ public sealed class Logins(IDatabase db, Tokens tokens, Sessions sessions, Login
     private sealed record TokenRecord(string SessionId, string ExpiresAt, string? UsedAt, string? ReplacedBy, string? SuccessorUsedAt,
         string? RevokedAt, string SessionEnds, Guid UserId, string Role, string? DisabledAt)
     {
+        /// The token, or the login it belongs to, has reached its end.
+        public bool Expired(DateTime now) => Timestamps.Parse(ExpiresAt) <= now || Timestamps.Parse(SessionEnds) <= now;
+
         /// A spent token presented within the grace of its rotation, whose successor was never used: the answer that
         /// carried the successor may have been lost on the way.
         public bool AnswerMayBeLost(DateTime now, TimeSpan grace) =>

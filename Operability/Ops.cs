@@ -1,11 +1,8 @@
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
 using System.Globalization;
-using Balance.Api;
 using Balance.Auth;
 using Balance.Sockets;
-using Balance.Storage;
-using Dapper;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.Options;
 

@@ -189,7 +189,7 @@ public static class Tools
         using var process = Process.Start(info)!;
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
-        using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(3)); // tsc on a shared 2-core box: ~20 s
+        using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(3)); // tsc takes seconds; this bounds a hung one
         try { await process.WaitForExitAsync(cts.Token); }
         catch (OperationCanceledException) { process.Kill(entireProcessTree: true); throw new TimeoutException($"{file} {string.Join(' ', args)} ran over 3 minutes"); }
         var result = new Result(process.ExitCode, await stdout, await stderr);

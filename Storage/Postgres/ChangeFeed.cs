@@ -146,7 +146,7 @@ public sealed class ChangeFeed : BackgroundService, IChangeFeed
         {
             await r.ReadAsync(ct);
             horizon = r.GetString(0);
-            double waited = r.IsDBNull(1) ? 0 : (_time.GetUtcNow() - DateTimeOffset.Parse(r.GetString(1), CultureInfo.InvariantCulture)).TotalSeconds;
+            double waited = r.IsDBNull(1) ? 0 : (_time.GetUtcNow().UtcDateTime - Timestamps.Parse(r.GetString(1))).TotalSeconds;
             Volatile.Write(ref _waiting, Math.Max(0, waited));
         }
         await using var batch = new NpgsqlBatch(connection)

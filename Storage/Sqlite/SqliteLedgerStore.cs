@@ -258,7 +258,7 @@ internal sealed class SqliteLedgerSession : ILedgerSession
     }
 
     // SQLITE_TOOBIG, SQLITE_MISMATCH, SQLITE_RANGE: a value SQLite will not take, whatever the state of the database.
-    // (Busy, locked, full, read-only, I/O errors are the database's state: they fail the batch as before.)
+    // (Busy, locked, full, read-only, I/O errors are the database's state: they fail the whole batch.)
     private static bool RefusesData(Exception ex) => ex is SqliteException { SqliteErrorCode: 18 or 20 or 25 } or ArgumentException;
 
 
