@@ -20,7 +20,7 @@ public sealed class SocketAuth(Tokens tokens, Sessions sessions)
     public static CloseReason? Read(TokenValidationResult result, out Claims claims)
     {
         claims = default;
-        if (!result.IsValid) return result.Exception is SecurityTokenExpiredException ? ExpiredWhenOffered : CloseReason.InvalidToken;
+        if (!result.IsValid) return result.Exception is SecurityTokenExpiredException ? CloseReason.TokenExpired : CloseReason.InvalidToken;
         var jwt = (JsonWebToken)result.SecurityToken;
         string? role = jwt.TryGetPayloadValue<string>("role", out var r) ? r : null;
         string? sid = jwt.TryGetPayloadValue<string>("sid", out var s) ? s : null;
@@ -36,10 +36,9 @@ public sealed class SocketAuth(Tokens tokens, Sessions sessions)
     // Offered on the auth message or the upgrade, it is refused (TokenExpired); coming while the socket is open (the
     // housekeeping tick asks), it closes the socket with the hint to send a fresh one (TokenExpiredWhileOpen).
     private static bool HasExpired(long expiresAt, long now) => now >= expiresAt;
-    private static CloseReason ExpiredWhenOffered => CloseReason.TokenExpired;
 
     /// Why a token whose checks passed is refused as it is offered: null while its exp has not come.
-    public static CloseReason? ExpiredOnAuth(Claims claims, long now) => HasExpired(claims.ExpiresAt, now) ? ExpiredWhenOffered : null;
+    public static CloseReason? ExpiredOnAuth(Claims claims, long now) => HasExpired(claims.ExpiresAt, now) ? CloseReason.TokenExpired : null;
 
     /// Why an open socket closes as its token's exp (`expiresAt`, UTC ticks) comes: null before.
     public static CloseReason? ExpiredWhileOpen(long expiresAt, long now) => HasExpired(expiresAt, now) ? CloseReason.TokenExpiredWhileOpen : null;
