@@ -38,12 +38,13 @@ CREATE TABLE IF NOT EXISTS ledger (
 -- A bet is rolled back at most once (the writer checks it first; this is the backstop). Partial: no entry per other row.
 CREATE UNIQUE INDEX IF NOT EXISTS ledger_reverses ON ledger (reverses) WHERE reverses IS NOT NULL;
 
--- Each row's Idempotency-Key as a keyed 64-bit hash (HMAC-SHA256 with ledger_meta.key_seed, first 8 bytes), so the
--- writer rebuilds its in-memory key index at start from a narrow table instead of the whole ledger. Appended in seq
--- order like the ledger; a hash names candidates only, the ledger row is always compared.
-CREATE TABLE IF NOT EXISTS ledger_keys (
-    seq      INTEGER PRIMARY KEY,                  -- the ledger row's
-    key_hash INTEGER NOT NULL
+-- The Idempotency-Keys of the ledger's rows as keyed 64-bit hashes (HMAC-SHA256 with ledger_meta.key_seed, first 8
+-- bytes), one row per committed batch: so a posting adds no row of its own here, and the writer rebuilds its in-memory
+-- key index at start from one narrow row per batch instead of the whole ledger. Appended in seq order like the ledger;
+-- a hash names candidates only, the ledger row is always compared. (Schema 3 had a row per posting, ledger_keys.)
+CREATE TABLE IF NOT EXISTS ledger_key_runs (
+    first_seq INTEGER PRIMARY KEY,                 -- the batch's first ledger row
+    hashes    BLOB    NOT NULL                     -- 8 bytes (little-endian) per row: first_seq, first_seq + 1, ...
 );
 
 -- Where the writer starts from: each wallet's newest ledger row as of ledger_meta.checkpoint_seq, written by the

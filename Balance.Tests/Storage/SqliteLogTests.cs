@@ -6,8 +6,8 @@ using Microsoft.Data.Sqlite;
 
 namespace Balance.Tests;
 
-// The SQLite ledger as a log (schema 2): the upgrade of a schema-1 file in place, the Idempotency-Key window, and the
-// writer's in-memory state against the ledger it is built from.
+// The SQLite ledger as a log (schema 3, its key hashes one row per batch since schema 4): the upgrade of a schema-1
+// or schema-3 file in place, the Idempotency-Key window, and the writer's in-memory state against the ledger it is built from.
 public sealed class SqliteLogTests
 {
     /// Puts a database the service made back into schema 1's shape, rows unchanged: the ledger with its own indexes
@@ -35,7 +35,7 @@ public sealed class SqliteLogTests
             SELECT seq, transaction_id, user_id, type, amount, currency, balance_after, version, idempotency_key, request_hash, reference, reverses, posted_by, created_at FROM ledger ORDER BY seq;
             INSERT INTO wallets_v1 (user_id, currency, balance, version, updated_at, last_transaction_id)
             SELECT user_id, currency, balance, version, updated_at, last_transaction_id FROM wallets;
-            DROP VIEW wallets; DROP TABLE ledger; DROP TABLE ledger_keys; DROP TABLE wallet_checkpoint; DROP TABLE ledger_meta;
+            DROP VIEW wallets; DROP TABLE ledger; DROP TABLE ledger_key_runs; DROP TABLE wallet_checkpoint; DROP TABLE ledger_meta;
             ALTER TABLE ledger_v1 RENAME TO ledger; ALTER TABLE wallets_v1 RENAME TO wallets;
             CREATE INDEX ledger_by_user ON ledger (user_id, seq);
             PRAGMA user_version = 1;
@@ -43,6 +43,61 @@ public sealed class SqliteLogTests
         if (firstShape) Exec("ALTER TABLE wallets DROP COLUMN last_transaction_id; CREATE UNIQUE INDEX first_schema_wallet_version ON ledger (user_id, currency, version);");
         Exec("COMMIT");
         Exec("PRAGMA foreign_keys = ON");
+    }
+
+    /// Puts a database the service made back into schema 3's shape: the key hashes one row per ledger row (ledger_keys).
+    private static void DowngradeToSchemaThree(string db)
+    {
+        SqliteConnection.ClearAllPools();
+        using var c = new SqliteConnection($"Data Source={db};Pooling=False");
+        c.Open();
+        using var tx = c.BeginTransaction();
+        using var create = c.CreateCommand();
+        create.CommandText = "CREATE TABLE ledger_keys (seq INTEGER PRIMARY KEY, key_hash INTEGER NOT NULL)";
+        create.ExecuteNonQuery();
+        using var insert = c.CreateCommand();
+        insert.CommandText = "INSERT INTO ledger_keys (seq, key_hash) VALUES ($seq, $hash)";
+        var seq = insert.Parameters.Add("$seq", SqliteType.Integer);
+        var hash = insert.Parameters.Add("$hash", SqliteType.Integer);
+        foreach (var (first, run) in KeyRuns(c))
+            for (int i = 0; i < run.Length / 8; i++)
+            {
+                (seq.Value, hash.Value) = (first + i, LedgerState.KeyHashAt(run, i));
+                insert.ExecuteNonQuery();
+            }
+        create.CommandText = "DROP TABLE ledger_key_runs; PRAGMA user_version = 3;";
+        create.ExecuteNonQuery();
+        tx.Commit();
+    }
+
+    private static List<(long First, byte[] Hashes)> KeyRuns(SqliteConnection c)
+    {
+        using var cmd = c.CreateCommand();
+        cmd.CommandText = "SELECT first_seq, hashes FROM ledger_key_runs ORDER BY first_seq";
+        using var r = cmd.ExecuteReader();
+        var runs = new List<(long, byte[])>();
+        while (r.Read()) runs.Add((r.GetInt64(0), r.GetFieldValue<byte[]>(1)));
+        return runs;
+    }
+
+    /// The key runs hold every ledger row's key hash once, in seq order, each the keyed hash of that row's key.
+    internal static void AssertKeyRunsTileTheLedger(string db)
+    {
+        SqliteConnection.ClearAllPools();
+        using var c = new SqliteConnection($"Data Source={db};Mode=ReadOnly;Pooling=False");
+        c.Open();
+        byte[] seed = LedgerState.Seed(c);
+        var keys = new List<(long Seq, string Key)>();
+        using (var cmd = c.CreateCommand())
+        {
+            cmd.CommandText = "SELECT seq, idempotency_key FROM ledger ORDER BY seq";
+            using var r = cmd.ExecuteReader();
+            while (r.Read()) keys.Add((r.GetInt64(0), r.GetString(1)));
+        }
+        var covered = new List<(long Seq, long Hash)>();
+        foreach (var (first, run) in KeyRuns(c))
+            for (int i = 0; i < run.Length / 8; i++) covered.Add((first + i, LedgerState.KeyHashAt(run, i)));
+        Assert.Equal(keys.Select(k => (k.Seq, LedgerState.KeyHash(seed, k.Key))), covered);
     }
 
     private static long Scalar(string db, string sql)
@@ -115,7 +170,7 @@ public sealed class SqliteLogTests
         }
         Assert.Equal(SqliteDatabase.SchemaVersion, Scalar(db, "PRAGMA user_version"));
         Assert.Equal(0, Scalar(db, "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('ledger_by_user', 'sqlite_autoindex_ledger_2')")); // the per-player and key indexes are gone
-        Assert.Equal(Scalar(db, "SELECT COUNT(*) FROM ledger"), Scalar(db, "SELECT COUNT(*) FROM ledger_keys"));
+        AssertKeyRunsTileTheLedger(db);
         Assert.Equal(0, Scalar(db, "SELECT COUNT(*) FROM (SELECT user_prev, LAG(seq) OVER (PARTITION BY user_id ORDER BY seq) AS lag FROM ledger) WHERE user_prev IS NOT lag"));
     }
 
@@ -148,6 +203,49 @@ public sealed class SqliteLogTests
         Assert.Equal(1, Scalar(db, "PRAGMA user_version"));
         Assert.Equal(rows, LedgerAudit.Read(db).Rows);
         Assert.Equal(1, Scalar(db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'wallets'"));
+    }
+
+    [Fact]
+    public async Task ASchemaThreeDatabaseGetsItsKeyHashesAsRunsAndEveryKeyStillBinds()
+    {
+        using var temp = new TempDatabase();
+        string db = temp.FilePath;
+        Login op, alice;
+        (string Key, string Id)[] posted;
+        await using (var app = new BalanceApplication(databasePath: db))
+        {
+            op = await app.LoginAsync("operator");
+            alice = await app.LoginAsync("alice");
+            // Side by side, so batches hold several postings and runs several hashes.
+            posted = await Task.WhenAll(Enumerable.Range(0, 40).Select(async _ =>
+            {
+                string key = InvariantTests.NewKey();
+                var r = await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "0.01", currency = "USD" }, key);
+                return (key, r.GetProperty("transaction_id").GetString()!);
+            }));
+        }
+        AssertKeyRunsTileTheLedger(db);
+        long rows = Scalar(db, "SELECT COUNT(*) FROM ledger");
+        DowngradeToSchemaThree(db);
+        Assert.Equal(rows, Scalar(db, "SELECT COUNT(*) FROM ledger_keys"));
+
+        await using (var app = new BalanceApplication(databasePath: db))
+        {
+            foreach (var (key, id) in posted)
+            {
+                var replay = await app.PostTransactionAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "0.01", currency = "USD" }, key);
+                Assert.Equal(HttpStatusCode.Created, replay.StatusCode);
+                Assert.Equal("true", replay.Headers.GetValues("Idempotent-Replayed").Single());
+                Assert.Equal(id, (await replay.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("transaction_id").GetString());
+            }
+            Assert.Equal(HttpStatusCode.Conflict, (await app.PostTransactionAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "0.02", currency = "USD" }, posted[0].Key)).StatusCode);
+            await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "win", amount = "1.00", currency = "USD" });
+            LedgerAudit.Read(db).AssertConsistent();
+        }
+        Assert.Equal(SqliteDatabase.SchemaVersion, Scalar(db, "PRAGMA user_version"));
+        Assert.Equal(0, Scalar(db, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'ledger_keys'"));
+        Assert.Equal(rows + 1, Scalar(db, "SELECT COUNT(*) FROM ledger"));
+        AssertKeyRunsTileTheLedger(db);
     }
 
     [Fact]

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using System.Globalization;
 using System.Security.Cryptography;
@@ -135,10 +136,21 @@ public sealed class LedgerState
             // the window's keys into one twice its size.
             long inWindow = Math.Max(0, state.LastSeq - from + 1);
             state._keys.EnsureCapacity((int)Math.Min(inWindow + inWindow / 4 + 4096, 1 << 30));
-            cmd.CommandText = "SELECT seq, key_hash FROM ledger_keys WHERE seq >= $from";
+            // A row per batch: from the run that holds `from` on.
+            cmd.CommandText = """
+                SELECT first_seq, hashes FROM ledger_key_runs
+                WHERE first_seq >= COALESCE((SELECT MAX(first_seq) FROM ledger_key_runs WHERE first_seq <= $from), 0)
+                ORDER BY first_seq
+                """;
             cmd.Parameters.AddWithValue("$from", from);
             using var r = cmd.ExecuteReader();
-            while (r.Read()) state.AddKey(r.GetInt64(1), r.GetInt64(0));
+            while (r.Read())
+            {
+                long first = r.GetInt64(0);
+                byte[] run = r.GetFieldValue<byte[]>(1);
+                for (int i = 0; i < run.Length / sizeof(long); i++)
+                    if (first + i >= from) state.AddKey(KeyHashAt(run, i), first + i);
+            }
         }
         state._marks.Add((state.LastSeq + 1, now));
         return state;
@@ -186,6 +198,10 @@ public sealed class LedgerState
         HMACSHA256.HashData(seed, data[..n], mac);
         return BitConverter.ToInt64(mac);
     }
+
+    // A run of ledger_key_runs: the hash of its i-th row at byte i * 8, little-endian.
+    public static void PutKeyHash(Span<byte> run, int i, long hash) => BinaryPrimitives.WriteInt64LittleEndian(run[(i * sizeof(long))..], hash);
+    public static long KeyHashAt(ReadOnlySpan<byte> run, int i) => BinaryPrimitives.ReadInt64LittleEndian(run[(i * sizeof(long))..]);
 
     public static byte[] Seed(SqliteConnection c) =>
         Convert.FromHexString((string)Scalar(c, "SELECT value FROM ledger_meta WHERE name = 'key_seed'")!);

@@ -14,8 +14,9 @@ public sealed class SqliteDatabase : IDatabase
     // 1: the first numbered files. 2: idempotency keys unique per poster, (posted_by, idempotency_key), no longer across
     //    the whole ledger; users.disabled_at (an older build would let a disabled user log in), usernames in their
     //    normal form (auth). 3: the ledger as a log (no wallets table, no key or per-player index: the writer's memory
-    //    holds them). The upgrade steps are Steps, below.
-    public const int SchemaVersion = 3;
+    //    holds them). 4: the keys' hashes one row per batch (ledger_key_runs), not one per posting (ledger_keys).
+    //    The upgrade steps are Steps, below.
+    public const int SchemaVersion = 4;
 
     public string ConnectionString { get; }
     public string FilePath { get; }
@@ -88,6 +89,7 @@ public sealed class SqliteDatabase : IDatabase
         (1, ColumnsBeforeVersionsAsync),
         (3, LedgerAsLogAsync),
         (3, UsersInNormalFormAsync),
+        (4, KeyRunsAsync),
     ];
 
     // Every pending step in one transaction, foreign keys checked before the commit: a file is upgraded whole or not
@@ -161,11 +163,7 @@ public sealed class SqliteDatabase : IDatabase
     private static async Task UpgradeToLogAsync(SqliteConnection connection, SqliteTransaction tx, string schema)
     {
         // The new tables' definitions, from the schema itself; the ledger under another name until the old one is gone.
-        string Part(string from)
-        {
-            int s = schema.IndexOf(from, StringComparison.Ordinal);
-            return schema[s..(schema.IndexOf(");", s, StringComparison.Ordinal) + 2)];
-        }
+        string Part(string from) => SchemaPart(schema, from);
         string newLedger = Part("CREATE TABLE IF NOT EXISTS ledger (").Replace("CREATE TABLE IF NOT EXISTS ledger (", "CREATE TABLE ledger_log (");
         await connection.ExecuteAsync(Part("CREATE TABLE IF NOT EXISTS ledger_meta ("), transaction: tx);
         await connection.ExecuteAsync("INSERT OR IGNORE INTO ledger_meta (name, value) VALUES ('key_seed', @seed)",
@@ -188,7 +186,8 @@ public sealed class SqliteDatabase : IDatabase
                    request_hash, reference, reverses, posted_by, created_at, LAG(seq) OVER (PARTITION BY user_id ORDER BY seq)
             FROM ledger ORDER BY seq;
             """, transaction: tx);
-        await connection.ExecuteAsync(Part("CREATE TABLE IF NOT EXISTS ledger_keys ("), transaction: tx);
+        // Schema 3's shape of the key hashes, a row per ledger row; step 4 gathers them into runs.
+        await connection.ExecuteAsync("CREATE TABLE ledger_keys (seq INTEGER PRIMARY KEY, key_hash INTEGER NOT NULL)", transaction: tx);
         await connection.ExecuteAsync("INSERT INTO ledger_keys (seq, key_hash) SELECT seq, balance_key_hash(idempotency_key) FROM ledger ORDER BY seq", transaction: tx);
         await connection.ExecuteAsync("DROP TABLE ledger; ALTER TABLE ledger_log RENAME TO ledger; DROP TABLE wallets;", transaction: tx);
         await connection.ExecuteAsync(Part("CREATE TABLE IF NOT EXISTS wallet_checkpoint ("), transaction: tx);
@@ -196,6 +195,55 @@ public sealed class SqliteDatabase : IDatabase
             INSERT INTO wallet_checkpoint (user_id, currency, seq) SELECT user_id, currency, MAX(seq) FROM ledger GROUP BY user_id, currency;
             INSERT INTO ledger_meta (name, value) VALUES ('checkpoint_seq', (SELECT COALESCE(MAX(seq), 0) FROM ledger));
             """, transaction: tx);
+    }
+
+    // Step 4: schema 3's key hashes, one row per ledger row (ledger_keys), become runs (ledger_key_runs): one row per
+    // stretch of consecutive seqs, at most KeyRunOnUpgrade long, each hash kept with its seq.
+    private static async Task KeyRunsAsync(SqliteConnection connection, SqliteTransaction tx, string schema)
+    {
+        await connection.ExecuteAsync(SchemaPart(schema, "CREATE TABLE IF NOT EXISTS ledger_key_runs ("), transaction: tx);
+        if (!await connection.ExecuteScalarAsync<bool>("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ledger_keys')", transaction: tx))
+            return;
+        await using var insert = connection.CreateCommand();
+        insert.Transaction = tx;
+        insert.CommandText = "INSERT INTO ledger_key_runs (first_seq, hashes) VALUES ($first, $hashes)";
+        var first = insert.Parameters.Add("$first", SqliteType.Integer);
+        var hashes = insert.Parameters.Add("$hashes", SqliteType.Blob);
+        var run = new byte[KeyRunOnUpgrade * sizeof(long)];
+        int n = 0;
+        long start = 0;
+        void Flush()
+        {
+            if (n == 0) return;
+            first.Value = start;
+            hashes.Value = run[..(n * sizeof(long))];
+            insert.ExecuteNonQuery();
+            n = 0;
+        }
+        await using (var read = connection.CreateCommand())
+        {
+            read.Transaction = tx;
+            read.CommandText = "SELECT seq, key_hash FROM ledger_keys ORDER BY seq";
+            await using var r = await read.ExecuteReaderAsync();
+            while (await r.ReadAsync())
+            {
+                long seq = r.GetInt64(0);
+                if (n > 0 && (seq != start + n || n == KeyRunOnUpgrade)) Flush();
+                if (n == 0) start = seq;
+                LedgerState.PutKeyHash(run, n++, r.GetInt64(1));
+            }
+        }
+        Flush();
+        await connection.ExecuteAsync("DROP TABLE ledger_keys", transaction: tx);
+    }
+
+    private const int KeyRunOnUpgrade = 256;
+
+    // One CREATE statement of the schema, by its first words.
+    private static string SchemaPart(string schema, string from)
+    {
+        int s = schema.IndexOf(from, StringComparison.Ordinal);
+        return schema[s..(schema.IndexOf(");", s, StringComparison.Ordinal) + 2)];
     }
 
     // Beside the database file, readable by its owner alone, so tokens survive a restart.

@@ -6,7 +6,7 @@ namespace Balance.Storage.Sqlite;
 
 // The ledger's store on SQLite, as a log. The writer's memory (LedgerState) holds what indexes held: every wallet,
 // the window's Idempotency-Keys, each player's newest row. A batch checks every rule against it, appends its ledger
-// rows (and their key hashes) in one BEGIN IMMEDIATE transaction, commits with synchronous=FULL, and only then moves
+// rows (and one row of their key hashes) in one BEGIN IMMEDIATE transaction, commits with synchronous=FULL, and only then moves
 // the state. So a posting writes rows that land at the end of their tables, not pages spread over random indexes
 // (BENCHMARKS.md, "The ledger as a log"). Balances are read from the state (never older than the last answered
 // posting); history pages follow each player's chain of rows (user_prev) from its head.
@@ -133,20 +133,21 @@ public sealed class SqliteLedgerStore(SqliteDatabase db, IOptions<SqliteOptions>
 }
 
 // The writer loop's connection, kept open, with its statements prepared once. Each batch: BEGIN IMMEDIATE; the rules
-// read the state (and the batch's own staged changes); each posting appends its ledger row and key hash; COMMIT;
-// then the staged changes move the state. A failed or rolled-back batch leaves the state as it was.
+// read the state (and the batch's own staged changes); each posting appends its ledger row; the batch's key hashes go
+// in one row (a run: the rows' seqs are consecutive); COMMIT; then the staged changes move the state. A failed or rolled-back batch leaves the state as it was.
 internal sealed class SqliteLedgerSession : ILedgerSession
 {
     private readonly SqliteLedgerStore _store;
     private readonly SqliteConnection _c;
     private readonly SqliteCommand _begin, _commit, _rollback, _last, _bySeq, _byId, _reversed, _role, _checkpoint, _checkpointSeq;
-    private readonly WriterStatement _insert, _insertKey; // once per posting: SQLite's C API, bound by position
+    private readonly WriterStatement _insert, _insertKeys; // once per posting, once per batch: SQLite's C API, bound by position
     private LedgerState _state = null!;
 
     // The batch's changes, applied to the state after COMMIT.
     private readonly Dictionary<(Guid, string), (BalanceChange Wallet, long Seq)> _wallets = [];
     private readonly Dictionary<Guid, long> _heads = [];
-    private readonly List<(long Hash, long Seq)> _keys = [];
+    private readonly List<(long Hash, long Seq)> _keys = []; // in seq order, one per row written
+    private byte[] _run = new byte[64 * sizeof(long)];
     private readonly Dictionary<long, List<long>> _keysByHash = [];
     private long _next; // the next row's seq
     private readonly List<long> _candidates = [];
@@ -167,7 +168,7 @@ internal sealed class SqliteLedgerSession : ILedgerSession
             INSERT INTO ledger (seq, transaction_id, user_id, type, amount, currency, balance_after, version, idempotency_key, request_hash, reference, reverses, posted_by, created_at, user_prev)
             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
             """);
-        _insertKey = new WriterStatement(_c, "INSERT INTO ledger_keys (seq, key_hash) VALUES (?1, ?2)");
+        _insertKeys = new WriterStatement(_c, "INSERT INTO ledger_key_runs (first_seq, hashes) VALUES (?1, ?2)");
         _checkpoint = Prepare("INSERT INTO wallet_checkpoint (user_id, currency, seq) VALUES ($user, $currency, $seq) ON CONFLICT (user_id, currency) DO UPDATE SET seq = excluded.seq",
             "$user", "$currency", "$seq");
         _checkpointSeq = Prepare("INSERT INTO ledger_meta (name, value) VALUES ('checkpoint_seq', $seq) ON CONFLICT (name) DO UPDATE SET value = excluded.value", "$seq");
@@ -207,6 +208,7 @@ internal sealed class SqliteLedgerSession : ILedgerSession
     public void Commit()
     {
         var now = _store.Time.GetUtcNow().UtcDateTime;
+        if (_keys.Count > 0) WriteKeyRun();
         bool checkpoint = (_state.Dirty.Count > 0 || _wallets.Count > 0) && now - _lastCheckpoint >= CheckpointEvery;
         if (checkpoint)
         {
@@ -234,6 +236,20 @@ internal sealed class SqliteLedgerSession : ILedgerSession
         }
         _state.Mark(now, _store.Window);
         Clear();
+    }
+
+    // The batch's key hashes, one row: each row's hash at its place after the batch's first seq. A failure fails the
+    // batch (its ledger rows are written).
+    private void WriteKeyRun()
+    {
+        if (_run.Length < _keys.Count * sizeof(long)) _run = new byte[_keys.Count * sizeof(long)];
+        long first = _keys[0].Seq;
+        for (int i = 0; i < _keys.Count; i++)
+        {
+            if (_keys[i].Seq != first + i) throw new InvalidOperationException("The batch's ledger rows are not consecutive.");
+            LedgerState.PutKeyHash(_run, i, _keys[i].Hash);
+        }
+        _insertKeys.Bind(1, first).Bind(2, _run.AsSpan(0, _keys.Count * sizeof(long))).Execute();
     }
 
     // Every wallet moved since the last checkpoint is rewritten (10,000 players: ~150 pages), so not often; a start
@@ -325,15 +341,7 @@ internal sealed class SqliteLedgerSession : ILedgerSession
         catch (SqliteException ex) when (ex.SqliteErrorCode == 19) { throw new StoreConflictException(ex.Message, ex); } // a constraint: a rule raced us
         catch (Exception ex) when (RefusesData(ex)) { throw new PostingRefusedByStoreException(ex); }
         long hash = KeyHash(idempotencyKey);
-        // The ledger row is written: a failure now cannot be undone alone (no savepoint), so it fails the batch — a
-        // refusal too, which must not read as this posting alone undone. (The database's state, such as a full disk,
-        // surfaces as it is.)
-        try { _insertKey.Bind(1, seq).Bind(2, hash).Execute(); }
-        catch (Exception ex) when (ex is SqliteException { SqliteErrorCode: 19 } || RefusesData(ex))
-        {
-            throw new InvalidOperationException("The key row of a written ledger row was refused.", ex);
-        }
-        // Written: stage it.
+        // Written: stage it (its key hash is written with the batch's, at Commit).
         _next = seq + 1;
         _wallets[(e.UserId, e.Currency)] = (new BalanceChange(e.UserId, e.Currency, e.BalanceAfter, e.Version, e.TransactionId, e.Type, e.CreatedAt), seq);
         _heads[e.UserId] = seq;
@@ -356,7 +364,7 @@ internal sealed class SqliteLedgerSession : ILedgerSession
         foreach (var command in new[] { _begin, _commit, _rollback, _last, _bySeq, _byId, _reversed, _role, _checkpoint, _checkpointSeq })
             command.Dispose();
         _insert.Dispose();
-        _insertKey.Dispose();
+        _insertKeys.Dispose();
         _c.Dispose();
     }
 }

@@ -24,6 +24,7 @@ internal sealed class WriterStatement : IDisposable
     // Positions count from 1, as in SQLite.
     public WriterStatement Bind(int position, long value) => Check(raw.sqlite3_bind_int64(_stmt, position, value));
     public WriterStatement Bind(int position, long? value) => value is { } v ? Bind(position, v) : Check(raw.sqlite3_bind_null(_stmt, position));
+    public WriterStatement Bind(int position, ReadOnlySpan<byte> value) => Check(raw.sqlite3_bind_blob(_stmt, position, value));
     public WriterStatement Bind(int position, string? value) => value is null ? Check(raw.sqlite3_bind_null(_stmt, position)) : Check(raw.sqlite3_bind_text(_stmt, position, value));
 
     /// Runs a statement that returns no rows.

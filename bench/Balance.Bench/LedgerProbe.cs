@@ -334,7 +334,7 @@ public static class LedgerProbe
         {
             long chains = Scalar("SELECT COUNT(*) FROM (SELECT user_prev, LAG(seq) OVER (PARTITION BY user_id ORDER BY seq) AS lag FROM ledger) WHERE user_prev IS NOT lag");
             if (chains > 0) problems.Add($"{chains} rows off their history chain");
-            long keys = Scalar("SELECT (SELECT COUNT(*) FROM ledger) - (SELECT COUNT(*) FROM ledger_keys)");
+            long keys = Scalar("SELECT (SELECT COUNT(*) FROM ledger) - (SELECT COALESCE(SUM(length(hashes) / 8), 0) FROM ledger_key_runs)");
             if (keys != 0) problems.Add($"{keys} rows without a key hash");
         }
         return (Scalar("SELECT COUNT(*) FROM ledger"), problems.Count == 0 ? "ok" : string.Join("; ", problems));
