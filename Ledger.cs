@@ -10,8 +10,8 @@ using Microsoft.Extensions.Options;
 namespace Balance;
 
 // Money: the rules. Every posting goes through one writer loop that batches whatever is waiting into one store
-// transaction (group commit), answers each request only after that commit is durable, and only then publishes the
-// changes — in commit order — to Changes. The store (ILedgerStore) knows the SQL; this file knows the rules.
+// transaction (group commit), answers each request only after that commit is durable (the store says when:
+// ILedgerSession.WhenDurable), and only then publishes the changes — in commit order — to Changes. The store (ILedgerStore) knows the SQL; this file knows the rules.
 public sealed class Ledger : IHostedService
 {
     private readonly ILedgerStore _store;
@@ -35,6 +35,9 @@ public sealed class Ledger : IHostedService
         // Stopwatch timestamps of the writer's last commit and last failed batch (0: never): the readiness check's
         // evidence that the database takes writes, without a probe competing with the writer for the lock.
         public long LastCommitAt, LastFailureAt;
+        // Set when a committed batch could not be made durable (the WAL's fsync failed): every later batch and read
+        // fails, and the service is not ready, until a restart rebuilds its state from the disk.
+        public string? Broken;
         public event Action<int, double>? Committed; // batch size, milliseconds
         internal void Report(int size, double ms) { Interlocked.Increment(ref Batches); Interlocked.Add(ref Postings, size); Committed?.Invoke(size, ms); }
 
@@ -97,6 +100,7 @@ public sealed class Ledger : IHostedService
             results.Clear();
             changes.Clear();
             var started = Stopwatch.GetTimestamp();
+            bool replace = false;
             try
             {
                 session ??= _store.OpenSession();
@@ -111,8 +115,7 @@ public sealed class Ledger : IHostedService
                 if (!RunAlone(session!, batch, results, changes))
                 {
                     Volatile.Write(ref Stats.LastFailureAt, Stopwatch.GetTimestamp());
-                    session!.Dispose();
-                    session = null;
+                    replace = true;
                 }
             }
             catch (Exception ex)
@@ -126,34 +129,59 @@ public sealed class Ledger : IHostedService
                 session = null;
                 continue;
             }
-            // Committed: whatever happens below, every request of the batch gets its answer, and the thread lives on
-            // (a dead writer thread would leave every later request waiting forever).
-            try
+            // Committed: answered and published once the store says it is durable, in commit order (SQLite: after the
+            // WAL's fsync, on the flusher's thread, while this thread goes on with the next batch).
+            var committed = new CommittedBatch([.. batch], [.. results], [.. changes], started);
+            session!.WhenDurable(error => Complete(committed, error));
+            if (replace)
             {
-                long committed = Stopwatch.GetTimestamp();
-                if (committed > Volatile.Read(ref Stats.LastFailureAt)) Volatile.Write(ref Stats.LastCommitAt, committed);
-                foreach (var change in changes) _changes.Writer.TryWrite(new CommittedChange(change, committed));
-                Stats.Report(batch.Count, Stopwatch.GetElapsedTime(started, committed).TotalMilliseconds);
-                if (_log.IsEnabled(LogLevel.Information))
-                    for (int i = 0; i < batch.Count; i++)
-                        if (results[i] is PostOutcome.Committed { Replayed: false, Result: var r })
-                            _log.LogInformation("Committed {TransactionType} {TransactionId} for {UserId} by {PostedBy}: {Amount} {Currency}, balance {Balance} v{Version}, reference {Reference}",
-                                r.Type, r.TransactionId, r.UserId, batch[i].Posting.PostedBy, r.Amount, r.Currency, r.Balance, r.Version, r.Reference);
-            }
-            catch (Exception ex)
-            {
-                _log.LogCritical(ex, "After committing {Count} postings, publishing or logging them failed", batch.Count);
-            }
-            finally
-            {
-                for (int i = 0; i < batch.Count; i++)
-                    if (results[i] is Failed failed) batch[i].Done.TrySetException(failed.Error);
-                    else batch[i].Done.TrySetResult(results[i]);
+                session.Dispose();
+                session = null;
             }
         }
         session?.Dispose();
         _changes.Writer.TryComplete();
         _stopped.TrySetResult();
+    }
+
+    private sealed record CommittedBatch(Work[] Batch, PostOutcome[] Results, BalanceChange[] Changes, long Started);
+
+    // A committed batch, once durable: whatever happens here, every request of it gets its answer, and the thread
+    // lives on (a dead writer or flusher thread would leave every later request waiting forever).
+    private void Complete(CommittedBatch c, Exception? notDurable)
+    {
+        var (batch, results, changes) = (c.Batch, c.Results, c.Changes);
+        if (notDurable is not null)
+        {
+            // Committed, but its fsync failed: it may not be on disk. Nothing of it is published, and every request of
+            // it is answered "outcome unknown" (a retry with the same Idempotency-Key is safe either way).
+            Volatile.Write(ref Stats.LastFailureAt, Stopwatch.GetTimestamp());
+            Volatile.Write(ref Stats.Broken, $"a committed batch could not be made durable ({notDurable.InnerException?.Message ?? notDurable.Message}); restart the service");
+            foreach (var work in batch) work.Done.TrySetException(notDurable);
+            return;
+        }
+        try
+        {
+            long committed = Stopwatch.GetTimestamp();
+            if (committed > Volatile.Read(ref Stats.LastFailureAt)) Volatile.Write(ref Stats.LastCommitAt, committed);
+            foreach (var change in changes) _changes.Writer.TryWrite(new CommittedChange(change, committed));
+            Stats.Report(batch.Length, Stopwatch.GetElapsedTime(c.Started, committed).TotalMilliseconds);
+            if (_log.IsEnabled(LogLevel.Information))
+                for (int i = 0; i < batch.Length; i++)
+                    if (results[i] is PostOutcome.Committed { Replayed: false, Result: var r })
+                        _log.LogInformation("Committed {TransactionType} {TransactionId} for {UserId} by {PostedBy}: {Amount} {Currency}, balance {Balance} v{Version}, reference {Reference}",
+                            r.Type, r.TransactionId, r.UserId, batch[i].Posting.PostedBy, r.Amount, r.Currency, r.Balance, r.Version, r.Reference);
+        }
+        catch (Exception ex)
+        {
+            _log.LogCritical(ex, "After committing {Count} postings, publishing or logging them failed", batch.Length);
+        }
+        finally
+        {
+            for (int i = 0; i < batch.Length; i++)
+                if (results[i] is Failed failed) batch[i].Done.TrySetException(failed.Error);
+                else batch[i].Done.TrySetResult(results[i]);
+        }
     }
 
     // A posting that did not commit because of what the store did, not a rule: its request gets the error itself.

@@ -43,7 +43,7 @@ public static class Problems
             case not null when MeansUnavailable(exception):
                 problem.Title = ProblemCodes.Unavailable.Title;
                 problem.Detail = exception is CommitOutcomeUnknownException
-                    ? "The connection to the database was lost while it committed; the transaction may or may not have been applied. Retry with the same Idempotency-Key: it applies at most once."
+                    ? "The database failed while the transaction committed; it may or may not have been applied. Retry with the same Idempotency-Key: it applies at most once."
                     : ProblemCodes.Unavailable.Text();
                 problem.Extensions.TryAdd("code", ProblemCodes.Unavailable.Code);
                 RetryAfter.Set(context.HttpContext.Response, TimeSpan.FromSeconds(1));

@@ -28,6 +28,10 @@ public interface ILedgerSession : IDisposable
     /// CommitOutcomeUnknownException when the database may or may not have committed it.
     void Commit();
     void Rollback();
+    /// Runs `then` once what this session has committed is durable, each in commit order: at once where COMMIT
+    /// returns durable (PostgreSQL), after the WAL's fsync where it overlaps the next batch (SQLite). `then` gets null,
+    /// or the exception that leaves the outcome unknown (the fsync failed). Dispose runs every pending one first.
+    void WhenDurable(Action<Exception?> then);
 
     /// The entry this poster wrote with this key: keys belong to their poster, so another operator's same key is
     /// a different posting.
@@ -62,6 +66,7 @@ public sealed class StoreConflictException(string message, Exception? inner = nu
 // postings alone, so only the refused one fails).
 public sealed class PostingRefusedByStoreException(Exception inner) : Exception($"The database refused the posting's data: {inner.Message}", inner);
 
-// The connection died while the database was committing: the batch may be durable or not. Its postings are answered
+// The connection died while the database was committing, or the fsync after a commit failed: the batch may be durable or not. Its postings are answered
 // 503 "retry with the same Idempotency-Key", which is safe either way; never a definite failure.
-public sealed class CommitOutcomeUnknownException(Exception inner) : Exception("The database connection was lost during COMMIT; the outcome is unknown.", inner);
+public sealed class CommitOutcomeUnknownException(Exception inner, string message = "The database connection was lost during COMMIT; the outcome is unknown.")
+    : Exception(message, inner);

@@ -100,6 +100,8 @@ public sealed class InMemoryLedgerStore : ILedgerStore
             }
         }
 
+        public void WhenDurable(Action<Exception?> then) => then(null);
+
         public void Rollback()
         {
             _tx = null;

@@ -126,6 +126,7 @@ public sealed class PoisonPostingTests
             public void Begin(IReadOnlyList<Posting> postings) { hook.Begin(postings); inner.Begin(postings); }
             public void Commit() => inner.Commit();
             public void Rollback() => inner.Rollback();
+            public void WhenDurable(Action<Exception?> then) => inner.WhenDurable(then);
             public LedgerEntry? FindByKey(Guid postedBy, string idempotencyKey) => inner.FindByKey(postedBy, idempotencyKey);
             public LedgerEntry? FindById(string transactionId) => inner.FindById(transactionId);
             public bool IsReversed(string transactionId) => inner.IsReversed(transactionId);

@@ -193,6 +193,8 @@ internal sealed class PostgresLedgerSession(NpgsqlConnection connection, Doorbel
         e is PostgresException p ? p.SqlState.StartsWith("22", StringComparison.Ordinal) || p.SqlState.StartsWith("54", StringComparison.Ordinal)
             : e is ArgumentException;
 
+    public void WhenDurable(Action<Exception?> then) => then(null); // COMMIT returned: durable (synchronous_commit)
+
     public void Rollback()
     {
         try { _tx?.Rollback(); }

@@ -8,7 +8,11 @@ internal sealed class SqliteInstruments(SqliteDatabase db, SqliteLedgerStore sto
     public void Create(Meter meter)
     {
         meter.CreateObservableGauge("balance.ledger.synchronous", () => Volatile.Read(ref store.Synchronous), "{level}",
-            "PRAGMA synchronous of the ledger writer's connection: 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA (-1 before its first commit).");
+            "What a ledger commit gets before its answer, as PRAGMA synchronous: 0 OFF, 1 NORMAL, 2 FULL (the WAL fsynced: by SQLite in COMMIT, or by the writer's WAL flusher), 3 EXTRA (-1 before its first commit).");
+        meter.CreateObservableGauge("balance.ledger.wal_flusher", () => Volatile.Read(ref store.WalFlusherOn), "{flag}",
+            "1 when the ledger writer commits with synchronous=NORMAL and a thread of its own fsyncs the WAL before any answer or read, overlapping the next batch; 0 when SQLite fsyncs in COMMIT (-1 before its first commit).");
+        meter.CreateObservableCounter("balance.ledger.wal_fsyncs", () => store.WalFlushes, "{fsync}",
+            "fsyncs of the WAL by the ledger's WAL flusher; each covers every commit before it.");
         meter.CreateObservableGauge("balance.ledger.journal_wal", () => Volatile.Read(ref store.JournalWal), "{flag}",
             "1 when the ledger writer's connection runs in WAL journal mode, 0 when not (-1 before its first commit).");
         meter.CreateObservableGauge("balance.wal.pages", () => checkpoints.WalPages, "{page}",

@@ -6,15 +6,18 @@ namespace Balance.Storage.Sqlite;
 
 // The ledger's store on SQLite, as a log. The writer's memory (LedgerState) holds what indexes held: every wallet,
 // the window's Idempotency-Keys, each player's newest row. A batch checks every rule against it, appends its ledger
-// rows (and one row of their key hashes) in one BEGIN IMMEDIATE transaction, commits with synchronous=FULL, and only then moves
-// the state. So a posting writes rows that land at the end of their tables, not pages spread over random indexes
+// rows (and one row of their key hashes) in one BEGIN IMMEDIATE transaction, commits, and moves the state; its answers
+// wait for the WAL's fsync, which overlaps the next batch (WalFlusher), and so does every read. So a posting writes rows that land at the end of their tables, not pages spread over random indexes
 // (BENCHMARKS.md, "The ledger as a log"). Balances are read from the state (never older than the last answered
 // posting); history pages follow each player's chain of rows (user_prev) from its head.
-public sealed class SqliteLedgerStore(SqliteDatabase db, IOptions<SqliteOptions> options, TimeProvider time) : ILedgerStore
+public sealed class SqliteLedgerStore(SqliteDatabase db, IOptions<SqliteOptions> options, TimeProvider time, ILoggerFactory? loggers = null, WalSync? walSync = null)
+    : ILedgerStore, IDisposable
 {
     // What SQLite says of the writer's own connection, read when it opens (-1 before): the durability promise rests
     // on it, so an operator (and the durability test) can see it on the running service rather than trust the code.
-    public long Synchronous = -1, JournalWal = -1, PageSize = -1;
+    // Synchronous is what a commit gets before its answer: FULL (2) also when the connection runs NORMAL and the
+    // flusher fsyncs the WAL (WalFlusher = 1).
+    public long Synchronous = -1, JournalWal = -1, PageSize = -1, WalFlusherOn = -1;
     // How often the writer's state was built from the ledger: once at start, again only after a commit whose outcome
     // was unknown or rows written by another hand.
     public long Loads;
@@ -24,6 +27,18 @@ public sealed class SqliteLedgerStore(SqliteDatabase db, IOptions<SqliteOptions>
     private readonly Lock _loading = new();
     private LedgerState? _state;
     private byte[]? _seed;
+
+    // Balance:Synchronous=FULL on Linux, in WAL mode: the WAL's fsync runs on a thread of its own (made with the first
+    // session), overlapping the next batch. EXTRA and NORMAL keep SQLite's own behaviour.
+    private readonly bool _overlap = OperatingSystem.IsLinux() && string.Equals(options.Value.Synchronous, "FULL", StringComparison.OrdinalIgnoreCase);
+    private WalFlusher? _flusher;
+    internal WalFlusher? Flusher => Volatile.Read(ref _flusher);
+
+    /// fsyncs of the WAL by the flusher so far (0 without one).
+    public long WalFlushes => Flusher is { } f ? Volatile.Read(ref f.Flushes) : 0;
+
+    // A read answers only what is on disk: it waits for the fsync that covers every commit it may have seen.
+    private Task Flushed(CancellationToken ct) => Flusher is { } f ? f.FlushedAsync().WaitAsync(ct) : Task.CompletedTask;
 
     /// The state as last committed, built from the database on first use.
     internal LedgerState State
@@ -77,19 +92,33 @@ public sealed class SqliteLedgerStore(SqliteDatabase db, IOptions<SqliteOptions>
             // Every other connection keeps them on.
             command.CommandText = "PRAGMA foreign_keys = OFF";
             command.ExecuteNonQuery();
+            if (_overlap && Volatile.Read(ref JournalWal) == 1)
+            {
+                // The flusher fsyncs what COMMIT wrote to the WAL before anything of it is answered or read.
+                command.CommandText = "PRAGMA synchronous = NORMAL";
+                command.ExecuteNonQuery();
+                lock (_loading) _flusher ??= new WalFlusher(db.FilePath + "-wal", walSync ?? new WalSync(),
+                    (loggers ?? Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance).CreateLogger("Balance.Ledger"));
+                Volatile.Write(ref WalFlusherOn, 1);
+                Volatile.Write(ref Synchronous, 2);
+            }
+            else Volatile.Write(ref WalFlusherOn, 0);
         }
-        return new SqliteLedgerSession(this, connection);
+        return new SqliteLedgerSession(this, connection, WalFlusherOn == 1 ? _flusher : null);
     }
+
+    public void Dispose() => Interlocked.Exchange(ref _flusher, null)?.Dispose();
 
     // From the writer's state: every wallet of the player as last committed, by currency in ordinal order; the
     // default currency at 0 when the player has no wallet in it yet.
-    public Task<IReadOnlyList<BalanceChange>> WalletsAsync(Guid userId, CancellationToken ct = default)
+    public async Task<IReadOnlyList<BalanceChange>> WalletsAsync(Guid userId, CancellationToken ct = default)
     {
         var state = State;
         var rows = state.Users.TryGetValue(userId, out var user) ? new List<BalanceChange>(Volatile.Read(ref user.Wallets)) : [];
         if (!rows.Any(r => r.Currency == Money.DefaultCurrency))
             rows.Insert(0, new BalanceChange(userId, Money.DefaultCurrency, 0, 0, null, null, null));
-        return Task.FromResult<IReadOnlyList<BalanceChange>>(rows);
+        await Flushed(ct);
+        return rows;
     }
 
     public async Task<(IReadOnlyList<TransactionResult> Items, string? NextBefore)?> HistoryAsync(Guid? userId, int limit, string? before, CancellationToken ct = default)
@@ -97,7 +126,12 @@ public sealed class SqliteLedgerStore(SqliteDatabase db, IOptions<SqliteOptions>
         // The head first, then the read transaction: a head read from the state is committed, so the snapshot has it.
         long head = userId is { } id ? State.HeadOf(id) : 0;
         await using var c = await db.OpenAsync(ct);
-        if (userId is null) return await LedgerReads.HistoryAsync(c, null, limit, before, ct);
+        if (userId is null)
+        {
+            var all = await LedgerReads.HistoryAsync(c, null, limit, before, ct);
+            await Flushed(ct);
+            return all;
+        }
         long start = head;
         if (before is not null)
         {
@@ -128,6 +162,7 @@ public sealed class SqliteLedgerStore(SqliteDatabase db, IOptions<SqliteOptions>
             while (await r.ReadAsync(ct)) rows.Add(LedgerReads.Entry(r));
         }
         string? next = rows.Count > limit ? rows[limit - 1].TransactionId : null;
+        await Flushed(ct);
         return (rows.Take(limit).Select(e => e.ToResult()).ToList(), next);
     }
 }
@@ -139,6 +174,8 @@ internal sealed class SqliteLedgerSession : ILedgerSession
 {
     private readonly SqliteLedgerStore _store;
     private readonly SqliteConnection _c;
+    private readonly WalFlusher? _flusher; // null: COMMIT itself is durable (or as durable as configured)
+    private long _lastCommit;             // the flusher's number of this session's last COMMIT
     private readonly SqliteCommand _begin, _commit, _rollback, _last, _bySeq, _byId, _reversed, _role, _checkpoint, _checkpointSeq;
     private readonly WriterStatement _insert, _insertKeys; // once per posting, once per batch: SQLite's C API, bound by position
     private LedgerState _state = null!;
@@ -153,9 +190,9 @@ internal sealed class SqliteLedgerSession : ILedgerSession
     private readonly List<long> _candidates = [];
     private bool _inBatch;
 
-    public SqliteLedgerSession(SqliteLedgerStore store, SqliteConnection connection)
+    public SqliteLedgerSession(SqliteLedgerStore store, SqliteConnection connection, WalFlusher? flusher)
     {
-        (_store, _c) = (store, connection);
+        (_store, _c, _flusher) = (store, connection, flusher);
         _begin = Prepare("BEGIN IMMEDIATE");
         _commit = Prepare("COMMIT");
         _rollback = Prepare("ROLLBACK");
@@ -193,6 +230,7 @@ internal sealed class SqliteLedgerSession : ILedgerSession
 
     public void Begin(IReadOnlyList<Posting> postings)
     {
+        _flusher?.ThrowIfFailed();
         _begin.ExecuteNonQuery();
         _inBatch = true;
         Clear();
@@ -218,7 +256,10 @@ internal sealed class SqliteLedgerSession : ILedgerSession
             foreach (var ((user, currency), (_, seq)) in _wallets) With(_checkpoint, user.ToString(), currency, seq).ExecuteNonQuery();
             With(_checkpointSeq, (_next - 1).ToString(System.Globalization.CultureInfo.InvariantCulture)).ExecuteNonQuery();
         }
-        _commit.ExecuteNonQuery();
+        long number = _flusher?.Starting() ?? 0;
+        try { _commit.ExecuteNonQuery(); }
+        finally { _flusher?.Returned(number); }
+        _lastCommit = number;
         _inBatch = false;
         // Committed: move the state.
         foreach (var (key, (wallet, seq)) in _wallets)
@@ -256,6 +297,12 @@ internal sealed class SqliteLedgerSession : ILedgerSession
     // replays at most these 10 s of rows past it.
     private static readonly TimeSpan CheckpointEvery = TimeSpan.FromSeconds(10);
     private DateTime _lastCheckpoint;
+
+    public void WhenDurable(Action<Exception?> then)
+    {
+        if (_flusher is null) then(null);
+        else _flusher.After(_lastCommit, then);
+    }
 
     public void Rollback()
     {
@@ -361,6 +408,7 @@ internal sealed class SqliteLedgerSession : ILedgerSession
 
     public void Dispose()
     {
+        _flusher?.Drain(); // every commit of this connection answered, before the connection goes
         foreach (var command in new[] { _begin, _commit, _rollback, _last, _bySeq, _byId, _reversed, _role, _checkpoint, _checkpointSeq })
             command.Dispose();
         _insert.Dispose();

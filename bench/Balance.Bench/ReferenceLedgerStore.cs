@@ -73,6 +73,8 @@ public sealed class ReferenceLedgerStore(SqliteDatabase db) : ILedgerStore
         }
         public void Commit() => _commit.ExecuteNonQuery();
 
+        public void WhenDurable(Action<Exception?> then) => then(null); // synchronous=FULL: COMMIT returned durable
+
         public void Rollback()
         {
             try { _rollback.ExecuteNonQuery(); } catch (SqliteException) { }
