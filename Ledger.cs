@@ -35,8 +35,8 @@ public sealed class Ledger : IHostedService
         // Stopwatch timestamps of the writer's last commit and last failed batch (0: never): the readiness check's
         // evidence that the database takes writes, without a probe competing with the writer for the lock.
         public long LastCommitAt, LastFailureAt;
-        // Set when a committed batch could not be made durable (the WAL's fsync failed): every later batch and read
-        // fails, and the service is not ready, until a restart rebuilds its state from the disk.
+        // Set when the store lost durability (DurabilityLostException: the WAL's fsync failed): every later batch and
+        // read fails, and the service is not ready, until a restart rebuilds its state from the disk.
         public string? Broken;
         public event Action<int, double>? Committed; // batch size, milliseconds
         internal void Report(int size, double ms) { Interlocked.Increment(ref Batches); Interlocked.Add(ref Postings, size); Committed?.Invoke(size, ms); }
@@ -124,6 +124,7 @@ public sealed class Ledger : IHostedService
                 // next batch on a fresh connection.
                 _log.LogError(ex, "Commit of {Count} postings failed; none was applied", batch.Count);
                 Volatile.Write(ref Stats.LastFailureAt, Stopwatch.GetTimestamp());
+                if (ex is DurabilityLostException) Volatile.Write(ref Stats.Broken, ex.Message);
                 foreach (var work in batch) work.Done.TrySetException(ex);
                 session?.Dispose();
                 session = null;
@@ -153,11 +154,13 @@ public sealed class Ledger : IHostedService
         var (batch, results, changes) = (c.Batch, c.Results, c.Changes);
         if (notDurable is not null)
         {
-            // Committed, but its fsync failed: it may not be on disk. Nothing of it is published, and every request of
-            // it is answered "outcome unknown" (a retry with the same Idempotency-Key is safe either way).
+            // Committed, but its fsync failed (or the service stopped first): it may not be on disk. Nothing of it is
+            // published, and every request of it is answered "outcome unknown" (a retry with the same
+            // Idempotency-Key is safe either way).
             Volatile.Write(ref Stats.LastFailureAt, Stopwatch.GetTimestamp());
-            Volatile.Write(ref Stats.Broken, $"a committed batch could not be made durable ({notDurable.InnerException?.Message ?? notDurable.Message}); restart the service");
-            foreach (var work in batch) work.Done.TrySetException(notDurable);
+            if (notDurable is DurabilityLostException) Volatile.Write(ref Stats.Broken, notDurable.Message);
+            var unknown = new CommitOutcomeUnknownException(notDurable, $"The batch committed, but whether it reached the disk is not known: {notDurable.Message}");
+            foreach (var work in batch) work.Done.TrySetException(unknown);
             return;
         }
         try

@@ -70,3 +70,9 @@ public sealed class PostingRefusedByStoreException(Exception inner) : Exception(
 // 503 "retry with the same Idempotency-Key", which is safe either way; never a definite failure.
 public sealed class CommitOutcomeUnknownException(Exception inner, string message = "The database connection was lost during COMMIT; the outcome is unknown.")
     : Exception(message, inner);
+
+// A commit could not be made durable (the fsync of SQLite's WAL failed): what the writer holds in memory may be more
+// than the disk holds, so the store refuses every batch and read until a restart rebuilds it from the disk. The
+// batches that were waiting for that fsync are answered CommitOutcomeUnknownException.
+public sealed class DurabilityLostException(Exception inner)
+    : Exception($"A commit could not be made durable ({inner.Message}); restart the service.", inner);

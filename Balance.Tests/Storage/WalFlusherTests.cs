@@ -24,12 +24,12 @@ public sealed class WalFlusherTests
         public void Hold() => _open.Reset();
         public void Release() => _open.Set();
 
-        public override void Sync(string walPath)
+        public override void Sync(FileStream wal)
         {
             if (!_open.IsSet) Interlocked.Increment(ref Held);
             if (!_open.Wait(Patience.Long)) throw new TimeoutException("the test never released the disk");
             if (Fail) throw new IOException("Input/output error (the test's disk)");
-            base.Sync(walPath);
+            base.Sync(wal);
         }
     }
 
@@ -108,11 +108,15 @@ public sealed class WalFlusherTests
             Assert.Equal(HttpStatusCode.ServiceUnavailable, lost.StatusCode);
             Assert.Contains("may or may not have been applied", (await lost.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("detail").GetString());
             // Failed for good: the writer's state may hold what the disk lost, so nothing more is decided or read on it.
+            // A later posting is refused before it is applied (so not "may or may not"), and readiness says why.
             disk.Fail = false;
-            Assert.Equal(HttpStatusCode.ServiceUnavailable, (await app.PostTransactionAsync(op.AccessToken, body with { amount = "1.00" })).StatusCode);
+            var later = await app.PostTransactionAsync(op.AccessToken, body with { amount = "1.00" });
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, later.StatusCode);
+            Assert.DoesNotContain("may or may not", (await later.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("detail").GetString());
             using var aliceHttp = app.Http(alice.AccessToken);
             Assert.Equal(HttpStatusCode.ServiceUnavailable, (await aliceHttp.GetAsync("/api/balance?currency=EUR")).StatusCode);
-            Assert.Equal(HttpStatusCode.ServiceUnavailable, (await app.Http().GetAsync("/readyz")).StatusCode);
+            var ready = await app.Http().GetAsync("/readyz");
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, ready.StatusCode);
         }
         // A restart rebuilds the state from the file. Here the test's disk kept the batch, so the same key replays it.
         await using (var app = new BalanceApplication(databasePath: temp.FilePath))

@@ -20,6 +20,9 @@ public sealed class SqliteDatabase : IDatabase
 
     public string ConnectionString { get; }
     public string FilePath { get; }
+    // Why this file's commits can no longer be trusted to be on disk (the WAL's fsync failed), or null: readiness
+    // reports it until a restart.
+    internal string? DurabilityLost;
     private readonly string _synchronous;
 
     public SqliteDatabase(IOptions<ConnectionStrings> connection, IOptions<SqliteOptions> options)

@@ -97,17 +97,18 @@ public sealed class SqliteLedgerStore(SqliteDatabase db, IOptions<SqliteOptions>
                 // The flusher fsyncs what COMMIT wrote to the WAL before anything of it is answered or read.
                 command.CommandText = "PRAGMA synchronous = NORMAL";
                 command.ExecuteNonQuery();
-                lock (_loading) _flusher ??= new WalFlusher(db.FilePath + "-wal", walSync ?? new WalSync(),
-                    (loggers ?? Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance).CreateLogger("Balance.Ledger"));
+                lock (_loading) _flusher ??= new WalFlusher(walSync ?? new WalSync(),
+                    (loggers ?? Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance).CreateLogger("Balance.Ledger"),
+                    failure => Volatile.Write(ref db.DurabilityLost, failure.Message));
                 Volatile.Write(ref WalFlusherOn, 1);
                 Volatile.Write(ref Synchronous, 2);
             }
             else Volatile.Write(ref WalFlusherOn, 0);
         }
-        return new SqliteLedgerSession(this, connection, WalFlusherOn == 1 ? _flusher : null);
+        return new SqliteLedgerSession(this, connection, WalFlusherOn == 1 ? _flusher : null, db.FilePath + "-wal");
     }
 
-    public void Dispose() => Interlocked.Exchange(ref _flusher, null)?.Dispose();
+    public void Dispose() => Flusher?.Dispose();
 
     // From the writer's state: every wallet of the player as last committed, by currency in ordinal order; the
     // default currency at 0 when the player has no wallet in it yet.
@@ -175,6 +176,7 @@ internal sealed class SqliteLedgerSession : ILedgerSession
     private readonly SqliteLedgerStore _store;
     private readonly SqliteConnection _c;
     private readonly WalFlusher? _flusher; // null: COMMIT itself is durable (or as durable as configured)
+    private readonly FileStream? _wal;    // the -wal file, open from before this session's first commit to after its last fsync
     private long _lastCommit;             // the flusher's number of this session's last COMMIT
     private readonly SqliteCommand _begin, _commit, _rollback, _last, _bySeq, _byId, _reversed, _role, _checkpoint, _checkpointSeq;
     private readonly WriterStatement _insert, _insertKeys; // once per posting, once per batch: SQLite's C API, bound by position
@@ -190,9 +192,14 @@ internal sealed class SqliteLedgerSession : ILedgerSession
     private readonly List<long> _candidates = [];
     private bool _inBatch;
 
-    public SqliteLedgerSession(SqliteLedgerStore store, SqliteConnection connection, WalFlusher? flusher)
+    public SqliteLedgerSession(SqliteLedgerStore store, SqliteConnection connection, WalFlusher? flusher, string walPath)
     {
         (_store, _c, _flusher) = (store, connection, flusher);
+        if (flusher is not null)
+        {
+            _wal = WalSync.Open(walPath);
+            flusher.Attach(_wal);
+        }
         _begin = Prepare("BEGIN IMMEDIATE");
         _commit = Prepare("COMMIT");
         _rollback = Prepare("ROLLBACK");
@@ -408,7 +415,12 @@ internal sealed class SqliteLedgerSession : ILedgerSession
 
     public void Dispose()
     {
-        _flusher?.Drain(); // every commit of this connection answered, before the connection goes
+        if (_flusher is not null)
+        {
+            _flusher.Drain(); // every commit of this connection answered, before the connection goes
+            _flusher.Detach(_wal!);
+            _wal!.Dispose();
+        }
         foreach (var command in new[] { _begin, _commit, _rollback, _last, _bySeq, _byId, _reversed, _role, _checkpoint, _checkpointSeq })
             command.Dispose();
         _insert.Dispose();

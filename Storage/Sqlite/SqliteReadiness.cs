@@ -16,6 +16,7 @@ internal static class SqliteReadiness
 
     public static async Task<string?> WhyNotWritableAsync(SqliteDatabase db, bool writerIsCommitting, CancellationToken ct)
     {
+        if (Volatile.Read(ref db.DurabilityLost) is { } lost) return lost;
         try
         {
             if (FreeBytes(db.FilePath) is { } free && free < MinFreeBytes)

@@ -13,27 +13,31 @@ namespace Balance.Storage.Sqlite;
 // commits, so it waits for every commit begun before it finished reading. A failed fsync fails the store for good: what
 // was committed may not be on disk (and the kernel may have dropped the pages it could not write), so every waiting
 // answer gets "outcome unknown", and every later batch and read fails until a restart rebuilds the state from the disk
-// — PostgreSQL's answer to the same failure.
+// — PostgreSQL's answer to the same failure. The fsync goes through a descriptor the writer's session opened before
+// its first commit and keeps until its last is covered (Attach): Linux reports a write-back error only to descriptors
+// open when it happened, and once to each, so a descriptor opened per fsync could miss an error that SQLite's own
+// checkpoint fsync took first.
 internal sealed class WalFlusher : IDisposable
 {
-    private readonly string _walPath;
     private readonly WalSync _sync;
     private readonly ILogger _log;
+    private readonly Action<Exception> _onFailure;
+    private FileStream? _wal; // the current session's descriptor of the -wal file; under _gate
     private readonly object _gate = new();
     private readonly Queue<(long Commit, Action<Exception?> Then)> _after = new();
     private readonly List<(long Commit, TaskCompletionSource Done)> _readers = [];
     // Commits begun, commits returned (committed or not), and the highest a finished fsync covers; under _gate.
     private long _started, _returned, _flushed;
     private Exception? _failed;
-    private bool _stopping;
+    private bool _stopping, _exited;
     private readonly Thread _thread;
 
     /// fsyncs of the WAL so far.
     public long Flushes;
 
-    public WalFlusher(string walPath, WalSync sync, ILogger log)
+    public WalFlusher(WalSync sync, ILogger log, Action<Exception> onFailure)
     {
-        (_walPath, _sync, _log) = (walPath, sync, log);
+        (_sync, _log, _onFailure) = (sync, log, onFailure);
         _thread = new Thread(Run) { IsBackground = true, Name = "ledger wal flusher", Priority = ThreadPriority.AboveNormal };
         _thread.Start();
     }
@@ -50,8 +54,21 @@ internal sealed class WalFlusher : IDisposable
         lock (_gate)
         {
             if (_failed is { } failed) throw failed;
+            if (_stopping) throw new ServiceStoppingException();
             return ++_started;
         }
+    }
+
+    /// A writer's session, before its first commit: the descriptor its commits are fsynced through.
+    public void Attach(FileStream wal)
+    {
+        lock (_gate) _wal = wal;
+    }
+
+    /// The session, after Drain, as it closes its connection.
+    public void Detach(FileStream wal)
+    {
+        lock (_gate) if (ReferenceEquals(_wal, wal)) _wal = null;
     }
 
     /// The writer, after that COMMIT returned or threw.
@@ -68,11 +85,18 @@ internal sealed class WalFlusher : IDisposable
     /// in the order given.
     public void After(long commit, Action<Exception?> then)
     {
+        Exception? late;
         lock (_gate)
         {
-            _after.Enqueue((commit, then));
-            Monitor.Pulse(_gate);
+            if (!_exited)
+            {
+                _after.Enqueue((commit, then));
+                Monitor.Pulse(_gate);
+                return;
+            }
+            late = _failed ?? new ServiceStoppingException();
         }
+        then(late);
     }
 
     /// Completes once every commit begun before the call is covered by an fsync: at once when none is waiting for one.
@@ -82,6 +106,7 @@ internal sealed class WalFlusher : IDisposable
         {
             if (_failed is { } failed) return Task.FromException(failed);
             if (_started <= _flushed) return Task.CompletedTask;
+            if (_stopping) return Task.FromException(new ServiceStoppingException());
             var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             _readers.Add((_started, done));
             Monitor.Pulse(_gate);
@@ -107,6 +132,7 @@ internal sealed class WalFlusher : IDisposable
         {
             long target;
             bool flush;
+            FileStream? wal;
             lock (_gate)
             {
                 while (true)
@@ -115,21 +141,36 @@ internal sealed class WalFlusher : IDisposable
                     if (flush || Due()) break;
                     if (_stopping)
                     {
-                        // Every commit has returned by now (the writer stops first), so nothing is left but what no
-                        // fsync can cover: a read that came in as the service stopped.
-                        foreach (var (_, done) in _readers) done.TrySetException(new ServiceStoppingException());
-                        return;
+                        // The writer has stopped and drained first, so nothing is left but what no fsync can cover
+                        // (a read that came in as the service stopped): it fails, nothing waits for ever.
+                        _exited = true;
+                        foreach (var (_, done) in _readers) readers.Add(done);
+                        _readers.Clear();
+                        while (_after.Count > 0) ready.Add(_after.Dequeue().Then);
+                        break;
                     }
                     Monitor.Wait(_gate);
                 }
                 target = _returned;
+                wal = _wal;
+            }
+            if (_exited)
+            {
+                var stopping = new ServiceStoppingException();
+                foreach (var then in ready)
+                {
+                    try { then(stopping); }
+                    catch (Exception ex) { _log.LogCritical(ex, "A batch's completion at stop failed"); }
+                }
+                foreach (var reader in readers) reader.TrySetException(stopping);
+                return;
             }
             Exception? error = null;
             if (flush)
             {
                 try
                 {
-                    _sync.Sync(_walPath);
+                    _sync.Sync(wal ?? throw new InvalidOperationException("A commit is waiting for its fsync, but no session holds the WAL open."));
                     Interlocked.Increment(ref Flushes);
                 }
                 catch (Exception ex)
@@ -141,7 +182,11 @@ internal sealed class WalFlusher : IDisposable
             Exception? failed;
             lock (_gate)
             {
-                if (error is not null) _failed ??= new CommitOutcomeUnknownException(error, "The fsync of the ledger's WAL after COMMIT failed; the outcome is unknown.");
+                if (error is not null && _failed is null)
+                {
+                    _failed = new DurabilityLostException(error);
+                    _onFailure(_failed);
+                }
                 else if (flush) _flushed = Math.Max(_flushed, target);
                 failed = _failed;
                 while (_after.Count > 0 && (failed is not null || _after.Peek().Commit <= _flushed)) ready.Add(_after.Dequeue().Then);
@@ -169,6 +214,8 @@ internal sealed class WalFlusher : IDisposable
             || _readers.Exists(r => _failed is not null || r.Commit <= _flushed);
     }
 
+    // After the writer stopped (and drained): ends the thread. A flusher stuck in an fsync that never returns is left
+    // to the process's exit rather than holding the host's stop forever; anything asked of it after this fails fast.
     public void Dispose()
     {
         lock (_gate)
@@ -176,19 +223,20 @@ internal sealed class WalFlusher : IDisposable
             _stopping = true;
             Monitor.Pulse(_gate);
         }
-        _thread.Join();
+        if (!_thread.Join(TimeSpan.FromSeconds(10))) _log.LogCritical("The ledger's WAL flusher did not stop within 10 s (an fsync that does not return)");
     }
 }
 
-/// Makes what was written to the WAL file durable: fsync. A seam for tests, which hold it (a slow disk) or fail it.
+/// Makes what was written to the WAL file durable: fsync of a descriptor of it. A seam for tests, which hold it (a
+/// slow disk) or fail it.
 public class WalSync
 {
-    public virtual void Sync(string walPath)
+    public virtual void Sync(FileStream wal) => wal.Flush(flushToDisk: true);
+
+    /// The -wal file, opened for fsync only (never written here). It exists: SQLite opens it on a WAL database's first
+    /// read, with the database file's mode.
+    public static FileStream Open(string walPath) => new(walPath, new FileStreamOptions
     {
-        using var wal = new FileStream(walPath, new FileStreamOptions
-        {
-            Mode = FileMode.Open, Access = FileAccess.ReadWrite, Share = FileShare.ReadWrite | FileShare.Delete, BufferSize = 0,
-        });
-        wal.Flush(flushToDisk: true);
-    }
+        Mode = FileMode.Open, Access = FileAccess.ReadWrite, Share = FileShare.ReadWrite | FileShare.Delete, BufferSize = 0,
+    });
 }
