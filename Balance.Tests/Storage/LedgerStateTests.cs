@@ -57,6 +57,21 @@ public sealed class LedgerStateTests
     }
 
     [Fact]
+    public void TheWritersReusedHmacGivesEveryKeyTheHashStoredSinceSchemaThree()
+    {
+        // Stored hashes were made with the one-shot HMAC (schema 3's upgrade, older writers): the writer's reused
+        // context must give the same 64 bits, key after key, or a stored key would no longer be found.
+        byte[] seed = Enumerable.Range(0, 32).Select(i => (byte)(i * 7)).ToArray();
+        using var hmac = System.Security.Cryptography.IncrementalHash.CreateHMAC(System.Security.Cryptography.HashAlgorithmName.SHA256, seed);
+        foreach (string key in new[] { "k", "order-42", new string('x', 40), new string('é', 300), "ключ-🔑", "" })
+        {
+            var oneShot = System.Security.Cryptography.HMACSHA256.HashData(seed, System.Text.Encoding.UTF8.GetBytes(key));
+            Assert.Equal(BitConverter.ToInt64(oneShot), LedgerState.KeyHash(hmac, key));
+            Assert.Equal(BitConverter.ToInt64(oneShot), LedgerState.KeyHash(seed, key));
+        }
+    }
+
+    [Fact]
     public void AWalletReplacesItsCurrencyKeepsTheOthersSortedAndMovesTheHead()
     {
         var state = new LedgerState();

@@ -189,13 +189,22 @@ public sealed class LedgerState
     /// (so not collidable on purpose) without the seed.
     public static long KeyHash(byte[] seed, string key)
     {
+        using var hmac = IncrementalHash.CreateHMAC(HashAlgorithmName.SHA256, seed);
+        return KeyHash(hmac, key);
+    }
+
+    /// The same, with an HMAC already keyed with the seed and reused key after key (the writer's): the one-shot
+    /// HMACSHA256.HashData sets a MAC context up for every call.
+    public static long KeyHash(IncrementalHash hmac, string key)
+    {
         Span<byte> buffer = stackalloc byte[512];
         int max = Encoding.UTF8.GetMaxByteCount(key.Length);
         byte[]? rented = max > buffer.Length ? new byte[max] : null;
         Span<byte> data = rented ?? buffer;
         int n = Encoding.UTF8.GetBytes(key, data);
         Span<byte> mac = stackalloc byte[32];
-        HMACSHA256.HashData(seed, data[..n], mac);
+        hmac.AppendData(data[..n]);
+        hmac.GetHashAndReset(mac);
         return BitConverter.ToInt64(mac);
     }
 

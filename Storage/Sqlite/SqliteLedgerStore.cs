@@ -407,9 +407,11 @@ internal sealed class SqliteLedgerSession : ILedgerSession
     // A posting asks for its key's hash twice (FindByKey, then Write): computed once.
     private string? _hashedKey;
     private long _hash;
+    private System.Security.Cryptography.IncrementalHash? _hmac; // keyed with the database's seed once
     private long KeyHash(string key)
     {
-        if (!ReferenceEquals(key, _hashedKey) && key != _hashedKey) (_hashedKey, _hash) = (key, LedgerState.KeyHash(_store.Seed, key));
+        if (!ReferenceEquals(key, _hashedKey) && key != _hashedKey)
+            (_hashedKey, _hash) = (key, LedgerState.KeyHash(_hmac ??= System.Security.Cryptography.IncrementalHash.CreateHMAC(System.Security.Cryptography.HashAlgorithmName.SHA256, _store.Seed), key));
         return _hash;
     }
 
@@ -425,6 +427,7 @@ internal sealed class SqliteLedgerSession : ILedgerSession
             command.Dispose();
         _insert.Dispose();
         _insertKeys.Dispose();
+        _hmac?.Dispose();
         _c.Dispose();
     }
 }
