@@ -4,7 +4,7 @@
 # of one pre-filled database, interleaved reference/log × --reps. Prints postings/s, KiB written to disk per posting
 # (/proc/self/io write_bytes: WAL, checkpoints and a final full checkpoint), CPU µs per posting, the log's start-up
 # time and memory, and checks every run's ledger (versions gapless, balances the sum of their postings, chains).
-#   bench/ledger.sh [--rows 1000000] [--players 10000] [--batch 64] [--postings 64000] [--reps 3]
+#   bench/ledger.sh [--rows 1000000] [--players 10000] [--batch 64] [--postings 300000] [--reps 3]
 #                   [--variants reference,log] [--startup-only]
 # The pre-filled databases are kept in LEDGER_PROBE_DIR (default /tmp/balance-ledger-probe; 1 M rows ≈ 0.8 GB).
 set -euo pipefail
