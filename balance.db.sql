@@ -15,8 +15,8 @@ CREATE TABLE IF NOT EXISTS users (
 
 -- The ledger is the audit trail and the only record of money: append-only, one row per committed transaction. It
 -- is written by one writer (the service's ledger loop), which holds every wallet, the recent Idempotency-Keys and the
--- history chains' heads in memory, checks every rule there, and appends each batch's rows in one transaction
--- (synchronous=FULL) before it answers. So the only indexes a posting writes grow at one end: the rowid, and
+-- history chains' heads in memory, checks every rule there, and appends each batch's rows in one transaction, whose
+-- WAL is fsynced before it answers (Storage/Sqlite/WalFlusher.cs). So the only indexes a posting writes grow at one end: the rowid, and
 -- transaction_id (UUIDv7, time-ordered). See Storage/Sqlite/LedgerState.cs.
 CREATE TABLE IF NOT EXISTS ledger (
     seq             INTEGER PRIMARY KEY,           -- commit order, assigned by the writer; history pages

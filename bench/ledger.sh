@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The ledger writer alone, no HTTP: the service's Ledger on the SQLite store (the log, schema 3) and on the store it
+# The ledger writer alone, no HTTP: the service's Ledger on the SQLite store (the log, schema 4) and on the store it
 # replaced (schema 1, bench/Balance.Bench/ReferenceLedgerStore.cs), side by side, each run its own process on a copy
 # of one pre-filled database, interleaved reference/log × --reps. Prints postings/s, KiB written to disk per posting
 # (/proc/self/io write_bytes: WAL, checkpoints and a final full checkpoint), CPU µs per posting, the log's start-up

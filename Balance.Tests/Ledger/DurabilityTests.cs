@@ -58,6 +58,9 @@ public sealed class DurabilityTests
             // acknowledged commit may sit in the OS cache when the power goes (SIGKILL alone cannot show that).
             Assert.Equal(2, await service.GaugeAsync("balance_ledger_synchronous"));
             Assert.Equal(1, await service.GaugeAsync("balance_ledger_journal_wal"));
+            // On Linux that fsync is the WAL flusher's (the connection itself commits with NORMAL): on, and fsyncing
+            // under the load below before any answer (WalFlusherTests hold and fail it).
+            Assert.Equal(1, await service.GaugeAsync("balance_ledger_wal_flusher"));
 
             using var stop = new CancellationTokenSource();
             int committed = 0, cutOff = 0;
@@ -96,6 +99,9 @@ public sealed class DurabilityTests
             var deadline = DateTime.UtcNow.AddSeconds(60);
             while (Volatile.Read(ref committed) < 300 && DateTime.UtcNow < deadline) await Task.Delay(10);
             Assert.True(Volatile.Read(ref committed) >= 300, "the load never got going");
+            var fsynced = DateTime.UtcNow.AddSeconds(5); // the exporter caches a scrape briefly
+            while (await service.GaugeAsync("balance_ledger_wal_fsyncs_total") == 0 && DateTime.UtcNow < fsynced) await Task.Delay(100);
+            Assert.True(await service.GaugeAsync("balance_ledger_wal_fsyncs_total") > 0, "the acknowledged postings had no WAL fsync by the flusher");
             service.Kill();
             await Task.WhenAll(load).WaitAsync(TimeSpan.FromSeconds(60));
             // The kill landed mid-request: at least one request sent to the live service never got its answer.
