@@ -35,9 +35,6 @@ public sealed class Ledger : IHostedService
         // Stopwatch timestamps of the writer's last commit and last failed batch (0: never): the readiness check's
         // evidence that the database takes writes, without a probe competing with the writer for the lock.
         public long LastCommitAt, LastFailureAt;
-        // Set when the store lost durability (DurabilityLostException: the WAL's fsync failed): every later batch and
-        // read fails, and the service is not ready, until a restart rebuilds its state from the disk.
-        public string? Broken;
         public event Action<int, double>? Committed; // batch size, milliseconds
         internal void Report(int size, double ms) { Interlocked.Increment(ref Batches); Interlocked.Add(ref Postings, size); Committed?.Invoke(size, ms); }
 
@@ -124,7 +121,6 @@ public sealed class Ledger : IHostedService
                 // next batch on a fresh connection.
                 _log.LogError(ex, "Commit of {Count} postings failed; none was applied", batch.Count);
                 Volatile.Write(ref Stats.LastFailureAt, Stopwatch.GetTimestamp());
-                if (ex is DurabilityLostException) Volatile.Write(ref Stats.Broken, ex.Message);
                 foreach (var work in batch) work.Done.TrySetException(ex);
                 session?.Dispose();
                 session = null;
@@ -158,7 +154,6 @@ public sealed class Ledger : IHostedService
             // published, and every request of it is answered "outcome unknown" (a retry with the same
             // Idempotency-Key is safe either way).
             Volatile.Write(ref Stats.LastFailureAt, Stopwatch.GetTimestamp());
-            if (notDurable is DurabilityLostException) Volatile.Write(ref Stats.Broken, notDurable.Message);
             var unknown = new CommitOutcomeUnknownException(notDurable, $"The batch committed, but whether it reached the disk is not known: {notDurable.Message}");
             foreach (var work in batch) work.Done.TrySetException(unknown);
             return;

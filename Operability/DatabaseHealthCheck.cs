@@ -12,7 +12,6 @@ public sealed class DatabaseHealthCheck(IDatabase db, Ledger ledger) : IHealthCh
 {
     public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken ct = default)
     {
-        if (Volatile.Read(ref ledger.Stats.Broken) is { } broken) return HealthCheckResult.Unhealthy(broken);
         try
         {
             return await db.WhyNotWritableAsync(ledger.Stats.CommittedWithin(TimeSpan.FromSeconds(5)), ct) is { } reason

@@ -172,7 +172,8 @@ public sealed class SqliteDatabase : IDatabase
         await connection.ExecuteAsync("INSERT OR IGNORE INTO ledger_meta (name, value) VALUES ('key_seed', @seed)",
             new { seed = Convert.ToHexString(RandomNumberGenerator.GetBytes(32)) }, tx);
         byte[] seed = Convert.FromHexString(await connection.ExecuteScalarAsync<string>("SELECT value FROM ledger_meta WHERE name = 'key_seed'", transaction: tx) ?? "");
-        connection.CreateFunction("balance_key_hash", (string key) => LedgerState.KeyHash(seed, key), isDeterministic: true);
+        using var hmac = IncrementalHash.CreateHMAC(HashAlgorithmName.SHA256, seed); // keyed once for every row
+        connection.CreateFunction("balance_key_hash", (string key) => LedgerState.KeyHash(hmac, key), isDeterministic: true);
         // The wallets table must be what its ledger says; if not, stop here and change nothing.
         long wrong = await connection.ExecuteScalarAsync<long>("""
             SELECT COUNT(*) FROM wallets w LEFT JOIN (SELECT user_id, currency, balance_after, version, MAX(seq) FROM ledger GROUP BY user_id, currency) l
@@ -192,6 +193,7 @@ public sealed class SqliteDatabase : IDatabase
         // Schema 3's shape of the key hashes, a row per ledger row; step 4 gathers them into runs.
         await connection.ExecuteAsync("CREATE TABLE ledger_keys (seq INTEGER PRIMARY KEY, key_hash INTEGER NOT NULL)", transaction: tx);
         await connection.ExecuteAsync("INSERT INTO ledger_keys (seq, key_hash) SELECT seq, balance_key_hash(idempotency_key) FROM ledger ORDER BY seq", transaction: tx);
+        connection.CreateFunction<string, long>("balance_key_hash", null); // gone with its HMAC; the pooled handle keeps no stale function
         await connection.ExecuteAsync("DROP TABLE ledger; ALTER TABLE ledger_log RENAME TO ledger; DROP TABLE wallets;", transaction: tx);
         await connection.ExecuteAsync(Part("CREATE TABLE IF NOT EXISTS wallet_checkpoint ("), transaction: tx);
         await connection.ExecuteAsync("""

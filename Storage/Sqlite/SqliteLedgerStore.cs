@@ -1,3 +1,4 @@
+using System.Security.Cryptography;
 using Balance.Postings;
 using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.Options;
@@ -407,11 +408,11 @@ internal sealed class SqliteLedgerSession : ILedgerSession
     // A posting asks for its key's hash twice (FindByKey, then Write): computed once.
     private string? _hashedKey;
     private long _hash;
-    private System.Security.Cryptography.IncrementalHash? _hmac; // keyed with the database's seed once
+    private IncrementalHash? _hmac; // keyed with the database's seed once
     private long KeyHash(string key)
     {
         if (!ReferenceEquals(key, _hashedKey) && key != _hashedKey)
-            (_hashedKey, _hash) = (key, LedgerState.KeyHash(_hmac ??= System.Security.Cryptography.IncrementalHash.CreateHMAC(System.Security.Cryptography.HashAlgorithmName.SHA256, _store.Seed), key));
+            (_hashedKey, _hash) = (key, LedgerState.KeyHash(_hmac ??= IncrementalHash.CreateHMAC(HashAlgorithmName.SHA256, _store.Seed), key));
         return _hash;
     }
 
