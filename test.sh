@@ -35,5 +35,12 @@ set -e
 # One plain closing line for whoever reads the end of the log.
 passed=$(grep -E '^\s+Passed: [0-9]+$' "$log" | awk '{s+=$2} END {print s+0}' || true)
 failed=$(grep -E '^\s+Failed: [0-9]+$' "$log" | awk '{s+=$2} END {print s+0}' || true)
+# A failed test's name and message are repeated here, where a log cut to its tail (as CI shows it) still has them.
+if [ "${failed:-0}" != "0" ]; then
+  awk '/^  Failed [A-Za-z_][A-Za-z0-9_.]*/ { n = 30; print "----"; }
+       n > 0 && /^  (Passed|Skipped) / { n = 0 }
+       n > 0 { print; n-- }' "$log"
+  echo "----"
+fi
 echo "$passed passed, $failed failed"
 exit "$status"
