@@ -26,6 +26,7 @@ public static class HttpRegistration
         services.AddOptions<ProxyOptions>().BindConfiguration("ForwardedHeaders").ValidateDataAnnotations().ValidateOnStart();
         services.AddOptions<ForwardedHeadersOptions>().Configure<IOptions<ProxyOptions>>((o, proxies) => proxies.Value.ApplyTo(o));
         services.AddProblemDetails(o => o.CustomizeProblemDetails = Problems.Configure);
+        services.AddSingleton<ErrorLog>();
         services.AddBalanceOpenApi();
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = 64 * 1024);
         services.AddOptions<CorsOrigins>().BindConfiguration(CorsOrigins.Section).ValidateDataAnnotations().ValidateOnStart();
@@ -48,7 +49,11 @@ public static class HttpRegistration
     // The REST pipeline: errors as problem details, the static client and demo, CORS, then who the caller is.
     public static WebApplication UseBalanceHttp(this WebApplication app)
     {
-        app.UseExceptionHandler(new ExceptionHandlerOptions { StatusCodeSelector = Problems.StatusFor });
+        app.UseExceptionHandler(new ExceptionHandlerOptions
+        {
+            StatusCodeSelector = Problems.StatusFor,
+            SuppressDiagnosticsCallback = app.Services.GetRequiredService<ErrorLog>().Suppress,
+        });
         app.UseStatusCodePages();
         app.UseDefaultFiles();
         var contentTypes = new Microsoft.AspNetCore.StaticFiles.FileExtensionContentTypeProvider();

@@ -25,7 +25,7 @@ public static class Problems
 
     // The database (either engine) failed or timed out, or refused a batch twice, or the service is stopping: nothing
     // was changed, or in the one case it cannot know (CommitOutcomeUnknownException) the same key makes a retry safe.
-    private static bool MeansUnavailable(Exception exception) =>
+    public static bool MeansUnavailable(Exception exception) =>
         exception is DbException or TimeoutException or StoreConflictException or CommitOutcomeUnknownException or ServiceStoppingException or PostingRefusedByStoreException
             or DurabilityLostException;
 

@@ -1,5 +1,6 @@
 using System.Net.WebSockets;
 using Balance.Api;
+using Balance.Operability;
 using Microsoft.IdentityModel.Tokens;
 
 namespace Balance.Sockets;
@@ -33,19 +34,13 @@ public sealed class SocketEndpoint(BalanceSocket hub, SocketContext context, IHo
     // The Origin is the client's text: at most MaxLoggedOrigin characters of it, and at most one line a second, which
     // counts the refusals it stands for (a flood of 6 KB origins from many addresses must not fill the disk).
     private const int MaxLoggedOrigin = 100;
-    private long _originLoggedAt;
-    private int _originsUnlogged;
+    private readonly LogSampler _refusedOrigins = new(TimeSpan.FromSeconds(1));
 
     private void LogRefusedOrigin(string? origin)
     {
-        long now = context.Now, last = Volatile.Read(ref _originLoggedAt);
-        if (now - last < TimeSpan.TicksPerSecond || Interlocked.CompareExchange(ref _originLoggedAt, now, last) != last)
-        {
-            Interlocked.Increment(ref _originsUnlogged);
-            return;
-        }
+        if (!_refusedOrigins.TryTake(context.Now, out int unlogged)) return;
         if (origin is { Length: > MaxLoggedOrigin }) origin = string.Concat(origin.AsSpan(0, MaxLoggedOrigin), $"… ({origin.Length} characters)");
-        context.Log.LogWarning("Refused socket from origin {Origin} (and {Unlogged} more refused origins since the last line)", origin, Interlocked.Exchange(ref _originsUnlogged, 0));
+        context.Log.LogWarning("Refused socket from origin {Origin} (and {Unlogged} more refused origins since the last line)", origin, unlogged);
     }
 
     // A refusal before the upgrade: its row of the problem-code table (ProblemCodes.SocketUpgrade), written the

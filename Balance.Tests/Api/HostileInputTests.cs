@@ -4,6 +4,8 @@ using System.Net.Http.Json;
 using System.Net.WebSockets;
 using System.Text;
 using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 
 namespace Balance.Tests;
 
@@ -133,6 +135,37 @@ public class HostileInputTests
         Assert.Equal(before.Rows, after.Rows);
         Assert.Equal(before.Wallets, after.Wallets);
         Assert.Equal(balanceBefore, (await mine.GetFromJsonAsync<JsonElement>("/api/balance")).ToString());
+    }
+
+    // A body anyone can send is its 400 or 413 and nothing else: not a server error with a stack trace per request,
+    // which a stranger's loop would turn into a full disk (Api/ErrorLog.cs). A defect still logs in full (ErrorLog).
+    [Fact]
+    public async Task AMalformedBodyIsAnsweredWithoutALogLine()
+    {
+        var logs = new CapturingLoggerProvider();
+        await using var app = new BalanceApplication(store: Store) { ConfigureTestServices = s => s.AddSingleton<ILoggerProvider>(logs) };
+        var op = await app.LoginAsync("operator");
+        using var stranger = app.Http();
+        using var operatorHttp = app.Http(op.AccessToken);
+        int before = logs.Lines.Count;
+        var answers = new List<HttpResponseMessage>();
+        for (int i = 0; i < 20; i++)
+        {
+            answers.Add(await stranger.PostAsync("/api/auth/login", new StringContent("""{"username":"alice","password":""", Encoding.UTF8, "application/json")));
+            answers.Add(await stranger.PostAsync("/api/auth/login", new StringContent("""{"username":5,"password":"x"}""", Encoding.UTF8, "application/json")));
+            answers.Add(await stranger.PostAsync("/api/auth/login", new StringContent("\"" + new string('a', 70_000) + "\"", Encoding.UTF8, "application/json")));
+            using var request = new HttpRequestMessage(HttpMethod.Post, "/api/transactions")
+            {
+                Content = new StringContent("""{"user_id":"not-a-guid","type":"deposit","amount":"1.00","currency":"USD"}""", Encoding.UTF8, "application/json"),
+            };
+            request.Headers.Add("Idempotency-Key", InvariantTests.NewKey());
+            answers.Add(await operatorHttp.SendAsync(request));
+        }
+        Assert.All(answers, a => Assert.True(a.StatusCode is HttpStatusCode.BadRequest or HttpStatusCode.RequestEntityTooLarge, a.StatusCode.ToString()));
+        Assert.Contains(answers, a => a.StatusCode == HttpStatusCode.RequestEntityTooLarge);
+        var logged = logs.Lines.Skip(before).Where(l => l.StartsWith("Error ", StringComparison.Ordinal) || l.StartsWith("Warning ", StringComparison.Ordinal)
+            || l.StartsWith("Critical ", StringComparison.Ordinal) || l.Contains("BadHttpRequestException", StringComparison.Ordinal)).ToList();
+        Assert.True(logged.Count == 0, $"{logged.Count} log lines for 80 bad requests, the first: {logged.FirstOrDefault()}");
     }
 
     // Every body of the service, not only the ledger's, is read as strictly: a property sent twice, a name in another

@@ -4,6 +4,7 @@ using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 
 namespace Balance.Tests;
 
@@ -169,6 +170,32 @@ public class RestTests
         var back = await http.GetAsync("/readyz");
         Assert.Equal(HttpStatusCode.OK, back.StatusCode);
         Assert.Equal("Healthy", await back.Content.ReadAsStringAsync());
+    }
+
+    // An outage fails every request: each is answered 503 unavailable, but the log gets one warning a second that
+    // counts the rest, not a stack trace per request (Api/ErrorLog.cs).
+    [Fact]
+    public async Task AnOutageIsAnswered503EveryTimeAndLoggedAtMostOnceASecond()
+    {
+        var logs = new CapturingLoggerProvider();
+        await using var app = new BalanceApplication(store: Store) { ConfigureTestServices = s => s.AddSingleton<ILoggerProvider>(logs) };
+        using var http = app.Http((await app.LoginAsync("operator")).AccessToken);
+        Sql(app, "ALTER TABLE users RENAME TO users_away"); // every look-up of a user now fails in the real database
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        for (int i = 0; i < 100; i++)
+        {
+            var refused = await http.GetAsync("/api/users/?username=alice");
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.StatusCode);
+            Assert.Equal("unavailable", (await Json(refused)).GetProperty("code").GetString());
+        }
+        int seconds = (int)Math.Ceiling(clock.Elapsed.TotalSeconds);
+        Sql(app, "ALTER TABLE users_away RENAME TO users");
+
+        var lines = logs.Lines.Where(l => l.Contains("503 unavailable", StringComparison.Ordinal)).ToList();
+        Assert.NotEmpty(lines);
+        Assert.True(lines.Count <= seconds + 1, $"{lines.Count} log lines for 100 refusals in {seconds} s");
+        Assert.True(lines[0].Contains("Answered GET /api/users", StringComparison.Ordinal), lines[0]);
+        Assert.DoesNotContain(logs.Lines, l => l.Contains("unhandled exception", StringComparison.OrdinalIgnoreCase));
     }
 
     [Fact]
