@@ -104,6 +104,10 @@ public sealed class ServiceProcess : IAsyncDisposable
         Assert.True(_process.ExitCode == 0, $"exit code {_process.ExitCode} after SIGTERM:\n{string.Join("\n", _output)}");
     }
 
+    /// SIGSTOP: the process stops where it is, between any two instructions, and answers nothing more; a Kill after it
+    /// is a crash at that point.
+    public void Freeze() => Assert.Equal(0, kill(_process.Id, 19));
+
     /// SIGKILL: no shutdown hooks, no flush, no drain.
     public void Kill()
     {
