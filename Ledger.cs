@@ -26,6 +26,11 @@ public sealed class Ledger : IHostedService
     public ChannelReader<CommittedChange> Changes => _changes.Reader;
     public LedgerStats Stats { get; } = new();
 
+    /// Postings taken and waiting for the writer to start their batch: the writer's backlog. Counted here: a
+    /// single-reader channel cannot count itself.
+    public int Queued => Volatile.Read(ref _queued);
+    private int _queued;
+
     // The request hash is computed on the caller's thread: the writer loop is the serial step, keep it lean.
     private sealed record Work(Posting Posting, string Hash, TaskCompletionSource<PostOutcome> Done);
 
@@ -78,7 +83,12 @@ public sealed class Ledger : IHostedService
     public async Task<PostOutcome> PostAsync(Posting posting)
     {
         var done = new TaskCompletionSource<PostOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
-        if (!_work.Writer.TryWrite(new Work(posting, posting.Hash(), done))) throw new ServiceStoppingException();
+        Interlocked.Increment(ref _queued);
+        if (!_work.Writer.TryWrite(new Work(posting, posting.Hash(), done)))
+        {
+            Interlocked.Decrement(ref _queued);
+            throw new ServiceStoppingException();
+        }
         return await done.Task;
     }
 
@@ -94,6 +104,7 @@ public sealed class Ledger : IHostedService
             batch.Clear();
             postings.Clear();
             while (batch.Count < _maxBatch && _work.Reader.TryRead(out var item)) { batch.Add(item); postings.Add(item.Posting); }
+            Interlocked.Add(ref _queued, -batch.Count);
             results.Clear();
             changes.Clear();
             var started = Stopwatch.GetTimestamp();

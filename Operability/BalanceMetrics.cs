@@ -34,6 +34,7 @@ public sealed class BalanceMetrics
         // The same count under its first name, kept for dashboards that read it (deprecated: it never counted commits).
         meter.CreateObservableCounter("balance.ledger.commits", () => Volatile.Read(ref l.Postings), "{posting}",
             "Deprecated name of balance.ledger.postings (the same count).");
+        meter.CreateObservableUpDownCounter("balance.ledger.queued", () => ledger.Queued, "{posting}", "Postings waiting for the writer to start their batch.");
         meter.CreateObservableCounter("balance.ledger.batches", () => Volatile.Read(ref l.Batches), "{batch}", "Database transactions committed by the writer loop.");
         foreach (var instruments in storage) instruments.Create(meter); // the engine's own: SQLite's pragmas and WAL, PostgreSQL's change feed
         var closes = meter.CreateCounter<long>("balance.sockets.closed", "{socket}", "Socket closes by close code.");

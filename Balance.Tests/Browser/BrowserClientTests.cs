@@ -74,15 +74,17 @@ public sealed class BrowserClientTests(ChromiumFixture chromium, ITestOutputHelp
     [Fact]
     public async Task TheTokenIsRefreshedBeforeItExpiresOnTheOpenSocket()
     {
-        await using var app = new BalanceApplication(BrowserKit.Settings(tokenLifetime: "00:00:04"));
+        // 8 s tokens: the client refreshes a quarter of the lifetime ahead, 2 s, time enough on a loaded box for the
+        // refresh and the new auth to land before the server's 250 ms expiry check closes the socket.
+        await using var app = new BalanceApplication(BrowserKit.Settings(tokenLifetime: "00:00:08"));
         var alice = await app.LoginAsync("alice");
         var page = await StartAsync(app, alice);
         await using var pageContext = page.Context; // closed before the app: no client retries after the test
         await page.WaitForAsync("() => h.service.status === 'connected'");
 
         // Past the first token's expiry: without the refresh the server would have closed the socket with 4001.
-        await page.WaitForAsync("() => h.tokenCalls.length >= 1 && h.authOks.length >= 2", timeout: 8000);
-        await Task.Delay(TimeSpan.FromSeconds(2));
+        await page.WaitForAsync("() => h.tokenCalls.length >= 1 && h.authOks.length >= 2", timeout: 15000);
+        await Task.Delay(TimeSpan.FromSeconds(3));
         var op = await app.LoginAsync("operator"); // short-lived tokens: the operator's too
         await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "5.00", currency = "USD" });
         await page.WaitForAsync("() => h.received[0].at(-1) === '105.00'");

@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Playwright;
 using Xunit.Abstractions;
 
@@ -155,17 +156,17 @@ public static class BrowserKit
 
     public static string SocketBase(Uri origin) => new UriBuilder(origin) { Scheme = "ws", Path = "" }.Uri.ToString().TrimEnd('/');
 
-    // What the server counts (balance.sockets.open at /metrics, open to loopback), once it settles on the expected value.
+    // What the server counts (its hub's open sockets, the figure balance.sockets.open exports), once it settles on the
+    // expected value. Read from this service itself: /metrics in a test process may show another host's figure under
+    // the same meter name.
     public static async Task<double> ServerSocketsAsync(BalanceApplication app, double expected)
     {
-        using var http = app.Http();
+        var hub = app.Services.GetRequiredService<BalanceSocket>();
         double open = double.NaN;
         var deadline = DateTime.UtcNow.AddSeconds(10);
         do
         {
-            string text = await http.GetStringAsync("/metrics");
-            string line = text.Split('\n').First(l => l.StartsWith("balance_sockets_open", StringComparison.Ordinal));
-            open = double.Parse(line[(line.LastIndexOf(' ') + 1)..], System.Globalization.CultureInfo.InvariantCulture);
+            open = Volatile.Read(ref hub.Stats.Open);
             if (open == expected) return open;
             await Task.Delay(100);
         } while (DateTime.UtcNow < deadline);

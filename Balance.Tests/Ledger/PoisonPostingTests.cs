@@ -50,7 +50,14 @@ public sealed class PoisonPostingTests
         {
             user_id = players[i % players.Count].UserId, type = "deposit", amount = "1.00", currency = "USD", reference = i == 17 ? Poison : $"honest-{i}",
         })).ToList();
-        await Task.Delay(TimeSpan.FromSeconds(2)); // 40 loopback requests reach the queue in well under this
+        // Every one of the 40 in the writer's queue before it goes on, however long a loaded box takes to send them.
+        var ledger = app.Services.GetRequiredService<Ledger>();
+        var queued = System.Diagnostics.Stopwatch.StartNew();
+        while (ledger.Queued < 40)
+        {
+            Assert.True(queued.Elapsed < Patience.Long, $"{ledger.Queued} of 40 postings reached the writer's queue");
+            await Task.Delay(10);
+        }
         hook.Release();
         Assert.Equal(HttpStatusCode.Created, (await holder).StatusCode);
         var answers = await Task.WhenAll(posts);

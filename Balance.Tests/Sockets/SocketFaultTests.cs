@@ -44,8 +44,10 @@ public sealed class SocketFaultTests
     {
         await using var app = new BalanceApplication(new()
         {
+            // A ping a second, and 5 s for its pong: the silent peer goes within ~6 s, while a reading socket whose
+            // client's thread pool stalls for a second beside the parallel tests is not taken for dead.
             ["Balance:Socket:KeepAliveInterval"] = "00:00:01",
-            ["Balance:Socket:KeepAliveTimeout"] = "00:00:01",
+            ["Balance:Socket:KeepAliveTimeout"] = "00:00:05",
             ["Balance:Socket:MaxSocketsPerPlayer"] = "1",
         });
         var alice = await app.LoginAsync("alice");

@@ -3,6 +3,7 @@ using System.Net.Http.Json;
 using System.Text.Json;
 using Balance.Storage.Sqlite;
 using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace Balance.Tests;
 
@@ -251,7 +252,12 @@ public sealed class SqliteLogTests
     [Fact]
     public async Task AKeyBindsForTheWindowAndIsANewPostingAfterIt()
     {
-        await using var app = new BalanceApplication(new() { ["Balance:IdempotencyWindow"] = "00:00:02" });
+        // On a fake clock: a replay must not fall out of the window because a loaded box took two seconds to answer.
+        var clock = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var app = new BalanceApplication(new() { ["Balance:IdempotencyWindow"] = "00:00:02" })
+        {
+            ConfigureTestServices = services => services.AddSingleton<TimeProvider>(clock),
+        };
         var op = await app.LoginAsync("operator");
         var alice = await app.LoginAsync("alice");
         string key = InvariantTests.NewKey();
@@ -260,7 +266,7 @@ public sealed class SqliteLogTests
         Assert.Equal("true", again.Headers.GetValues("Idempotent-Replayed").Single());
         Assert.Equal(first.GetProperty("transaction_id").GetString(), (await again.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("transaction_id").GetString());
         Assert.Equal(HttpStatusCode.Conflict, (await app.PostTransactionAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "2.00", currency = "USD" }, key)).StatusCode);
-        await Task.Delay(TimeSpan.FromSeconds(2.5));
+        clock.Advance(TimeSpan.FromSeconds(2.5));
         // Past the window the key is forgotten: the same request is a second deposit.
         var later = await app.PostOkAsync(op.AccessToken, new { user_id = alice.UserId, type = "deposit", amount = "1.00", currency = "USD" }, key);
         Assert.NotEqual(first.GetProperty("transaction_id").GetString(), later.GetProperty("transaction_id").GetString());
