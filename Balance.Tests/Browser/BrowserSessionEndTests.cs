@@ -94,11 +94,13 @@ public sealed class BrowserSessionEndTests(ChromiumFixture chromium, ITestOutput
         await page.EvaluateAsync("token => startClient({ token, options: { debug: true } })", alice.AccessToken);
         await page.WaitForAsync("() => h.service.status === 'connected'");
         await page.EvaluateAsync("() => h.service.disconnect()");
-        await Task.Delay(200);
-        lock (logged)
+        // The page's console reaches the test as events, in their own time: wait for both lines.
+        bool Logged(string start) { lock (logged) return logged.Any(l => l.StartsWith(start, StringComparison.Ordinal)); }
+        var waited = System.Diagnostics.Stopwatch.StartNew();
+        while (!(Logged("[balance-client] status connecting -> connected") && Logged("[balance-client] status connected -> closed")))
         {
-            Assert.Contains(logged, l => l.StartsWith("[balance-client] status connecting -> connected", StringComparison.Ordinal));
-            Assert.Contains(logged, l => l.StartsWith("[balance-client] status connected -> closed", StringComparison.Ordinal));
+            if (waited.Elapsed > Patience.Long) lock (logged) Assert.Fail("the debug lines never came: " + string.Join(" | ", logged));
+            await Task.Delay(20);
         }
 
         // Off by default.
