@@ -2,6 +2,7 @@ using System.ComponentModel.DataAnnotations;
 using System.Diagnostics;
 using System.Threading.Channels;
 using Balance.Auth;
+using Balance.Operability;
 using Balance.Postings;
 using Balance.Storage;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -16,6 +17,7 @@ public sealed class Ledger : IHostedService
 {
     private readonly ILedgerStore _store;
     private readonly TimeProvider _time;
+    private readonly LogSampler _failedCommits;
     private readonly ILogger _log;
     private readonly int _maxBatch;
     // Synchronous continuations: a posting wakes the writer thread directly, not through a thread-pool work item.
@@ -54,6 +56,7 @@ public sealed class Ledger : IHostedService
     public Ledger(ILedgerStore store, TimeProvider time, IOptions<LedgerOptions> options, ILoggerFactory loggers)
     {
         (_store, _time) = (store, time);
+        _failedCommits = new LogSampler(time, TimeSpan.FromSeconds(1));
         _log = loggers.CreateLogger("Balance.Audit"); // one structured line per committed change
         _maxBatch = options.Value.MaxBatch;
     }
@@ -83,8 +86,9 @@ public sealed class Ledger : IHostedService
     public async Task<PostOutcome> PostAsync(Posting posting)
     {
         var done = new TaskCompletionSource<PostOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var work = new Work(posting, posting.Hash(), done);
         Interlocked.Increment(ref _queued);
-        if (!_work.Writer.TryWrite(new Work(posting, posting.Hash(), done)))
+        if (!_work.Writer.TryWrite(work))
         {
             Interlocked.Decrement(ref _queued);
             throw new ServiceStoppingException();
@@ -130,7 +134,7 @@ public sealed class Ledger : IHostedService
             {
                 // Nothing of this batch is durable: fail every request of it, publish nothing, and start the
                 // next batch on a fresh connection.
-                _log.LogError(ex, "Commit of {Count} postings failed; none was applied", batch.Count);
+                LogFailedCommit(ex, batch.Count);
                 Volatile.Write(ref Stats.LastFailureAt, Stopwatch.GetTimestamp());
                 foreach (var work in batch) work.Done.TrySetException(ex);
                 session?.Dispose();
@@ -196,6 +200,14 @@ public sealed class Ledger : IHostedService
     // A posting that did not commit because of what the store did, not a rule: its request gets the error itself.
     private sealed record Failed(Exception Error) : PostOutcome;
 
+    // An outage fails every batch, and each batch's requests get their 503: the log gets the first failure in full
+    // and then one line a second, counting the batches since (LogSampler), not a stack trace per batch.
+    private void LogFailedCommit(Exception ex, int postings)
+    {
+        if (_failedCommits.TryTake(out int unlogged))
+            _log.LogError(ex, "Commit of {Count} postings failed; none was applied (and {Unlogged} more failed batches since the last line)", postings, unlogged);
+    }
+
     // Each posting of a batch whose data the store refused, in its own transaction, in arrival order. Answers each by
     // its own outcome; false when the store failed for another reason (an outage) on the way: that posting and those
     // after it fail with that error, those before it stay committed, and the session must be replaced.
@@ -217,7 +229,7 @@ public sealed class Ledger : IHostedService
             }
             catch (Exception ex)
             {
-                _log.LogError(ex, "Commit of {Count} postings failed; none was applied", batch.Count - i);
+                LogFailedCommit(ex, batch.Count - i);
                 for (; i < batch.Count; i++) results.Add(new Failed(ex));
                 return false;
             }

@@ -106,7 +106,9 @@ public sealed class ServiceProcess : IAsyncDisposable
 
     /// SIGSTOP: the process stops where it is, between any two instructions, and answers nothing more; a Kill after it
     /// is a crash at that point.
-    public void Freeze() => Assert.Equal(0, kill(_process.Id, 19));
+    public void Freeze() => Assert.Equal(0, kill(_process.Id, SIGSTOP));
+
+    private const int SIGSTOP = 19; // Linux
 
     /// SIGKILL: no shutdown hooks, no flush, no drain.
     public void Kill()

@@ -34,11 +34,11 @@ public sealed class SocketEndpoint(BalanceSocket hub, SocketContext context, IHo
     // The Origin is the client's text: at most MaxLoggedOrigin characters of it, and at most one line a second, which
     // counts the refusals it stands for (a flood of 6 KB origins from many addresses must not fill the disk).
     private const int MaxLoggedOrigin = 100;
-    private readonly LogSampler _refusedOrigins = new(TimeSpan.FromSeconds(1));
+    private readonly LogSampler _refusedOrigins = new(context.Time, TimeSpan.FromSeconds(1));
 
     private void LogRefusedOrigin(string? origin)
     {
-        if (!_refusedOrigins.TryTake(context.Now, out int unlogged)) return;
+        if (!_refusedOrigins.TryTake(out int unlogged)) return;
         if (origin is { Length: > MaxLoggedOrigin }) origin = string.Concat(origin.AsSpan(0, MaxLoggedOrigin), $"… ({origin.Length} characters)");
         context.Log.LogWarning("Refused socket from origin {Origin} (and {Unlogged} more refused origins since the last line)", origin, unlogged);
     }

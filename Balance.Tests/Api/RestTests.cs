@@ -3,6 +3,8 @@ using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 
@@ -196,6 +198,41 @@ public class RestTests
         Assert.True(lines.Count <= seconds + 1, $"{lines.Count} log lines for 100 refusals in {seconds} s");
         Assert.True(lines[0].Contains("Answered GET /api/users", StringComparison.Ordinal), lines[0]);
         Assert.DoesNotContain(logs.Lines, l => l.Contains("unhandled exception", StringComparison.OrdinalIgnoreCase));
+    }
+
+    // What ErrorLog does not sample: a defect (here a request the test's own middleware, behind the service's pipeline,
+    // fails with an exception no rule maps) is answered 500 and logged in full, stack trace and all, every time.
+    [Fact]
+    public async Task ADefectIsAnswered500AndLoggedInFullEveryTime()
+    {
+        var logs = new CapturingLoggerProvider();
+        await using var app = new BalanceApplication(store: Store)
+        {
+            ConfigureTestServices = s =>
+            {
+                s.AddSingleton<ILoggerProvider>(logs);
+                s.AddSingleton<IStartupFilter>(new DefectAtTheEnd());
+            },
+        };
+        using var http = app.Http();
+        for (int i = 0; i < 3; i++)
+        {
+            var failed = await http.GetAsync("/__test/defect");
+            Assert.Equal(HttpStatusCode.InternalServerError, failed.StatusCode);
+            Assert.Equal("server_error", (await Json(failed)).GetProperty("code").GetString());
+        }
+        var lines = logs.Lines.Where(l => l.Contains("An unhandled exception has occurred", StringComparison.Ordinal)).ToList();
+        Assert.Equal(3, lines.Count);
+        Assert.All(lines, l => Assert.Contains("the test's defect", l));
+    }
+
+    private sealed class DefectAtTheEnd : IStartupFilter
+    {
+        public Action<IApplicationBuilder> Configure(Action<IApplicationBuilder> next) => app =>
+        {
+            next(app);
+            app.Run(http => http.Request.Path == "/__test/defect" ? throw new InvalidOperationException("the test's defect") : Task.CompletedTask);
+        };
     }
 
     [Fact]

@@ -64,7 +64,7 @@ public sealed class DurabilityTests
 
             using var stop = new CancellationTokenSource();
             int committed = 0, cutOff = 0;
-            long killedAt = long.MaxValue; // Stopwatch time of the kill
+            long frozenAt = long.MaxValue, killedAt = long.MaxValue; // Stopwatch times of the crash's two steps
             var load = Enumerable.Range(0, 12).Select(w => Task.Run(async () =>
             {
                 var random = new Random(4242 + w);
@@ -89,6 +89,8 @@ public sealed class DurabilityTests
                     }
                     catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException or IOException or JsonException)
                     {
+                        // Only the crash may cut a request off: a failure before it is the service's own.
+                        Assert.True(Stopwatch.GetTimestamp() >= Volatile.Read(ref frozenAt), $"a request failed before the crash: {ex}");
                         unanswered[key] = body; // the crash cut it off: it may or may not have committed
                         // Sent before the kill and never answered: cut off by it. The kind of exception cannot tell:
                         // a request whose pooled connection dies before any byte of its answer is resent by the client
@@ -109,6 +111,7 @@ public sealed class DurabilityTests
             // The crash: the service stops dead mid-load (SIGSTOP), then is killed. In between, what it had sent
             // reaches the clients, and each of them sends its next request, which no one will answer; a SIGKILL alone
             // can land in the instant after a group commit answered every request and before the next were sent.
+            Volatile.Write(ref frozenAt, Stopwatch.GetTimestamp());
             service.Freeze();
             await Task.Delay(300);
             Volatile.Write(ref killedAt, Stopwatch.GetTimestamp());

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using MsOptions = Microsoft.Extensions.Options.Options;
@@ -262,6 +263,30 @@ public sealed class LedgerRulesTests : IAsyncLifetime
 
         // The writer lives on, on a fresh session.
         Assert.Equal("1.00", Committed(await _ledger.PostAsync(Post(TxTypes.Deposit, _alice, 100))).Balance);
+    }
+
+    // An outage fails every batch; each posting gets its error, but the log gets the first failure in full and then
+    // one line a second counting the batches since, not a stack trace per batch (on the monotonic clock, faked here).
+    [Fact]
+    public async Task AnOutageFailsEveryBatchAndLogsTheFirstInFullThenOneLineASecond()
+    {
+        var logs = new CapturingLoggerProvider();
+        using var loggers = LoggerFactory.Create(b => b.AddProvider(logs));
+        var ledger = new Ledger(_store, _time, MsOptions.Create(new LedgerOptions { MaxBatch = 64 }), loggers);
+        _store.BeforeWrite = _ => throw new IOException("the test's outage");
+        await ledger.StartAsync(CancellationToken.None);
+        for (int i = 0; i < 50; i++) await Assert.ThrowsAsync<IOException>(() => ledger.PostAsync(Post(TxTypes.Deposit, _alice, 100)));
+        string[] Lines() => logs.Lines.Where(l => l.Contains("postings failed; none was applied", StringComparison.Ordinal)).ToArray();
+        var first = Assert.Single(Lines());
+        Assert.Contains("the test's outage", first); // in full: the exception with it
+        Assert.Contains("(and 0 more failed batches since the last line)", first);
+
+        _time.Advance(TimeSpan.FromSeconds(1));
+        await Assert.ThrowsAsync<IOException>(() => ledger.PostAsync(Post(TxTypes.Deposit, _alice, 100)));
+        Assert.Equal(2, Lines().Length);
+        Assert.Contains("(and 49 more failed batches since the last line)", Lines()[1]);
+        Assert.Empty(_store.Entries);
+        await ledger.CompleteAsync(CancellationToken.None);
     }
 
     [Fact]

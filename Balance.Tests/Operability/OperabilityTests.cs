@@ -36,6 +36,7 @@ public sealed class OperabilityTests
             await Task.Delay(100);
         }
         Assert.Contains("balance_ledger_postings_total", text);
+        Assert.Matches(@"balance_ledger_queued\{[^}]*\} \d+", text); // the writer's backlog
         Assert.Contains("balance_ledger_commits_total", text); // the deprecated name, kept for dashboards
         Assert.Contains("balance_ledger_commit_duration_milliseconds_bucket", text);
         Assert.Contains("balance_sockets_open", text);

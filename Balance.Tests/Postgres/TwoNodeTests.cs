@@ -403,7 +403,7 @@ public sealed class TwoNodeTests(TwoNodeTests.SharedNodes shared) : IClassFixtur
             var unanswered = new ConcurrentDictionary<string, object>();    // key → body of a request A's death cut off
             var bodies = new ConcurrentDictionary<string, object>();
             int onA = 0, onB = 0, cutOff = 0;
-            long killedAt = long.MaxValue; // Stopwatch time of A's kill
+            long frozenAt = long.MaxValue, killedAt = long.MaxValue; // Stopwatch times of A's crash's two steps
             using var stop = new CancellationTokenSource();
             var load = Enumerable.Range(0, 12).Select(w => Task.Run(async () =>
             {
@@ -431,6 +431,7 @@ public sealed class TwoNodeTests(TwoNodeTests.SharedNodes shared) : IClassFixtur
                     }
                     catch (Exception ex) when (node == nodes.A && ex is HttpRequestException or TaskCanceledException or IOException or JsonException)
                     {
+                        Assert.True(System.Diagnostics.Stopwatch.GetTimestamp() >= Volatile.Read(ref frozenAt), $"a request to A failed before its crash: {ex}");
                         unanswered[key] = body;
                         // Sent before the kill and never answered (the exception's kind cannot tell: DurabilityTests).
                         if (sentAt < Volatile.Read(ref killedAt)) Interlocked.Increment(ref cutOff);
@@ -443,6 +444,7 @@ public sealed class TwoNodeTests(TwoNodeTests.SharedNodes shared) : IClassFixtur
             while ((Volatile.Read(ref onA) < 100 || Volatile.Read(ref onB) < 100) && DateTime.UtcNow < deadline) await Task.Delay(10);
             Assert.True(Volatile.Read(ref onA) >= 100 && Volatile.Read(ref onB) >= 100, $"the load never got going ({onA} on A, {onB} on B)");
             // A stops dead mid-load, its clients' next requests go unanswered, then it is killed (as in DurabilityTests).
+            Volatile.Write(ref frozenAt, System.Diagnostics.Stopwatch.GetTimestamp());
             nodes.A.Freeze();
             await Task.Delay(300);
             Volatile.Write(ref killedAt, System.Diagnostics.Stopwatch.GetTimestamp());
