@@ -47,6 +47,65 @@ public sealed class KeysPerPosterUpgradeTests
         LedgerAudit.Read(temp.FilePath).AssertConsistent();
     }
 
+    // A file stamped schema 2, as the first builds of it left one: keys unique per poster (ledger_by_key), the users
+    // part not yet there (no disabled_at, a name not in its normal form). Step 3 rebuilds its ledger as a log and
+    // brings its users along; every row kept.
+    [Fact]
+    public async Task ASqliteDatabaseOfSchemaTwoIsUpgradedInPlaceKeepingEveryRow()
+    {
+        using var temp = new TempDatabase();
+        var (op, alice, bobKey) = await PostSomeAsync(temp.FilePath, Store.Sqlite);
+        SqliteLogTests.DowngradeToSchemaOne(temp.FilePath);
+        string before;
+        await using (var c = new SqliteConnection($"Data Source={temp.FilePath};Pooling=False"))
+        {
+            c.Open();
+            string ledger = await c.ExecuteScalarAsync<string>("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'ledger'") ?? "";
+            string perPoster = System.Text.RegularExpressions.Regex.Replace(ledger, @"(idempotency_key\s+TEXT\s+NOT NULL)\s+UNIQUE", "$1");
+            Assert.NotEqual(ledger, perPoster);
+            perPoster = System.Text.RegularExpressions.Regex.Replace(perPoster, @"^CREATE TABLE\s+""?ledger""?", "CREATE TABLE ledger_v2");
+            await c.ExecuteAsync("PRAGMA foreign_keys = OFF");
+            await c.ExecuteAsync($"""
+                BEGIN;
+                {perPoster};
+                INSERT INTO ledger_v2 SELECT * FROM ledger ORDER BY seq;
+                DROP TABLE ledger;
+                ALTER TABLE ledger_v2 RENAME TO ledger;
+                CREATE INDEX ledger_by_user ON ledger (user_id, seq);
+                CREATE UNIQUE INDEX ledger_by_key ON ledger (posted_by, idempotency_key);
+                ALTER TABLE users DROP COLUMN disabled_at;
+                UPDATE users SET username = 'AlIcE' WHERE username = 'alice';
+                PRAGMA user_version = 2;
+                COMMIT;
+                """);
+            await c.ExecuteAsync("PRAGMA foreign_keys = ON");
+            Assert.Equal(0, await GlobalKeyIndexesAsync(c));
+            Assert.Empty(await c.QueryAsync("PRAGMA foreign_key_check"));
+            before = await SqliteLedgerTextAsync(c);
+        }
+        SqliteConnection.ClearAllPools();
+
+        await using (var app = new BalanceApplication(databasePath: temp.FilePath))
+        {
+            await TwoOperatorsShareAKeyAsync(app, op, alice, bobKey);
+            Assert.Equal(alice.UserId, (await app.LoginAsync("alice")).UserId); // its name in normal form
+        }
+
+        SqliteConnection.ClearAllPools();
+        await using (var c = new SqliteConnection($"Data Source={temp.FilePath};Mode=ReadOnly;Pooling=False"))
+        {
+            c.Open();
+            Assert.Equal(Balance.Storage.Sqlite.SqliteDatabase.SchemaVersion, await c.ExecuteScalarAsync<long>("PRAGMA user_version"));
+            Assert.Equal(1, await c.ExecuteScalarAsync<long>("SELECT COUNT(*) FROM pragma_table_info('ledger') WHERE name = 'user_prev'"));
+            Assert.Equal(1, await c.ExecuteScalarAsync<long>("SELECT COUNT(*) FROM pragma_table_info('users') WHERE name = 'disabled_at'"));
+            string after = await SqliteLedgerTextAsync(c);
+            Assert.StartsWith(before, after); // every old row, as it was, in its place; the new ones after it
+            Assert.Equal(3, after.Split('\n').Length - before.Split('\n').Length);
+            Assert.Empty(await c.QueryAsync("PRAGMA foreign_key_check"));
+        }
+        LedgerAudit.Read(temp.FilePath).AssertConsistent();
+    }
+
     [Fact]
     public async Task APostgresDatabaseOfSchemaTwoIsUpgradedInPlaceKeepingEveryRow()
     {
