@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Auth under hostile load (issue 19 §1): postings/s of 8 steady clients and the p99 of a probe posting every 20 ms,
 # with no attack (baseline) and under each attack — a player's 8 logins spending their refresh tokens in a loop
-# (refresh), 600 logins for unknown names from 20 loopback addresses within their per-address allowance (flood) —
+# (refresh), 600 logins for unknown names from 20 loopback addresses within their per-address allowance (flood),
+# login bodies that are not JSON in a closed loop from one address (garbage; not in the default modes) —
 # interleaved none, refresh, none, flood, RUNS times, on one fresh service (SQLite, Development, as the issue).
 # Prints a line per phase, then per mode the median and [min-max] over the runs and the ratio to the baseline.
 #   bench/attack.sh [--runs 3] [--seconds 15] [--service-dir DIR] [--env Auth__Key=value ...] [--modes none,refresh,none,flood]
@@ -39,5 +40,5 @@ for _ in $(seq 1 120); do curl -sf "$BASE/healthz" >/dev/null 2>&1 && break; sle
 curl -sf "$BASE/healthz" >/dev/null || { echo "service did not start:"; cat "$WORK/service.log"; exit 1; }
 
 echo "== $(nproc) cores, $(uptime | sed 's/.*load/load/'); service: $SERVICE_DIR $(git -C "$SERVICE_DIR" rev-parse --short HEAD 2>/dev/null || echo '(not a git checkout)') ${SERVICE_ENV[*]}"
-dotnet "$WORK/attack/Attack.dll" --url "$BASE" --runs "$RUNS" --seconds "$SECONDS_PER_PHASE" --modes "$MODES"
+dotnet "$WORK/attack/Attack.dll" --url "$BASE" --runs "$RUNS" --seconds "$SECONDS_PER_PHASE" --modes "$MODES" --log "$WORK/service.log"
 echo "== after: $(uptime | sed 's/.*load/load/')"

@@ -6,7 +6,11 @@
 // - refresh: one player, 8 logins of its own, each spending its newest refresh token in a loop as fast as answers come;
 // - flood: 600 logins for unknown names from 20 loopback addresses (127.0.x.1-20, new ones each run), 30 each —
 //   each within its per-address allowance (Auth:LoginAttemptsPerMinutePerIp = 30) — all sent at once, a 503 or 429
-//   answer ending that attempt.
+//   answer ending that attempt;
+// - garbage: a stranger's cheapest request, a login body that is not JSON, from 8 connections of one address in a
+//   closed loop (refused at binding, before any per-address allowance is counted); healthz: the same loop on
+//   GET /healthz, the cheapest request there is, for what any request flood costs.
+// With --log FILE (the service's log), each phase also prints how many bytes the service logged during it.
 // Prints one line per phase, then the medians and spread per mode, and the ratio to the baseline.
 using System.Diagnostics;
 using System.Net;
@@ -19,6 +23,8 @@ var baseUri = new Uri(opts.GetValueOrDefault("url", "http://127.0.0.1:18190"));
 int seconds = int.Parse(opts.GetValueOrDefault("seconds", "15"));
 int runs = int.Parse(opts.GetValueOrDefault("runs", "3"));
 string[] modes = opts.GetValueOrDefault("modes", "none,refresh,none,flood").Split(',');
+string? serviceLog = opts.GetValueOrDefault("log");
+long LogBytes() => serviceLog is null || !File.Exists(serviceLog) ? 0 : new FileInfo(serviceLog).Length;
 const int Clients = 8, Players = 50, Logins = 8, Addresses = 20, PerAddress = 30;
 
 HttpClient Client(string? source = null, string? token = null)
@@ -90,6 +96,7 @@ for (int run = 1; run <= runs; run++)
         phase++;
         using var stop = new CancellationTokenSource();
         long posted = 0, failed = 0;
+        long logBefore = LogBytes();
         var sw = Stopwatch.StartNew();
         using var steadyClient = Client("127.0.0.1", opToken);
         var steady = Enumerable.Range(0, Clients).Select(i => Task.Run(async () =>
@@ -160,6 +167,24 @@ for (int run = 1; run <= runs; run++)
                 }));
             }));
         }
+        else if (mode is "garbage" or "healthz")
+        {
+            var c = Client($"127.0.{30 + run}.1");
+            clients.Add(c);
+            attack = Task.WhenAll(Enumerable.Range(0, Clients).Select(_ => Task.Run(async () =>
+            {
+                while (!stop.IsCancellationRequested)
+                {
+                    try
+                    {
+                        using var body = new StringContent("{\"username\":\"nobody\",\"password\":", System.Text.Encoding.UTF8, "application/json");
+                        using var r = mode == "garbage" ? await c.PostAsync("/api/auth/login", body) : await c.GetAsync("/healthz");
+                        outcomes.AddOrUpdate((int)r.StatusCode, 1, (_, v) => v + 1);
+                    }
+                    catch (Exception e) when (e is HttpRequestException or TaskCanceledException) { outcomes.AddOrUpdate(0, 1, (_, v) => v + 1); }
+                }
+            })));
+        }
         double attackEnded = double.NaN;
         _ = attack.ContinueWith(_ => attackEnded = sw.Elapsed.TotalSeconds);
         await Task.Delay(TimeSpan.FromSeconds(seconds));
@@ -177,7 +202,8 @@ for (int run = 1; run <= runs; run++)
             + (mode == "flood" ? $" (done at {attackEnded:0.0} s)" : "");
         double rate = postedAtEnd / elapsed;
         results.Add((mode, rate, p99, lat.Length == 0 ? double.NaN : lat[^1], attackText));
-        Console.WriteLine($"run {run} {mode,-8} postings {rate,7:0}/s  probe p99 {p99,7:0.0} ms  max {lat[^1],7:0.0} ms  failed {failed}  attack: {attackText}");
+        string logged = serviceLog is null ? "" : $"  logged {(LogBytes() - logBefore) / 1024.0:0} KiB";
+        Console.WriteLine($"run {run} {mode,-8} postings {rate,7:0}/s  probe p99 {p99,7:0.0} ms  max {lat[^1],7:0.0} ms  failed {failed}{logged}  attack: {attackText}");
     }
 
 Console.WriteLine();
