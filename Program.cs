@@ -20,6 +20,7 @@ await app.LoadSessionsAsync();
 app.UseForwardedClient();
 app.MapBalanceSocket();
 app.UseBalanceHttp();
+app.UseAddressAllowances(); // logins and refreshes spend their address's allowance before their body is read
 app.MapAuthApi();
 app.MapLedgerApi();
 app.MapOperability();

@@ -135,6 +135,30 @@ public class AuthAbuseTests
         Assert.NotNull(perAddress.Headers.RetryAfter);
     }
 
+    // The address's allowance is spent before the body is read: a body that is not JSON spends it like any attempt, and
+    // past it every login and refresh from that address is a 429 without its body being read — the cheap refusal first
+    // (AuthApi.UseAddressAllowances; bench/attack.sh --modes none,garbage).
+    [Fact]
+    public async Task ABodyThatIsNotJsonSpendsTheAddressAllowanceAndPastItNothingIsRead()
+    {
+        await using var app = new BalanceApplication(new()
+        {
+            ["Auth:LoginAttemptsPerMinutePerIp"] = "5", ["Auth:RefreshesPerMinutePerIp"] = "3", ["Auth:ThrottledAnswerDelay"] = "00:00:00",
+        }, store: Store);
+        using var http = app.Http();
+        HttpContent Garbage() => new StringContent("""{"username":"alice","password":""", System.Text.Encoding.UTF8, "application/json");
+        for (int i = 0; i < 5; i++) Assert.Equal(HttpStatusCode.BadRequest, (await http.PostAsync("/api/auth/login", Garbage())).StatusCode);
+        var refused = await http.PostAsync("/api/auth/login", Garbage());
+        Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+        Assert.Equal("too_many_attempts", (await refused.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("code").GetString());
+        Assert.NotNull(refused.Headers.RetryAfter);
+        // The allowance is the address's, spent: the right password waits too.
+        Assert.Equal(HttpStatusCode.TooManyRequests, (await http.PostAsJsonAsync("/api/auth/login", new { username = "alice", password = "demo1234" })).StatusCode);
+
+        for (int i = 0; i < 3; i++) Assert.Equal(HttpStatusCode.BadRequest, (await http.PostAsync("/api/auth/refresh", new StringContent("[", System.Text.Encoding.UTF8, "application/json"))).StatusCode);
+        Assert.Equal(HttpStatusCode.TooManyRequests, (await http.PostAsync("/api/auth/refresh", new StringContent("[", System.Text.Encoding.UTF8, "application/json"))).StatusCode);
+    }
+
     [Fact]
     public async Task AnIpv6Slash64CountsAsOneAddressForTheLoginLimit()
     {
