@@ -8,7 +8,7 @@
 //   each within its per-address allowance (Auth:LoginAttemptsPerMinutePerIp = 30) — all sent at once, a 503 or 429
 //   answer ending that attempt;
 // - garbage: a stranger's cheapest request, a login body that is not JSON, from 8 connections of one address in a
-//   closed loop (refused at binding, before any per-address allowance is counted); healthz: the same loop on
+//   closed loop (it spends the address's login allowance, then gets held 429s unread); healthz: the same loop on
 //   GET /healthz, the cheapest request there is, for what any request flood costs.
 // With --log FILE (the service's log), each phase also prints how many bytes the service logged during it.
 // Prints one line per phase, then the medians and spread per mode, and the ratio to the baseline.
