@@ -20,7 +20,7 @@ public sealed class ErrorLog(ILogger<ErrorLog> log, TimeProvider time)
         var exception = context.Exception;
         if (exception is BadHttpRequestException) return true;
         if (!Problems.MeansUnavailable(exception)) return false;
-        var sampler = _unavailable.GetOrAdd(exception.GetType(), _ => new LogSampler(time, TimeSpan.FromSeconds(1)));
+        var sampler = _unavailable.GetOrAdd(exception.GetType(), static (_, clock) => new LogSampler(clock, TimeSpan.FromSeconds(1)), time);
         if (sampler.TryTake(out int unlogged))
             log.LogWarning(exception, "Answered {Method} {Route} 503 unavailable (and {Unlogged} more requests since the last line)",
                 context.HttpContext.Request.Method, (context.HttpContext.Features.Get<IExceptionHandlerFeature>()?.Endpoint as RouteEndpoint)?.RoutePattern.RawText, unlogged);

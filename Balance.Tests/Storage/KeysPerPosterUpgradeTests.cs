@@ -31,20 +31,12 @@ public sealed class KeysPerPosterUpgradeTests
         await using (var app = new BalanceApplication(databasePath: temp.FilePath))
             await TwoOperatorsShareAKeyAsync(app, op, alice, bobKey);
 
-        SqliteConnection.ClearAllPools();
-        await using (var c = new SqliteConnection($"Data Source={temp.FilePath};Mode=ReadOnly;Pooling=False"))
+        await AssertUpgradedKeepingEveryRowAsync(temp.FilePath, before, async c =>
         {
-            c.Open();
-            Assert.Equal(Balance.Storage.Sqlite.SqliteDatabase.SchemaVersion, await c.ExecuteScalarAsync<long>("PRAGMA user_version"));
             Assert.Equal(0, await GlobalKeyIndexesAsync(c));
             // Schema 3: no index on the key at all; the ledger writer checks (posted_by, key) in memory (SqliteLogTests).
             Assert.Equal(0, await c.ExecuteScalarAsync<long>("SELECT count(*) FROM pragma_index_list('ledger') AS i WHERE (SELECT group_concat(name) FROM pragma_index_info(i.name)) LIKE '%idempotency_key%'"));
-            string after = await SqliteLedgerTextAsync(c);
-            Assert.StartsWith(before, after); // every old row, as it was, in its place; the new ones after it
-            Assert.Equal(3, after.Split('\n').Length - before.Split('\n').Length);
-            Assert.Empty(await c.QueryAsync("PRAGMA foreign_key_check"));
-        }
-        LedgerAudit.Read(temp.FilePath).AssertConsistent();
+        });
     }
 
     // A file stamped schema 2, as the first builds of it left one: keys unique per poster (ledger_by_key), the users
@@ -91,19 +83,29 @@ public sealed class KeysPerPosterUpgradeTests
             Assert.Equal(alice.UserId, (await app.LoginAsync("alice")).UserId); // its name in normal form
         }
 
+        await AssertUpgradedKeepingEveryRowAsync(temp.FilePath, before, async c =>
+        {
+            Assert.Equal(1, await c.ExecuteScalarAsync<long>("SELECT COUNT(*) FROM pragma_table_info('ledger') WHERE name = 'user_prev'"));
+            Assert.Equal(1, await c.ExecuteScalarAsync<long>("SELECT COUNT(*) FROM pragma_table_info('users') WHERE name = 'disabled_at'"));
+        });
+    }
+
+    // The upgraded file, read-only: the newest schema, its shape (shape), every old row as it was in its place and the
+    // three TwoOperatorsShareAKeyAsync posted after them, sound foreign keys, and wallets that are their ledgers.
+    private static async Task AssertUpgradedKeepingEveryRowAsync(string db, string before, Func<SqliteConnection, Task> shape)
+    {
         SqliteConnection.ClearAllPools();
-        await using (var c = new SqliteConnection($"Data Source={temp.FilePath};Mode=ReadOnly;Pooling=False"))
+        await using (var c = new SqliteConnection($"Data Source={db};Mode=ReadOnly;Pooling=False"))
         {
             c.Open();
             Assert.Equal(Balance.Storage.Sqlite.SqliteDatabase.SchemaVersion, await c.ExecuteScalarAsync<long>("PRAGMA user_version"));
-            Assert.Equal(1, await c.ExecuteScalarAsync<long>("SELECT COUNT(*) FROM pragma_table_info('ledger') WHERE name = 'user_prev'"));
-            Assert.Equal(1, await c.ExecuteScalarAsync<long>("SELECT COUNT(*) FROM pragma_table_info('users') WHERE name = 'disabled_at'"));
+            await shape(c);
             string after = await SqliteLedgerTextAsync(c);
             Assert.StartsWith(before, after); // every old row, as it was, in its place; the new ones after it
             Assert.Equal(3, after.Split('\n').Length - before.Split('\n').Length);
             Assert.Empty(await c.QueryAsync("PRAGMA foreign_key_check"));
         }
-        LedgerAudit.Read(temp.FilePath).AssertConsistent();
+        LedgerAudit.Read(db).AssertConsistent();
     }
 
     [Fact]
